@@ -1,0 +1,14 @@
+//! flowtable: the per-packet heart of Bulkhead, in pure Rust (no DPDK).
+//!
+//! ```text
+//! bytes + rss hash -> parse -> FlowKey -> exact-match cache (per lcore)
+//!                                 miss -> classifier (+ conntrack) -> Verdict
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod key;
+pub mod rule;
+
+pub use key::FlowKey;
+pub use rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId};

@@ -1,0 +1,1 @@
+//! Safe DPDK layer: EAL, mempools, mbufs, ports, queues, poll loops, forwarding engines.

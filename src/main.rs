@@ -1,0 +1,6 @@
+//! bulkhead: the command-line entry point.
+#![forbid(unsafe_code)]
+
+fn main() {
+    println!("bulkhead: under construction");
+}
