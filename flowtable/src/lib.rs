@@ -8,7 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod key;
+pub mod lpm;
 pub mod rule;
+pub mod tables;
 
 pub use key::FlowKey;
-pub use rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId};
+pub use lpm::PrefixMap;
+pub use rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId, RuleLookup};
+pub use tables::{Decision, Direction, PolicyTables, Tier, Verdict};

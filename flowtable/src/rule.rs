@@ -246,3 +246,16 @@ mod tests {
         assert_eq!(c.lookup(&k).unwrap().id, RuleId(3));
     }
 }
+
+/// What every classifier offers the pipeline and the control plane: the best
+/// matching rule for a key, per the ordering contract of this module.
+pub trait RuleLookup {
+    /// The best matching rule, or `None`.
+    fn lookup(&self, k: &FlowKey) -> Option<&Rule>;
+}
+
+impl RuleLookup for LinearClassifier {
+    fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
+        LinearClassifier::lookup(self, k)
+    }
+}
