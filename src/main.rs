@@ -1,6 +1,8 @@
 //! bulkhead: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod shell;
+
 fn main() {
     println!("bulkhead: under construction");
 }

@@ -1,0 +1,9 @@
+//! The testpmd-style shell: grammar ([`command`]), the control socket that
+//! connects it to a running switch ([`socket`]), and the interactive front end
+//! ([`repl`]).
+
+pub mod command;
+pub mod repl;
+pub mod socket;
+
+pub use socket::{Client, ControlServer, Target, DEFAULT_SOCKET};
