@@ -7,12 +7,17 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod classbench;
+pub mod classify;
 pub mod key;
 pub mod lpm;
 pub mod rule;
+pub mod ruleset;
 pub mod tables;
 
+pub use classify::{Classifier, ClassifyError};
 pub use key::FlowKey;
 pub use lpm::PrefixMap;
+pub use ruleset::{RuleSetReader, RuleSetWriter, Snapshot};
 pub use rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId, RuleLookup};
 pub use tables::{Decision, Direction, PolicyTables, Tier, Verdict};

@@ -1,0 +1,69 @@
+//! Standalone `classify` (the same logic as `bulkhead classify`).
+//!
+//! ```text
+//! cargo run --release -p flowtable --example classify -- --rules F --trace F [--bench] [--secs S]
+//! cargo run --release -p flowtable --example classify -- --rules F --gen-trace OUT [--per-rule N]
+//! ```
+//! `--gen-trace` writes a synthetic ClassBench trace drawn from the rules (for
+//! sets that come without one), usable by peers/rte-acl-bench.sh as well.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flowtable::classbench::{self, BenchOptions};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (mut rules, mut trace, mut gen, mut bench) = (None, None, None, false);
+    let mut per_rule = 10usize;
+    let mut opts = BenchOptions::default();
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match a.as_str() {
+            "--rules" => rules = Some(PathBuf::from(val("--rules"))),
+            "--trace" => trace = Some(PathBuf::from(val("--trace"))),
+            "--gen-trace" => gen = Some(PathBuf::from(val("--gen-trace"))),
+            "--per-rule" => per_rule = val("--per-rule").parse().expect("--per-rule N"),
+            "--secs" => opts.lookup_secs = val("--secs").parse().expect("--secs S"),
+            "--updates" => opts.update_pairs = val("--updates").parse().expect("--updates N"),
+            "--bench" => bench = true,
+            _ => {
+                eprintln!("usage: classify --rules F (--trace F [--bench] [--secs S] [--updates N] | --gen-trace OUT [--per-rule N])");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(rules) = rules else {
+        eprintln!("--rules is required");
+        return ExitCode::from(2);
+    };
+    let res = if let Some(out) = gen {
+        classbench::parse_rules(&rules).and_then(|rs| {
+            let keys = classbench::synth_trace(&rs, per_rule, 0x7ace);
+            let mut f = std::fs::File::create(&out)
+                .map_err(|source| classbench::Error::Io { path: out.clone(), source })?;
+            classbench::write_trace(&keys, &mut f).map_err(|source| classbench::Error::Io { path: out, source })
+        })
+    } else if let Some(trace) = trace {
+        if bench {
+            classbench::bench(&rules, &trace, &opts).map(|r| {
+                println!("{r}");
+                eprintln!("subtables={} index_bytes_per_rule={:.0}", r.subtables, r.index_bytes_per_rule);
+            })
+        } else {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            classbench::classify(&rules, &trace, &mut lock)
+        }
+    } else {
+        eprintln!("--trace or --gen-trace is required");
+        return ExitCode::from(2);
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("classify: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

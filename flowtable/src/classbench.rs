@@ -1,0 +1,455 @@
+//! ClassBench rule sets and traces (Taylor & Turner), and the logic of
+//! `bulkhead classify`. Formats: ../shared/data/classbench/README.md.
+//!
+//! Rule line `i` (0-based, blank lines skipped) becomes `RuleId(i)` with
+//! priority `n - 1 - i`, so line 0 wins over every later line. ClassBench's
+//! TCP-flags column is parsed and ignored: the classifier has no flags field
+//! (as in DPDK's rte_acl 5-tuple layout and dpdk-test-acl).
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::classify::{Classifier, BURST};
+use crate::key::{v4_mapped, FlowKey};
+use crate::rule::{Action, Match, PortRange, Prefix, Rule, RuleId};
+
+/// What went wrong reading a ClassBench file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or the output written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line is malformed.
+    #[error("{}:{line}: {msg}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Result of this module.
+pub type Result<T> = core::result::Result<T, Error>;
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })
+}
+
+fn parse_v4(s: &str) -> Option<u32> {
+    let mut a = 0u32;
+    let mut n = 0;
+    for part in s.split('.') {
+        a = a << 8 | part.trim().parse::<u8>().ok()? as u32;
+        n += 1;
+    }
+    (n == 4).then_some(a)
+}
+
+fn parse_prefix(s: &str) -> core::result::Result<Prefix, String> {
+    let (a, l) = s.split_once('/').ok_or_else(|| format!("address `{s}` has no /LEN"))?;
+    let a = parse_v4(a).ok_or_else(|| format!("bad IPv4 address `{a}`"))?;
+    let l: u8 = l.parse().ok().filter(|&l| l <= 32).ok_or_else(|| format!("bad prefix length `{l}`"))?;
+    Ok(Prefix::v4(a, l))
+}
+
+fn parse_hex(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let h = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    u32::from_str_radix(h, 16).ok()
+}
+
+fn parse_rule_line(line: &str) -> core::result::Result<Match, String> {
+    let body = line.strip_prefix('@').ok_or("a rule line starts with `@`")?;
+    // Tolerate `lo:hi`, `lo : hi`, tabs or spaces anywhere.
+    let spaced = body.replace(':', " ");
+    let t: Vec<&str> = spaced.split_whitespace().collect();
+    if t.len() < 7 {
+        return Err(format!("expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK], got {} fields", t.len()));
+    }
+    let src = parse_prefix(t[0])?;
+    let dst = parse_prefix(t[1])?;
+    let port = |lo: &str, hi: &str| -> core::result::Result<PortRange, String> {
+        let lo: u16 = lo.parse().map_err(|_| format!("bad port `{lo}`"))?;
+        let hi: u16 = hi.parse().map_err(|_| format!("bad port `{hi}`"))?;
+        if lo > hi {
+            return Err(format!("empty port range {lo} : {hi}"));
+        }
+        Ok(PortRange { lo, hi })
+    };
+    let sport = port(t[2], t[3])?;
+    let dport = port(t[4], t[5])?;
+    let (pv, pm) = t[6].split_once('/').ok_or_else(|| format!("protocol `{}` is not VALUE/MASK", t[6]))?;
+    let (pv, pm) = match (parse_hex(pv), parse_hex(pm)) {
+        (Some(v), Some(m)) if v <= 0xff && m <= 0xff => (v as u8, m as u8),
+        _ => return Err(format!("bad protocol `{}`", t[6])),
+    };
+    let proto = match pm {
+        0x00 => None,
+        0xff => Some(pv),
+        _ => return Err(format!("protocol mask {pm:#04x} unsupported (0x00 any or 0xFF exact)")),
+    };
+    if let Some(f) = t.get(7) {
+        let ok = f.split_once('/').is_some_and(|(v, m)| parse_hex(v).is_some() && parse_hex(m).is_some());
+        if !ok {
+            return Err(format!("bad flags `{f}`"));
+        }
+    }
+    if t.len() > 8 {
+        return Err(format!("{} fields, at most 8 expected", t.len()));
+    }
+    Ok(Match { src, dst, sport, dport, proto, ..Match::ANY })
+}
+
+/// Parses a rule set from text (`name` is used in errors).
+///
+/// # Errors
+/// [`Error::Parse`] naming the first malformed line.
+pub fn parse_rules_str(text: &str, name: &Path) -> Result<Vec<Rule>> {
+    let mut ms = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let m = parse_rule_line(line).map_err(|msg| Error::Parse { path: name.into(), line: i + 1, msg })?;
+        ms.push(m);
+    }
+    let n = ms.len() as u32;
+    Ok(ms
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Rule { id: RuleId(i as u32), priority: n - 1 - i as u32, m, action: Action::Allow, cookie: i as u64 })
+        .collect())
+}
+
+/// Reads a ClassBench rule file: rule `i` is the `i`-th non-blank line.
+///
+/// # Errors
+/// I/O errors and malformed lines ([`Error::Parse`] names file and line).
+pub fn parse_rules(path: &Path) -> Result<Vec<Rule>> {
+    parse_rules_str(&read(path)?, path)
+}
+
+/// Parses a trace from text: `SRC DST SPORT DPORT PROTO [FLAGS [RULE]]`,
+/// addresses as decimal u32. Extra columns are ignored (never trusted).
+///
+/// # Errors
+/// [`Error::Parse`] naming the first malformed line.
+pub fn parse_trace_str(text: &str, name: &Path) -> Result<Vec<FlowKey>> {
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        if t.is_empty() {
+            continue;
+        }
+        let err = |msg: String| Error::Parse { path: name.into(), line: i + 1, msg };
+        if t.len() < 5 {
+            return Err(err(format!("expected SRC DST SPORT DPORT PROTO, got {} fields", t.len())));
+        }
+        let a = |j: usize| t[j].parse::<u32>().map_err(|_| err(format!("bad address `{}`", t[j])));
+        let p = |j: usize| t[j].parse::<u16>().map_err(|_| err(format!("bad port `{}`", t[j])));
+        let (src, dst, sport, dport) = (a(0)?, a(1)?, p(2)?, p(3)?);
+        let proto = t[4].parse::<u8>().map_err(|_| err(format!("bad protocol `{}`", t[4])))?;
+        keys.push(FlowKey::new(0, v4_mapped(src), v4_mapped(dst), proto, sport, dport));
+    }
+    Ok(keys)
+}
+
+/// Reads a ClassBench trace file.
+///
+/// # Errors
+/// I/O errors and malformed lines.
+pub fn parse_trace(path: &Path) -> Result<Vec<FlowKey>> {
+    parse_trace_str(&read(path)?, path)
+}
+
+/// Builds a classifier holding `rules` (ids must be distinct).
+pub fn build(rules: &[Rule]) -> Classifier {
+    let mut c = Classifier::new();
+    for r in rules {
+        c.insert(*r).expect("ClassBench rule ids are distinct");
+    }
+    c
+}
+
+/// The bursts of a trace: full bursts of 32 and a masked tail.
+fn bursts(keys: &[FlowKey]) -> Vec<([FlowKey; BURST], u32)> {
+    keys.chunks(BURST)
+        .map(|c| {
+            let mut b = [FlowKey::default(); BURST];
+            b[..c.len()].copy_from_slice(c);
+            let live = if c.len() == BURST { u32::MAX } else { (1u32 << c.len()) - 1 };
+            (b, live)
+        })
+        .collect()
+}
+
+/// `bulkhead classify`: for each trace line, prints the 0-based index of the
+/// highest-priority matching rule, or -1.
+///
+/// # Errors
+/// I/O and parse errors.
+pub fn classify(rules: &Path, trace: &Path, out: &mut dyn Write) -> Result<()> {
+    let cls = build(&parse_rules(rules)?);
+    let keys = parse_trace(trace)?;
+    let mut s = String::with_capacity(keys.len() * 6);
+    let mut res = [None; BURST];
+    for (b, live) in bursts(&keys) {
+        cls.lookup_batch(&b, live, &mut res);
+        for r in res.iter().take(live.count_ones() as usize) {
+            match r {
+                Some(r) => {
+                    use fmt::Write as _;
+                    let _ = writeln!(s, "{}", r.id.0);
+                }
+                None => s.push_str("-1\n"),
+            }
+        }
+    }
+    out.write_all(s.as_bytes()).map_err(|source| Error::Io { path: "<output>".into(), source })
+}
+
+/// Settings of [`bench`].
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Minimum lookup time; whole passes over the trace are timed.
+    pub lookup_secs: f64,
+    /// Delete + re-insert pairs (each pair is two updates).
+    pub update_pairs: usize,
+    /// Seed of the update sequence.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { lookup_secs: 1.0, update_pairs: 200_000, seed: 0x5eed }
+    }
+}
+
+/// What [`bench`] measured. `Display` is the one-line `classify --bench` output.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchReport {
+    /// Rules in the set.
+    pub rules: usize,
+    /// Subtables after loading.
+    pub subtables: usize,
+    /// Lookups, million per second (burst 32, one core).
+    pub lookup_mpps: f64,
+    /// Inserts + deletes per second.
+    pub update_per_s: f64,
+    /// 99th percentile latency of one insert or delete, microseconds.
+    pub update_p99_us: f64,
+    /// [`Classifier::bytes`] per rule.
+    pub bytes_per_rule: f64,
+    /// [`Classifier::index_bytes`] per rule (without the rule records).
+    pub index_bytes_per_rule: f64,
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "classify rules={} lookup_mpps={:.2} update_per_s={:.0} update_p99_us={:.2} bytes_per_rule={:.0}",
+            self.rules, self.lookup_mpps, self.update_per_s, self.update_p99_us, self.bytes_per_rule
+        )
+    }
+}
+
+/// A small deterministic generator (xorshift64*), for benches and synthetic traces.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded (0 is mapped to a fixed non-zero seed).
+    pub fn new(seed: u64) -> Self {
+        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+    }
+    /// Next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// `classify --bench`: lookup rate over the trace in bursts of 32, then
+/// random delete + re-insert of existing rules (the set stays full).
+///
+/// # Errors
+/// I/O and parse errors.
+pub fn bench(rules: &Path, trace: &Path, opts: &BenchOptions) -> Result<BenchReport> {
+    let rules = parse_rules(rules)?;
+    let keys = parse_trace(trace)?;
+    Ok(bench_sets(&rules, &keys, opts))
+}
+
+/// [`bench`] on parsed inputs.
+pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> BenchReport {
+    let mut cls = build(rules);
+    let stats = cls.stats();
+    let bytes = cls.bytes() as f64;
+    let index_bytes = cls.index_bytes() as f64;
+
+    let bs = bursts(keys);
+    let mut out = [None; BURST];
+    let mut sink = 0u64;
+    let mut pkts = 0u64;
+    // One untimed warm-up pass.
+    for (b, live) in &bs {
+        sink = sink.wrapping_add(cls.lookup_batch(b, *live, &mut out) as u64);
+    }
+    let t0 = Instant::now();
+    loop {
+        for (b, live) in &bs {
+            let miss = cls.lookup_batch(core::hint::black_box(b), *live, &mut out);
+            sink = sink.wrapping_add(miss as u64 ^ out[0].map_or(0, |r| r.id.0 as u64));
+        }
+        pkts += keys.len() as u64;
+        if t0.elapsed().as_secs_f64() >= opts.lookup_secs || keys.is_empty() {
+            break;
+        }
+    }
+    let lookup_s = t0.elapsed().as_secs_f64();
+    core::hint::black_box(sink);
+
+    // Updates: first the throughput with no per-op timers, then latencies.
+    let n = rules.len() as u64;
+    let (mut update_per_s, mut p99) = (0.0, 0.0);
+    if n > 0 && opts.update_pairs > 0 {
+        let mut rng = Rng::new(opts.seed);
+        let t0 = Instant::now();
+        for _ in 0..opts.update_pairs {
+            let r = rules[rng.below(n) as usize];
+            cls.remove(r.id).expect("present");
+            cls.insert(r).expect("absent");
+        }
+        update_per_s = (2 * opts.update_pairs) as f64 / t0.elapsed().as_secs_f64();
+        let mut lat = Vec::with_capacity(2 * opts.update_pairs);
+        for _ in 0..opts.update_pairs {
+            let r = rules[rng.below(n) as usize];
+            let t = Instant::now();
+            cls.remove(r.id).expect("present");
+            let t1 = Instant::now();
+            cls.insert(r).expect("absent");
+            let t2 = Instant::now();
+            lat.push((t1 - t).as_nanos() as u64);
+            lat.push((t2 - t1).as_nanos() as u64);
+        }
+        lat.sort_unstable();
+        p99 = lat[lat.len() * 99 / 100] as f64 / 1000.0;
+    }
+    BenchReport {
+        rules: rules.len(),
+        subtables: stats.subtables,
+        lookup_mpps: if lookup_s > 0.0 { pkts as f64 / lookup_s / 1e6 } else { 0.0 },
+        update_per_s,
+        update_p99_us: p99,
+        bytes_per_rule: bytes / rules.len().max(1) as f64,
+        index_bytes_per_rule: index_bytes / rules.len().max(1) as f64,
+    }
+}
+
+/// A synthetic trace for a rule set that has none: `per_rule` headers drawn
+/// uniformly from inside each rule, rules in random order (like the `.gen`
+/// traces of the data README).
+pub fn synth_trace(rules: &[Rule], per_rule: usize, seed: u64) -> Vec<FlowKey> {
+    let mut rng = Rng::new(seed);
+    let mut keys = Vec::with_capacity(rules.len() * per_rule);
+    for _ in 0..rules.len() * per_rule {
+        let r = &rules[rng.below(rules.len() as u64) as usize];
+        let mut pick_addr = |p: Prefix| p.addr | (rng.next_u64() as u128 & !p.mask() & 0xffff_ffff);
+        let (src, dst) = (pick_addr(r.m.src), pick_addr(r.m.dst));
+        let mut pick_port = |p: PortRange| (p.lo as u64 + rng.below(p.hi as u64 - p.lo as u64 + 1)) as u16;
+        let (sport, dport) = (pick_port(r.m.sport), pick_port(r.m.dport));
+        let proto = r.m.proto.unwrap_or(rng.below(256) as u8);
+        keys.push(FlowKey::new(0, src, dst, proto, sport, dport));
+    }
+    keys
+}
+
+/// Writes keys in ClassBench trace format (`SRC DST SPORT DPORT PROTO 0 -1`).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_trace(keys: &[FlowKey], out: &mut dyn Write) -> std::io::Result<()> {
+    let mut s = String::with_capacity(keys.len() * 40);
+    for k in keys {
+        use fmt::Write as _;
+        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}\t0\t-1", k.src as u32, k.dst as u32, k.sport, k.dport, k.proto);
+    }
+    out.write_all(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_whitespace_variants_and_any_proto() {
+        let text = "@1.2.3.0/24\t10.0.0.0/8\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\t\n\n  @0.0.0.0/0 0.0.0.0/0 1024:2048 0 : 65535 0x00/0x00\n";
+        let rs = parse_rules_str(text, Path::new("t")).unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0].m.src, Prefix::v4(0x0102_0300, 24));
+        assert_eq!(rs[0].m.dport, PortRange::exact(80));
+        assert_eq!(rs[0].m.proto, Some(6));
+        assert!(rs[0].priority > rs[1].priority);
+        assert_eq!(rs[1].m.proto, None);
+        assert_eq!(rs[1].m.sport, PortRange { lo: 1024, hi: 2048 });
+        assert_eq!(rs[1].m.src, Prefix::v4(0, 0));
+    }
+
+    #[test]
+    fn malformed_lines_name_file_and_line() {
+        let e = parse_rules_str("@1.2.3.4/32 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF\n@1.2.3/8 x\n", Path::new("f.rules")).unwrap_err();
+        assert!(e.to_string().starts_with("f.rules:2: "), "{e}");
+        let e = parse_rules_str("@1.2.3.4/33 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF\n", Path::new("r")).unwrap_err();
+        assert!(e.to_string().contains("r:1: bad prefix length"), "{e}");
+        let e = parse_rules_str("@1.2.3.4/3 1.2.3.4/32 0 : 1 0 : 1 0x06/0x0F\n", Path::new("r")).unwrap_err();
+        assert!(e.to_string().contains("unsupported"), "{e}");
+        let e = parse_trace_str("1 2 3 4 6 0 1\n\n1 2 3\n", Path::new("t")).unwrap_err();
+        assert!(e.to_string().starts_with("t:3: "), "{e}");
+    }
+
+    #[test]
+    fn trace_and_classify_output() {
+        let keys = parse_trace_str("16909060 167772161 5 80 6 0 0\n  \n1 2 3 4 17\n", Path::new("t")).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].src, v4_mapped(0x0102_0304));
+        assert_eq!((keys[0].dport, keys[1].proto), (80, 17));
+        let dir = std::env::temp_dir().join(format!("ft-cb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (rp, tp) = (dir.join("r"), dir.join("t"));
+        std::fs::write(&rp, "@1.2.3.0/24\t10.0.0.0/8\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\n@0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x06/0xFF\t0x0000/0x0000\n").unwrap();
+        std::fs::write(&tp, "16909060 167772161 5 80 6 0 0\n16909060 167772161 5 81 6 0 1\n1 2 3 4 17 0 -1\n").unwrap();
+        let mut out = Vec::new();
+        classify(&rp, &tp, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "0\n1\n-1\n");
+        let rep = bench(&rp, &tp, &BenchOptions { lookup_secs: 0.0, update_pairs: 10, seed: 1 }).unwrap();
+        assert_eq!(rep.rules, 2);
+        assert!(rep.to_string().starts_with("classify rules=2 lookup_mpps="));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn synthetic_headers_match_their_rule() {
+        let rs = parse_rules_str("@1.2.3.0/24\t10.0.0.0/8\t0 : 65535\t80 : 90\t0x06/0xFF\t0x0000/0x0000\n", Path::new("r")).unwrap();
+        for k in synth_trace(&rs, 50, 3) {
+            assert!(rs[0].m.matches(&k));
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The wildcard classifier: tuple space search with merged tuples
+//! (TupleMerge-style), priority-ordered subtables with early exit, and
+//! incremental insert and delete. See flowtable/DESIGN.md, "Classifier".
+//!
+//! ```text
+//! rule -> exact tuple (src len, dst len, sport/dport prefix len, proto?, in_port?, ids?)
+//!      -> the most specific existing subtable whose tuple it covers and whose
+//!         bucket has room, else a new subtable of the relaxed tuple
+//! subtable: masks + open hash (bucket -> chain of rule slots, best rule first)
+//!           + max rank of its rules; subtables kept sorted by max rank
+//! lookup: for each subtable in rank order, stop when the best match so far
+//!         outranks the subtable's max; hash the masked key; walk the chain
+//!         until a rule matches (full check: ranges and long prefixes are
+//!         verified there) or ranks drop below the best.
+//! ```
+
+mod tuple;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::key::FlowKey;
+use crate::rule::{Rule, RuleId, RuleLookup};
+use tuple::{Masks, Tuple, Words};
+
+/// Packets per burst.
+pub const BURST: usize = 32;
+
+/// A chain longer than this makes an insert look for (or create) a more
+/// specific subtable. Tuned on ClassBench (DESIGN.md).
+const COLLISION_LIMIT: u32 = 8;
+
+const NIL: u32 = u32::MAX;
+
+/// Why an update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// A rule with this id is already present; nothing was changed.
+    #[error("rule id {} is already present", .0 .0)]
+    DuplicateId(RuleId),
+}
+
+/// The order of rules as one number: higher priority first, then lower id.
+/// Unique per rule because ids are unique.
+#[inline]
+pub(crate) fn rank(r: &Rule) -> u64 {
+    (r.priority as u64) << 32 | (u32::MAX - r.id.0) as u64
+}
+
+#[derive(Clone, Debug)]
+struct Subtable {
+    tuple: Tuple,
+    masks: Masks,
+    /// Upper bound of the ranks of its rules (exact after every update).
+    max_rank: u64,
+    /// Chain heads; length a power of two.
+    buckets: Vec<u32>,
+    /// Rules in the subtable.
+    count: u32,
+}
+
+impl Subtable {
+    fn new(tuple: Tuple) -> Self {
+        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0 }
+    }
+    #[inline(always)]
+    fn bucket(&self, w: &Words) -> usize {
+        (w.masked(&self.masks).hash() as usize) & (self.buckets.len() - 1)
+    }
+}
+
+/// Multiplicative hasher for the id map (ids are small integers).
+#[derive(Default, Clone, Copy, Debug)]
+struct IdHasher(u64);
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (v as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+}
+type IdMap = HashMap<RuleId, u32, BuildHasherDefault<IdHasher>>;
+
+/// Shape statistics (for design notes and `show` commands).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassifierStats {
+    /// Rules.
+    pub rules: usize,
+    /// Subtables.
+    pub subtables: usize,
+    /// Longest chain in any bucket.
+    pub max_chain: usize,
+}
+
+/// The wildcard classifier. See the module doc.
+///
+/// Updates are incremental: an insert touches one subtable (and moves it in
+/// the rank order), a delete unlinks one chain entry; a subtable's bucket
+/// array doubles when it fills (amortised) and nothing else is ever rebuilt.
+#[derive(Clone, Debug, Default)]
+pub struct Classifier {
+    /// Rule slots (free slots keep a stale rule).
+    rules: Vec<Rule>,
+    /// Per slot: rank of its rule.
+    rank: Vec<u64>,
+    /// Per slot: next slot in its chain, or NIL.
+    next: Vec<u32>,
+    /// Per slot: index into `tables`.
+    table_of: Vec<u32>,
+    free: Vec<u32>,
+    ids: IdMap,
+    /// Subtables; a removed one leaves a free entry.
+    tables: Vec<Subtable>,
+    free_tables: Vec<u32>,
+    by_tuple: HashMap<Tuple, u32>,
+    /// Live subtables by decreasing `max_rank`: the lookup order.
+    order: Vec<u32>,
+}
+
+impl Classifier {
+    /// An empty classifier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The rule with this id.
+    pub fn get(&self, id: RuleId) -> Option<&Rule> {
+        self.ids.get(&id).map(|&s| &self.rules[s as usize])
+    }
+
+    /// All rules, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Rule> + '_ {
+        self.ids.values().map(|&s| &self.rules[s as usize])
+    }
+
+    /// Heap and inline bytes held by the classifier, rule records included
+    /// (`size_of::<Rule>()` each).
+    pub fn bytes(&self) -> usize {
+        use core::mem::size_of;
+        let slots = self.rules.capacity() * size_of::<Rule>()
+            + self.rank.capacity() * 8
+            + self.next.capacity() * 4
+            + self.table_of.capacity() * 4
+            + self.free.capacity() * 4;
+        // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
+        let ids = (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1);
+        let tuples = (self.by_tuple.capacity() * 8 / 7) * (size_of::<(Tuple, u32)>() + 1);
+        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4).sum::<usize>()
+            + self.tables.capacity() * size_of::<Subtable>()
+            + (self.order.capacity() + self.free_tables.capacity()) * 4;
+        size_of::<Self>() + slots + ids + tuples + tables
+    }
+
+    /// Bytes of the index alone: [`Self::bytes`] minus the rule records.
+    pub fn index_bytes(&self) -> usize {
+        self.bytes() - self.rules.capacity() * core::mem::size_of::<Rule>()
+    }
+
+    /// Shape statistics.
+    pub fn stats(&self) -> ClassifierStats {
+        let mut max_chain = 0;
+        for &t in &self.order {
+            for &h in &self.tables[t as usize].buckets {
+                let (mut n, mut s) = (0, h);
+                while s != NIL {
+                    n += 1;
+                    s = self.next[s as usize];
+                }
+                max_chain = max_chain.max(n);
+            }
+        }
+        ClassifierStats { rules: self.len(), subtables: self.order.len(), max_chain }
+    }
+
+    /// Adds a rule.
+    ///
+    /// # Errors
+    /// [`ClassifyError::DuplicateId`] if its id is taken; nothing changes then.
+    pub fn insert(&mut self, rule: Rule) -> Result<(), ClassifyError> {
+        if self.ids.contains_key(&rule.id) {
+            return Err(ClassifyError::DuplicateId(rule.id));
+        }
+        let w = Words::of_match(&rule.m);
+        let t = self.pick_table(&rule, &w);
+        let rk = rank(&rule);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                let i = s as usize;
+                self.rules[i] = rule;
+                self.rank[i] = rk;
+                self.table_of[i] = t;
+                s
+            }
+            None => {
+                self.rules.push(rule);
+                self.rank.push(rk);
+                self.next.push(NIL);
+                self.table_of.push(t);
+                (self.rules.len() - 1) as u32
+            }
+        };
+        self.ids.insert(rule.id, slot);
+        let tb = &mut self.tables[t as usize];
+        tb.count += 1;
+        if tb.count as usize > tb.buckets.len() {
+            self.grow(t);
+        }
+        let b = self.tables[t as usize].bucket(&w);
+        self.link(t, b, slot);
+        let tb = &mut self.tables[t as usize];
+        if tb.count == 1 || rk > tb.max_rank {
+            tb.max_rank = rk;
+            self.reorder(t);
+        }
+        Ok(())
+    }
+
+    /// Removes the rule with this id, returning it.
+    pub fn remove(&mut self, id: RuleId) -> Option<Rule> {
+        let slot = self.ids.remove(&id)?;
+        let i = slot as usize;
+        let rule = self.rules[i];
+        let t = self.table_of[i];
+        let b = self.tables[t as usize].bucket(&Words::of_match(&rule.m));
+        // Unlink from its chain.
+        let tb = &mut self.tables[t as usize];
+        if tb.buckets[b] == slot {
+            tb.buckets[b] = self.next[i];
+        } else {
+            let mut p = tb.buckets[b];
+            while self.next[p as usize] != slot {
+                p = self.next[p as usize];
+            }
+            self.next[p as usize] = self.next[i];
+        }
+        self.next[i] = NIL;
+        self.free.push(slot);
+        tb.count -= 1;
+        if tb.count == 0 {
+            self.drop_table(t);
+        } else if self.rank[i] == tb.max_rank {
+            // Chains are sorted, so the new max is the best chain head.
+            let rank = &self.rank;
+            tb.max_rank = tb.buckets.iter().filter(|&&h| h != NIL).map(|&h| rank[h as usize]).max().unwrap_or(0);
+            self.reorder(t);
+        }
+        Some(rule)
+    }
+
+    /// The best matching rule for `k`, per the ordering contract of [`crate::rule`].
+    #[inline]
+    pub fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
+        let w = Words::of_key(k);
+        let mut best_rank = 0u64;
+        let mut best = NIL;
+        for &t in &self.order {
+            let tb = &self.tables[t as usize];
+            if best_rank > tb.max_rank {
+                break;
+            }
+            let mut s = tb.buckets[tb.bucket(&w)];
+            while s != NIL {
+                let r = self.rank[s as usize];
+                if r < best_rank {
+                    break;
+                }
+                if self.rules[s as usize].m.matches(k) {
+                    best_rank = r;
+                    best = s;
+                    break;
+                }
+                s = self.next[s as usize];
+            }
+        }
+        if best == NIL { None } else { Some(&self.rules[best as usize]) }
+    }
+
+    /// Looks up the keys of the `live` lanes (bit i = `keys[i]`), writing the
+    /// best rule of each to `out` (lanes outside `live` are left untouched).
+    /// Returns the live lanes that matched no rule.
+    ///
+    /// Subtable by subtable over the whole burst (OVS dpcls style): the
+    /// bucket heads of all lanes are fetched before any chain is walked, so
+    /// their cache misses overlap.
+    pub fn lookup_batch<'a>(
+        &'a self,
+        keys: &[FlowKey; BURST],
+        live: u32,
+        out: &mut [Option<&'a Rule>; BURST],
+    ) -> u32 {
+        let mut words = [Words::default(); BURST];
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            words[i] = Words::of_key(&keys[i]);
+        }
+        let mut best_rank = [0u64; BURST];
+        let mut best = [NIL; BURST];
+        let mut heads = [NIL; BURST];
+        let mut pending = live;
+        for &t in &self.order {
+            let tb = &self.tables[t as usize];
+            let mut m = pending;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if best_rank[i] > tb.max_rank {
+                    // Subtables come in decreasing max rank: this lane is done.
+                    pending &= !(1 << i);
+                } else {
+                    heads[i] = tb.buckets[tb.bucket(&words[i])];
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+            let mut m = pending;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut s = heads[i];
+                while s != NIL {
+                    let r = self.rank[s as usize];
+                    if r < best_rank[i] {
+                        break;
+                    }
+                    if self.rules[s as usize].m.matches(&keys[i]) {
+                        best_rank[i] = r;
+                        best[i] = s;
+                        break;
+                    }
+                    s = self.next[s as usize];
+                }
+            }
+        }
+        let mut miss = 0;
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if best[i] == NIL {
+                miss |= 1 << i;
+                out[i] = None;
+            } else {
+                out[i] = Some(&self.rules[best[i] as usize]);
+            }
+        }
+        miss
+    }
+
+    /// Chooses the subtable for a new rule (creating it if needed).
+    fn pick_table(&mut self, rule: &Rule, w: &Words) -> u32 {
+        let exact = Tuple::of(&rule.m);
+        let mut pick: Option<(u32, u32)> = None; // (bits, table)
+        for &t in &self.order {
+            let tb = &self.tables[t as usize];
+            if !tb.tuple.covers(&exact) {
+                continue;
+            }
+            let bits = tb.tuple.bits();
+            if pick.is_some_and(|(b, _)| b >= bits) {
+                continue;
+            }
+            if self.chain_len(tb.buckets[tb.bucket(w)]) < COLLISION_LIMIT {
+                pick = Some((bits, t));
+            }
+        }
+        if let Some((_, t)) = pick {
+            return t;
+        }
+        // No room: a new subtable, relaxed if that shape is new, else exact;
+        // if both exist (both crowded for this key), the exact one anyway.
+        let relaxed = exact.relaxed();
+        let tuple = if self.by_tuple.contains_key(&relaxed) { exact } else { relaxed };
+        if let Some(&t) = self.by_tuple.get(&tuple) {
+            return t;
+        }
+        let st = Subtable::new(tuple);
+        let t = match self.free_tables.pop() {
+            Some(t) => {
+                self.tables[t as usize] = st;
+                t
+            }
+            None => {
+                self.tables.push(st);
+                (self.tables.len() - 1) as u32
+            }
+        };
+        self.by_tuple.insert(tuple, t);
+        self.order.push(t); // placed by `reorder` once it has its first rule
+        t
+    }
+
+    fn chain_len(&self, mut s: u32) -> u32 {
+        let mut n = 0;
+        while s != NIL && n < COLLISION_LIMIT {
+            n += 1;
+            s = self.next[s as usize];
+        }
+        n
+    }
+
+    /// Links `slot` into chain `b` of table `t`, keeping the chain sorted by
+    /// decreasing rank.
+    fn link(&mut self, t: u32, b: usize, slot: u32) {
+        let rk = self.rank[slot as usize];
+        let tb = &mut self.tables[t as usize];
+        let head = tb.buckets[b];
+        if head == NIL || self.rank[head as usize] < rk {
+            self.next[slot as usize] = head;
+            tb.buckets[b] = slot;
+            return;
+        }
+        let mut p = head;
+        loop {
+            let n = self.next[p as usize];
+            if n == NIL || self.rank[n as usize] < rk {
+                self.next[slot as usize] = n;
+                self.next[p as usize] = slot;
+                return;
+            }
+            p = n;
+        }
+    }
+
+    /// Doubles the bucket array of table `t` (amortised O(1) per insert).
+    #[cold]
+    fn grow(&mut self, t: u32) {
+        let old = core::mem::take(&mut self.tables[t as usize].buckets);
+        let mut slots = Vec::with_capacity(self.tables[t as usize].count as usize);
+        for &h in &old {
+            let mut s = h;
+            while s != NIL {
+                slots.push(s);
+                s = self.next[s as usize];
+            }
+        }
+        // Re-link best first, appending, so every chain stays sorted.
+        slots.sort_unstable_by_key(|&s| core::cmp::Reverse(self.rank[s as usize]));
+        let n = old.len() * 2;
+        let mut heads = vec![NIL; n];
+        let mut tails = vec![NIL; n];
+        for &s in &slots {
+            let w = Words::of_match(&self.rules[s as usize].m);
+            let tb = &self.tables[t as usize];
+            let b = (w.masked(&tb.masks).hash() as usize) & (n - 1);
+            self.next[s as usize] = NIL;
+            if tails[b] == NIL {
+                heads[b] = s;
+            } else {
+                self.next[tails[b] as usize] = s;
+            }
+            tails[b] = s;
+        }
+        self.tables[t as usize].buckets = heads;
+    }
+
+    /// Moves table `t` to its place in `order` after its max rank changed.
+    fn reorder(&mut self, t: u32) {
+        let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
+        self.order.remove(pos);
+        let mr = self.tables[t as usize].max_rank;
+        let tables = &self.tables;
+        let at = self.order.partition_point(|&x| tables[x as usize].max_rank > mr);
+        self.order.insert(at, t);
+    }
+
+    fn drop_table(&mut self, t: u32) {
+        let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
+        self.order.remove(pos);
+        let tuple = self.tables[t as usize].tuple;
+        self.by_tuple.remove(&tuple);
+        self.tables[t as usize] = Subtable::new(tuple);
+        self.tables[t as usize].buckets = Vec::new();
+        self.free_tables.push(t);
+    }
+}
+
+impl RuleLookup for Classifier {
+    #[inline]
+    fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
+        Classifier::lookup(self, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::{Action, LinearClassifier, Match, PortRange, Prefix};
+    use core::net::Ipv4Addr;
+
+    fn rule(id: u32, priority: u32, m: Match) -> Rule {
+        Rule { id: RuleId(id), priority, m, action: Action::Allow, cookie: id as u64 }
+    }
+
+    #[test]
+    fn duplicate_id_changes_nothing() {
+        let mut c = Classifier::new();
+        c.insert(rule(1, 5, Match::ANY)).unwrap();
+        let m = Match { dport: PortRange::exact(80), ..Match::ANY };
+        assert_eq!(c.insert(rule(1, 9, m)), Err(ClassifyError::DuplicateId(RuleId(1))));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.get(RuleId(1)).unwrap().priority, 5);
+    }
+
+    #[test]
+    fn priority_then_lowest_id_and_removal() {
+        let k = FlowKey::v4(0, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 6, 1000, 80);
+        let mut c = Classifier::new();
+        c.insert(rule(5, 10, Match::ANY)).unwrap();
+        c.insert(rule(3, 10, Match { src: Prefix::v4(0x0a00_0000, 8), ..Match::ANY })).unwrap();
+        assert_eq!(c.lookup(&k).unwrap().id, RuleId(3));
+        c.insert(rule(9, 11, Match { dport: PortRange { lo: 79, hi: 81 }, ..Match::ANY })).unwrap();
+        assert_eq!(c.lookup(&k).unwrap().id, RuleId(9));
+        assert_eq!(c.remove(RuleId(9)).unwrap().priority, 11);
+        assert!(c.remove(RuleId(9)).is_none());
+        assert_eq!(c.lookup(&k).unwrap().id, RuleId(3));
+        c.remove(RuleId(3));
+        c.remove(RuleId(5));
+        assert!(c.lookup(&k).is_none());
+        assert!(c.is_empty());
+        assert_eq!(c.stats().subtables, 0);
+    }
+
+    #[test]
+    fn crowded_buckets_split_and_grow_stay_exact() {
+        // 600 rules with the same addresses and proto, distinct dports, some ranges:
+        // exercises the collision limit, new subtables and bucket growth.
+        let mut c = Classifier::new();
+        let mut lin = LinearClassifier::new();
+        for i in 0..600u32 {
+            let lo = (i * 37 % 4000) as u16;
+            let dport = if i % 3 == 0 { PortRange { lo, hi: lo + (i % 50) as u16 } } else { PortRange::exact(lo) };
+            let m = Match { proto: Some(6), dst: Prefix::v4(0x0a00_0000, 8), dport, ..Match::ANY };
+            let r = rule(i, i % 7, m);
+            c.insert(r).unwrap();
+            lin.insert(r);
+        }
+        assert!(c.stats().subtables > 1);
+        for p in 0..4100u16 {
+            let k = FlowKey::v4(0, Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(10, 9, 9, 9), 6, 5, p);
+            assert_eq!(c.lookup(&k), lin.lookup(&k), "dport {p}");
+        }
+        let mut keys = [FlowKey::default(); BURST];
+        for (i, k) in keys.iter_mut().enumerate() {
+            *k = FlowKey::v4(0, Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(10, 9, 9, 9), 6, 5, i as u16 * 111);
+        }
+        let mut out = [None; BURST];
+        let miss = c.lookup_batch(&keys, u32::MAX, &mut out);
+        for i in 0..BURST {
+            assert_eq!(out[i], lin.lookup(&keys[i]));
+            assert_eq!(miss >> i & 1 == 1, out[i].is_none());
+        }
+    }
+}
