@@ -10,6 +10,8 @@
 
 pub mod backend;
 pub mod grammar;
+pub mod hot;
+pub mod manager;
 pub mod model;
 pub mod spec;
 
@@ -17,3 +19,5 @@ pub use backend::{Backend, Completion, HwCounters, HwRuleId, OffloadError, Op};
 pub use grammar::{parse_flow, FlowCommand, FlowParseError};
 pub use spec::{Attr, FlowAction, FlowSpec, Headers, Item, Masked};
 pub use model::{HwVerdict, SoftNic, SoftNicConfig};
+pub use hot::{HotConfig, HotDetector};
+pub use manager::{Feeder, Intent, Manager, ManagerConfig, OffloadRequest, OffloadStats};
