@@ -1,0 +1,155 @@
+//! A burst of up to [`BURST`] mbufs in a fixed array (no allocation).
+
+use crate::mbuf;
+use dpdk_ffi as ffi;
+
+/// Maximum packets per burst.
+pub const BURST: usize = 32;
+
+/// Up to [`BURST`] owned mbufs. Packets still in the burst when it is dropped
+/// are freed.
+#[derive(Debug)]
+pub struct Burst {
+    pkts: [*mut ffi::rte_mbuf; BURST],
+    len: usize,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Burst {
+    /// An empty burst.
+    pub const fn new() -> Burst {
+        Burst { pkts: [std::ptr::null_mut(); BURST], len: 0 }
+    }
+
+    /// Number of packets.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Receive up to `max` (<= BURST) packets into an empty burst through the
+    /// shim (one call per burst). Returns how many arrived.
+    ///
+    /// # Safety
+    /// The port and queue must be started and polled by this thread only.
+    #[inline(always)]
+    pub unsafe fn rx(&mut self, port: u16, queue: u16, max: u16) -> usize {
+        debug_assert!(self.len == 0);
+        let max = (max as usize).min(BURST) as u16;
+        // SAFETY: caller's contract; the array has room for `max` pointers.
+        let n = unsafe { ffi::dpdkffi_rx_burst(port, queue, self.pkts.as_mut_ptr(), max) };
+        self.len = n as usize;
+        self.len
+    }
+
+    /// Transmit all packets through the shim; packets the driver did not take
+    /// are freed. Returns `(sent, dropped)`; the burst is empty afterwards.
+    ///
+    /// # Safety
+    /// The port and tx queue must be started and used by this thread only.
+    #[inline(always)]
+    pub unsafe fn tx(&mut self, port: u16, queue: u16) -> (usize, usize) {
+        let n = self.len;
+        if n == 0 {
+            return (0, 0);
+        }
+        // SAFETY: caller's contract; the first `n` pointers are owned mbufs.
+        let sent = unsafe { ffi::dpdkffi_tx_burst(port, queue, self.pkts.as_mut_ptr(), n as u16) } as usize;
+        if sent < n {
+            // SAFETY: the driver took ownership of the first `sent`; the rest
+            // are still ours.
+            unsafe { mbuf::free_bulk(&mut self.pkts[sent..n]) };
+        }
+        self.len = 0;
+        (sent, n - sent)
+    }
+
+    /// The raw mbuf pointers (for handlers that need them).
+    #[inline(always)]
+    pub fn as_raw(&self) -> &[*mut ffi::rte_mbuf] {
+        &self.pkts[..self.len]
+    }
+
+    /// Raw array and length for engines that fill the burst themselves.
+    ///
+    /// # Safety
+    /// Whatever is written into the first `*len` slots must be owned, valid
+    /// mbufs.
+    #[inline(always)]
+    pub unsafe fn raw_parts_mut(&mut self) -> (&mut [*mut ffi::rte_mbuf; BURST], &mut usize) {
+        (&mut self.pkts, &mut self.len)
+    }
+
+    /// Packet `i`'s first-segment data, mutable.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    #[inline(always)]
+    pub fn data_mut(&mut self, i: usize) -> &mut [u8] {
+        assert!(i < self.len);
+        // SAFETY: slot i < len holds an owned valid mbuf; the borrow is tied
+        // to &mut self.
+        unsafe { mbuf::data_mut(self.pkts[i]) }
+    }
+
+    /// Packet `i`'s data.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    #[inline(always)]
+    pub fn data(&self, i: usize) -> &[u8] {
+        assert!(i < self.len);
+        // SAFETY: as data_mut; shared borrow of self.
+        unsafe { mbuf::data_mut(self.pkts[i]) }
+    }
+
+    /// Keep only the packets for which `keep` returns true (order kept);
+    /// others are freed in one bulk call. Returns how many were dropped.
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(usize, &mut [u8]) -> bool) -> usize {
+        let mut dropped = [std::ptr::null_mut(); BURST];
+        let (mut w, mut d) = (0, 0);
+        for i in 0..self.len {
+            let p = self.pkts[i];
+            // SAFETY: slot i < len is an owned valid mbuf.
+            if keep(i, unsafe { mbuf::data_mut(p) }) {
+                self.pkts[w] = p;
+                w += 1;
+            } else {
+                dropped[d] = p;
+                d += 1;
+            }
+        }
+        self.len = w;
+        // SAFETY: the dropped pointers are owned and no longer in the burst.
+        unsafe { mbuf::free_bulk(&mut dropped[..d]) };
+        d
+    }
+
+    /// Free every packet; returns how many.
+    #[inline]
+    pub fn free_all(&mut self) -> usize {
+        let n = self.len;
+        // SAFETY: the first n are owned valid mbufs; len is reset below.
+        unsafe { mbuf::free_bulk(&mut self.pkts[..n]) };
+        self.len = 0;
+        n
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
