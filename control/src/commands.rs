@@ -1,0 +1,1 @@
+pub struct CheckArgs; pub struct ConformanceArgs; pub struct ExplainArgs; pub struct ReachArgs;
