@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod shell;
+mod visibility;
 
 fn main() {
     println!("bulkhead: under construction");
