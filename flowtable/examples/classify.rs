@@ -49,6 +49,19 @@ fn main() -> ExitCode {
             classbench::bench(&rules, &trace, &opts).map(|r| {
                 println!("{r}");
                 eprintln!("subtables={} index_bytes_per_rule={:.0}", r.subtables, r.index_bytes_per_rule);
+                if std::env::var_os("CLASSIFY_COST").is_some() {
+                    let rs = classbench::parse_rules(&rules).expect("parsed once already");
+                    let keys = classbench::parse_trace(&trace).expect("parsed once already");
+                    let c = classbench::build(&rs);
+                    let (mut p, mut s) = (0u64, 0u64);
+                    for k in &keys {
+                        let (a, b) = c.lookup_cost(k);
+                        p += a as u64;
+                        s += b as u64;
+                    }
+                    let n = keys.len().max(1) as f64;
+                    eprintln!("probes/lookup={:.1} chain_steps/lookup={:.1} {:?}", p as f64 / n, s as f64 / n, c.stats());
+                }
             })
         } else {
             let stdout = std::io::stdout();

@@ -14,6 +14,7 @@
 //!         verified there) or ranks drop below the best.
 //! ```
 
+mod hot;
 mod tuple;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::key::FlowKey;
 use crate::rule::{Rule, RuleId, RuleLookup};
+use hot::{Hot, KeyV4};
 use tuple::{Masks, Tuple, Words};
 
 /// Packets per burst.
@@ -107,10 +109,8 @@ pub struct ClassifierStats {
 pub struct Classifier {
     /// Rule slots (free slots keep a stale rule).
     rules: Vec<Rule>,
-    /// Per slot: rank of its rule.
-    rank: Vec<u64>,
-    /// Per slot: next slot in its chain, or NIL.
-    next: Vec<u32>,
+    /// Per slot: rank, chain link and a compact form of the match.
+    hot: Vec<Hot>,
     /// Per slot: index into `tables`.
     table_of: Vec<u32>,
     free: Vec<u32>,
@@ -154,8 +154,7 @@ impl Classifier {
     pub fn bytes(&self) -> usize {
         use core::mem::size_of;
         let slots = self.rules.capacity() * size_of::<Rule>()
-            + self.rank.capacity() * 8
-            + self.next.capacity() * 4
+            + self.hot.capacity() * size_of::<Hot>()
             + self.table_of.capacity() * 4
             + self.free.capacity() * 4;
         // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
@@ -180,7 +179,7 @@ impl Classifier {
                 let (mut n, mut s) = (0, h);
                 while s != NIL {
                     n += 1;
-                    s = self.next[s as usize];
+                    s = self.hot[s as usize].next;
                 }
                 max_chain = max_chain.max(n);
             }
@@ -203,14 +202,13 @@ impl Classifier {
             Some(s) => {
                 let i = s as usize;
                 self.rules[i] = rule;
-                self.rank[i] = rk;
+                self.hot[i] = Hot::of(&rule);
                 self.table_of[i] = t;
                 s
             }
             None => {
                 self.rules.push(rule);
-                self.rank.push(rk);
-                self.next.push(NIL);
+                self.hot.push(Hot::of(&rule));
                 self.table_of.push(t);
                 (self.rules.len() - 1) as u32
             }
@@ -241,23 +239,23 @@ impl Classifier {
         // Unlink from its chain.
         let tb = &mut self.tables[t as usize];
         if tb.buckets[b] == slot {
-            tb.buckets[b] = self.next[i];
+            tb.buckets[b] = self.hot[i].next;
         } else {
             let mut p = tb.buckets[b];
-            while self.next[p as usize] != slot {
-                p = self.next[p as usize];
+            while self.hot[p as usize].next != slot {
+                p = self.hot[p as usize].next;
             }
-            self.next[p as usize] = self.next[i];
+            self.hot[p as usize].next = self.hot[i].next;
         }
-        self.next[i] = NIL;
+        self.hot[i].next = NIL;
         self.free.push(slot);
         tb.count -= 1;
         if tb.count == 0 {
             self.drop_table(t);
-        } else if self.rank[i] == tb.max_rank {
+        } else if self.hot[i].rank == tb.max_rank {
             // Chains are sorted, so the new max is the best chain head.
-            let rank = &self.rank;
-            tb.max_rank = tb.buckets.iter().filter(|&&h| h != NIL).map(|&h| rank[h as usize]).max().unwrap_or(0);
+            let hot = &self.hot;
+            tb.max_rank = tb.buckets.iter().filter(|&&h| h != NIL).map(|&h| hot[h as usize].rank).max().unwrap_or(0);
             self.reorder(t);
         }
         Some(rule)
@@ -267,6 +265,7 @@ impl Classifier {
     #[inline]
     pub fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
         let w = Words::of_key(k);
+        let kv = KeyV4::of(k);
         let mut best_rank = 0u64;
         let mut best = NIL;
         for &t in &self.order {
@@ -276,19 +275,49 @@ impl Classifier {
             }
             let mut s = tb.buckets[tb.bucket(&w)];
             while s != NIL {
-                let r = self.rank[s as usize];
+                let r = self.hot[s as usize].rank;
                 if r < best_rank {
                     break;
                 }
-                if self.rules[s as usize].m.matches(k) {
+                if self.matches(s, k, &kv) {
                     best_rank = r;
                     best = s;
                     break;
                 }
-                s = self.next[s as usize];
+                s = self.hot[s as usize].next;
             }
         }
         if best == NIL { None } else { Some(&self.rules[best as usize]) }
+    }
+
+    /// Work done by one lookup: (subtables probed, chain entries visited).
+    /// For tuning and design notes.
+    #[doc(hidden)]
+    pub fn lookup_cost(&self, k: &FlowKey) -> (u32, u32) {
+        let w = Words::of_key(k);
+        let kv = KeyV4::of(k);
+        let (mut best_rank, mut probes, mut steps) = (0u64, 0, 0);
+        for &t in &self.order {
+            let tb = &self.tables[t as usize];
+            if best_rank > tb.max_rank {
+                break;
+            }
+            probes += 1;
+            let mut s = tb.buckets[tb.bucket(&w)];
+            while s != NIL {
+                steps += 1;
+                let r = self.hot[s as usize].rank;
+                if r < best_rank {
+                    break;
+                }
+                if self.matches(s, k, &kv) {
+                    best_rank = r;
+                    break;
+                }
+                s = self.hot[s as usize].next;
+            }
+        }
+        (probes, steps)
     }
 
     /// Looks up the keys of the `live` lanes (bit i = `keys[i]`), writing the
@@ -305,11 +334,13 @@ impl Classifier {
         out: &mut [Option<&'a Rule>; BURST],
     ) -> u32 {
         let mut words = [Words::default(); BURST];
+        let mut kv = [KeyV4::default(); BURST];
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             words[i] = Words::of_key(&keys[i]);
+            kv[i] = KeyV4::of(&keys[i]);
         }
         let mut best_rank = [0u64; BURST];
         let mut best = [NIL; BURST];
@@ -337,16 +368,16 @@ impl Classifier {
                 m &= m - 1;
                 let mut s = heads[i];
                 while s != NIL {
-                    let r = self.rank[s as usize];
+                    let r = self.hot[s as usize].rank;
                     if r < best_rank[i] {
                         break;
                     }
-                    if self.rules[s as usize].m.matches(&keys[i]) {
+                    if self.matches(s, &keys[i], &kv[i]) {
                         best_rank[i] = r;
                         best[i] = s;
                         break;
                     }
-                    s = self.next[s as usize];
+                    s = self.hot[s as usize].next;
                 }
             }
         }
@@ -363,6 +394,17 @@ impl Classifier {
             }
         }
         miss
+    }
+
+    /// Full match check of slot `s` against a key, from the compact record
+    /// when the rule is IPv4/any with no port or identity fields.
+    #[inline(always)]
+    fn matches(&self, s: u32, k: &FlowKey, kv: &KeyV4) -> bool {
+        let h = &self.hot[s as usize];
+        if h.kind & hot::FULL != 0 {
+            return self.rules[s as usize].m.matches(k);
+        }
+        h.matches_v4(k, kv)
     }
 
     /// Chooses the subtable for a new rule (creating it if needed).
@@ -412,7 +454,7 @@ impl Classifier {
         let mut n = 0;
         while s != NIL && n < COLLISION_LIMIT {
             n += 1;
-            s = self.next[s as usize];
+            s = self.hot[s as usize].next;
         }
         n
     }
@@ -420,20 +462,20 @@ impl Classifier {
     /// Links `slot` into chain `b` of table `t`, keeping the chain sorted by
     /// decreasing rank.
     fn link(&mut self, t: u32, b: usize, slot: u32) {
-        let rk = self.rank[slot as usize];
+        let rk = self.hot[slot as usize].rank;
         let tb = &mut self.tables[t as usize];
         let head = tb.buckets[b];
-        if head == NIL || self.rank[head as usize] < rk {
-            self.next[slot as usize] = head;
+        if head == NIL || self.hot[head as usize].rank < rk {
+            self.hot[slot as usize].next = head;
             tb.buckets[b] = slot;
             return;
         }
         let mut p = head;
         loop {
-            let n = self.next[p as usize];
-            if n == NIL || self.rank[n as usize] < rk {
-                self.next[slot as usize] = n;
-                self.next[p as usize] = slot;
+            let n = self.hot[p as usize].next;
+            if n == NIL || self.hot[n as usize].rank < rk {
+                self.hot[slot as usize].next = n;
+                self.hot[p as usize].next = slot;
                 return;
             }
             p = n;
@@ -449,11 +491,11 @@ impl Classifier {
             let mut s = h;
             while s != NIL {
                 slots.push(s);
-                s = self.next[s as usize];
+                s = self.hot[s as usize].next;
             }
         }
         // Re-link best first, appending, so every chain stays sorted.
-        slots.sort_unstable_by_key(|&s| core::cmp::Reverse(self.rank[s as usize]));
+        slots.sort_unstable_by_key(|&s| core::cmp::Reverse(self.hot[s as usize].rank));
         let n = old.len() * 2;
         let mut heads = vec![NIL; n];
         let mut tails = vec![NIL; n];
@@ -461,11 +503,11 @@ impl Classifier {
             let w = Words::of_match(&self.rules[s as usize].m);
             let tb = &self.tables[t as usize];
             let b = (w.masked(&tb.masks).hash() as usize) & (n - 1);
-            self.next[s as usize] = NIL;
+            self.hot[s as usize].next = NIL;
             if tails[b] == NIL {
                 heads[b] = s;
             } else {
-                self.next[tails[b] as usize] = s;
+                self.hot[tails[b] as usize].next = s;
             }
             tails[b] = s;
         }
