@@ -27,7 +27,7 @@ use crate::labels::{LabelSelector, Labels};
 use crate::model::{Model, Workload, NS_NAME_LABEL};
 use crate::policy::{subtract, Entity, NsScope, Peer, Policy, PolicyRule, PolicySet, PortRef, RuleAction, Settings, TierKind};
 use flowtable::key::addr_of;
-use flowtable::{Action, Direction, FlowKey, LinearClassifier, Match, PolicyTables, PortRange, Prefix, PrefixMap, Rule, RuleId, RuleLookup, Tier, Verdict};
+use flowtable::{Action, Classifier, Direction, FlowKey, LinearClassifier, Match, PolicyTables, PortRange, Prefix, PrefixMap, Rule, RuleId, RuleLookup, Tier, Verdict};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -37,6 +37,16 @@ pub trait RuleTable: RuleLookup + Default {
     fn insert_rule(&mut self, r: Rule);
     /// Removes a rule by id.
     fn remove_rule(&mut self, id: RuleId);
+}
+
+impl RuleTable for Classifier {
+    fn insert_rule(&mut self, r: Rule) {
+        // Ids come from the compiler's counter and are never live twice.
+        let _ = self.insert(r);
+    }
+    fn remove_rule(&mut self, id: RuleId) {
+        self.remove(id);
+    }
 }
 
 impl RuleTable for LinearClassifier {
@@ -201,7 +211,7 @@ struct Gen {
 
 /// The compiler and its state: model, identities, IP -> identity map, policies, tables.
 #[derive(Debug)]
-pub struct Compiler<C = LinearClassifier> {
+pub struct Compiler<C = Classifier> {
     model: Model,
     settings: Settings,
     ids: IdentityAllocator,

@@ -1,1 +1,332 @@
+//! Replays policy-conformance cases (../shared/data/policy-conformance schema):
+//! steps of policy, label, workload and namespace changes, each followed by
+//! probe matrices decided through the compiled flowtable tables.
+//!
+//! A probe S -> D on port/proto is allowed when the forward packet's verdict
+//! (egress at S AND ingress at D, identities resolved through the IP ->
+//! identity map) allows. Replies of an allowed connection are allowed by
+//! connection tracking in the dataplane; the conformance matrices assert only
+//! the connection-opening direction, which is what is decided here.
 
+use crate::compiler::{Compiler, RuleTable};
+use crate::error::{from_yaml, Error, Result};
+use crate::labels::Labels;
+use crate::model::{proto, split_key, ConfPod, Model};
+use crate::policy::k8s::NetworkPolicy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// One case file.
+#[derive(Deserialize, Debug)]
+pub struct Case {
+    /// Case id (`E10`).
+    pub id: String,
+    /// Short name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Steps, applied cumulatively.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// A model replacing the default one (optional).
+    #[serde(default)]
+    pub model: Option<serde_yaml::Value>,
+}
+
+/// One step.
+#[derive(Deserialize, Debug)]
+pub struct Step {
+    /// Step number.
+    #[serde(default)]
+    pub step: Option<serde_yaml::Value>,
+    /// Changes.
+    #[serde(default)]
+    pub actions: Vec<CaseAction>,
+    /// Checks after the changes.
+    #[serde(default)]
+    pub probes: Vec<Probe>,
+}
+
+/// One change.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct CaseAction {
+    /// Operation.
+    pub op: String,
+    /// Policy for create/update(/delete).
+    #[serde(default)]
+    pub policy: Option<serde_yaml::Value>,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Pod (`name` or `ns/name`).
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Name (policy or pod).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: Option<Labels>,
+    /// Pod IP.
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    /// Pod IPs.
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    /// Container ports (`name: 80/TCP`).
+    #[serde(default)]
+    pub container_ports: Vec<String>,
+}
+
+/// One probe matrix.
+#[derive(Deserialize, Debug)]
+pub struct Probe {
+    /// Destination port.
+    pub port: u16,
+    /// TCP, UDP or SCTP.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Destinations.
+    pub columns: Vec<String>,
+    /// Source -> row string over `columns`.
+    pub matrix: BTreeMap<String, serde_yaml::Value>,
+}
+
+fn tcp() -> String {
+    "TCP".into()
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, Default)]
+pub struct CaseResult {
+    /// Case id.
+    pub id: String,
+    /// Cells that differ: `step N port/PROTO src->dst: expected X, got Y`.
+    pub diffs: Vec<String>,
+    /// An error that stopped the case.
+    pub error: Option<String>,
+    /// Cells checked.
+    pub cells: usize,
+}
+
+impl CaseResult {
+    /// True when every cell matched and nothing failed.
+    pub fn passed(&self) -> bool {
+        self.diffs.is_empty() && self.error.is_none()
+    }
+}
+
+/// Parses a case file.
+pub fn load_case(path: &Path) -> Result<Case> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.into(), source: e })?;
+    serde_yaml::from_str(&text).map_err(|e| from_yaml(&path.display().to_string(), 0, &e))
+}
+
+fn row_string(v: &serde_yaml::Value, width: usize) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        // An all-digit row unquoted in YAML reads as a number: restore leading zeros.
+        serde_yaml::Value::Number(n) if n.is_u64() => Some(format!("{:0>width$}", n.as_u64()?)),
+        _ => None,
+    }
+}
+
+fn policy_key(a: &CaseAction) -> Option<String> {
+    if let Some(p) = &a.policy {
+        let md = p.get("metadata")?;
+        let name = md.get("name")?.as_str()?;
+        let ns = md.get("namespace").and_then(|n| n.as_str()).unwrap_or("default");
+        return Some(format!("{ns}/{name}"));
+    }
+    let name = a.name.as_deref()?;
+    if name.contains('/') {
+        return Some(name.to_string());
+    }
+    Some(format!("{}/{name}", a.namespace.as_deref().unwrap_or("default")))
+}
+
+fn pod_key(a: &CaseAction) -> Result<String, String> {
+    let p = a.pod.as_deref().or(a.name.as_deref()).ok_or("action needs `pod`")?;
+    let (ns, n) = split_key(p, a.namespace.as_deref());
+    Ok(format!("{ns}/{n}"))
+}
+
+fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String> {
+    let err = |e: Error| e.to_string();
+    match a.op.as_str() {
+        "create_policy" | "update_policy" => {
+            let v = a.policy.clone().ok_or("action needs `policy`")?;
+            let np: NetworkPolicy = serde_yaml::from_value(v).map_err(|e| format!("policy: {e}"))?;
+            if np.api_version != "networking.k8s.io/v1" || np.kind != "NetworkPolicy" {
+                return Err(format!("unsupported policy kind {} {}", np.api_version, np.kind));
+            }
+            c.set_policy(np.to_policy("<case>", 0)).map_err(err)?;
+        }
+        "delete_policy" => {
+            let k = policy_key(a).ok_or("delete_policy needs `policy` or `name`")?;
+            if c.policy(&k).is_none() {
+                return Err(format!("delete_policy: no policy {k}"));
+            }
+            c.remove_policy(&k).map_err(err)?;
+        }
+        "delete_all_policies" => {
+            let keys: Vec<String> = c.policies().iter().map(|p| p.key()).collect();
+            for k in keys {
+                c.remove_policy(&k).map_err(err)?;
+            }
+        }
+        "set_pod_labels" => {
+            let k = pod_key(a)?;
+            c.set_workload_labels(&k, a.labels.clone().unwrap_or_default()).map_err(err)?;
+        }
+        "set_namespace_labels" => {
+            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
+            c.set_namespace_labels(ns, a.labels.clone().unwrap_or_default()).map_err(err)?;
+        }
+        "create_namespace" => {
+            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
+            c.add_namespace(ns, a.labels.clone().unwrap_or_default()).map_err(err)?;
+        }
+        "delete_namespace" => {
+            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
+            c.remove_namespace(ns).map_err(err)?;
+        }
+        "create_pod" | "update_pod" | "set_pod_ip" | "move_pod" => {
+            let k = pod_key(a)?;
+            let (ns, n) = split_key(&k, None);
+            let existing = c.model().workloads.get(&k).cloned();
+            if a.op == "create_pod" && existing.is_some() {
+                return Err(format!("create_pod: {k} exists"));
+            }
+            if a.op != "create_pod" && existing.is_none() {
+                return Err(format!("{}: no pod {k}", a.op));
+            }
+            if !c.model().namespaces.contains_key(ns) {
+                c.add_namespace(ns, Labels::new()).map_err(err)?;
+            }
+            let pod = ConfPod {
+                namespace: Some(ns.to_string()),
+                labels: a.labels.clone().or_else(|| existing.as_ref().map(|w| w.labels.clone())).unwrap_or_default(),
+                ip: a.ip,
+                ips: a.ips.clone(),
+                container_ports: a.container_ports.clone(),
+            };
+            let mut w = pod.workload(ns, n)?;
+            if let Some(old) = existing {
+                if w.addresses.is_empty() {
+                    w.addresses = old.addresses.clone();
+                }
+                if a.container_ports.is_empty() {
+                    w.named_ports = old.named_ports.clone();
+                }
+                if w.labels == old.labels && w.named_ports == old.named_ports {
+                    c.move_workload(&k, w.addresses).map_err(err)?;
+                    return Ok(());
+                }
+            } else if a.container_ports.is_empty() {
+                // A new pod with no ports given serves what the model's pods serve.
+                if let Some(any) = c.model().workloads.values().next() {
+                    w.named_ports = any.named_ports.clone();
+                }
+            }
+            c.replace_workload(w).map_err(err)?;
+        }
+        "delete_pod" => {
+            let k = pod_key(a)?;
+            c.remove_workload(&k).map_err(err)?;
+        }
+        op => return Err(format!("unknown op `{op}`")),
+    }
+    Ok(())
+}
+
+/// Decides one probe cell: true when S may open a connection to D.
+pub fn probe<C: RuleTable>(c: &Compiler<C>, src: &str, dst: &str, proto: u8, port: u16) -> Result<bool, String> {
+    let s = c.model().workloads.get(src).ok_or_else(|| format!("no pod {src}"))?;
+    let d = c.model().workloads.get(dst).ok_or_else(|| format!("no pod {dst}"))?;
+    // Same family: the first address of the destination's family the source has.
+    let (sa, da) = s
+        .addresses
+        .iter()
+        .find_map(|sa| d.addresses.iter().find(|da| da.is_ipv4() == sa.is_ipv4()).map(|da| (*sa, *da)))
+        .ok_or_else(|| format!("{src} and {dst} share no address family"))?;
+    let k = c.flow_key(sa, da, proto, 40000, port);
+    Ok(c.decide(&k).allowed())
+}
+
+/// Runs one case over a fresh compiler built from `model`.
+pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
+    let mut res = CaseResult { id: case.id.clone(), ..Default::default() };
+    let model = match &case.model {
+        Some(v) => match serde_yaml::to_string(v).map_err(|e| e.to_string()).and_then(|t| {
+            Model::from_yaml(&format!("{} model", case.id), &t).map_err(|e| e.to_string())
+        }) {
+            Ok(m) => m,
+            Err(e) => {
+                res.error = Some(e);
+                return res;
+            }
+        },
+        None => model.clone(),
+    };
+    let mut c = match Compiler::<C>::new(model, Default::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            res.error = Some(e.to_string());
+            return res;
+        }
+    };
+    for (si, step) in case.steps.iter().enumerate() {
+        let sn = step.step.as_ref().and_then(|v| v.as_u64()).map(|n| n as usize).unwrap_or(si + 1);
+        for a in &step.actions {
+            if let Err(e) = apply(&mut c, a) {
+                res.error = Some(format!("step {sn}: {}: {e}", a.op));
+                return res;
+            }
+        }
+        for p in &step.probes {
+            let Some(pr) = proto::parse(&p.protocol) else {
+                res.error = Some(format!("step {sn}: bad protocol {}", p.protocol));
+                return res;
+            };
+            for (src, row) in &p.matrix {
+                let Some(row) = row_string(row, p.columns.len()) else {
+                    res.error = Some(format!("step {sn}: matrix row {src} is not a string"));
+                    return res;
+                };
+                let cells: Vec<char> = row.chars().collect();
+                if cells.len() != p.columns.len() {
+                    res.error = Some(format!("step {sn}: row {src} has {} cells for {} columns", cells.len(), p.columns.len()));
+                    return res;
+                }
+                for (dst, want) in p.columns.iter().zip(cells) {
+                    if want == '-' || src == dst {
+                        continue;
+                    }
+                    res.cells += 1;
+                    match probe(&c, src, dst, pr, p.port) {
+                        Ok(got) => {
+                            let w = want == '1';
+                            if got != w {
+                                res.diffs.push(format!(
+                                    "step {sn} {}/{} {src}->{dst}: expected {}, got {}",
+                                    p.port,
+                                    p.protocol,
+                                    if w { "allow" } else { "deny" },
+                                    if got { "allow" } else { "deny" }
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            res.error = Some(format!("step {sn}: {e}"));
+                            return res;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    res
+}
