@@ -15,6 +15,7 @@
 //! ```
 
 mod hot;
+mod prune;
 mod tuple;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::key::FlowKey;
 use crate::rule::{Rule, RuleId, RuleLookup};
 use hot::{Hot, KeyV4};
+use prune::{KeySlots, Prune, PRUNE_IDS};
 use tuple::{Masks, Tuple, Words};
 
 /// Packets per burst.
@@ -59,11 +61,13 @@ struct Subtable {
     buckets: Vec<u32>,
     /// Rules in the subtable.
     count: u32,
+    /// Occupancy of the pruning slots by its rules (see `prune`).
+    counts: Vec<u32>,
 }
 
 impl Subtable {
     fn new(tuple: Tuple) -> Self {
-        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0 }
+        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0, counts: vec![0; prune::SLOTS] }
     }
     #[inline(always)]
     fn bucket(&self, w: &Words) -> usize {
@@ -121,6 +125,8 @@ pub struct Classifier {
     by_tuple: HashMap<Tuple, u32>,
     /// Live subtables by decreasing `max_rank`: the lookup order.
     order: Vec<u32>,
+    /// Per-field candidate bitsets over subtables.
+    prune: Prune,
 }
 
 impl Classifier {
@@ -160,7 +166,8 @@ impl Classifier {
         // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
         let ids = (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1);
         let tuples = (self.by_tuple.capacity() * 8 / 7) * (size_of::<(Tuple, u32)>() + 1);
-        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4).sum::<usize>()
+        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4 + t.counts.capacity() * 4).sum::<usize>()
+            + self.prune.bytes()
             + self.tables.capacity() * size_of::<Subtable>()
             + (self.order.capacity() + self.free_tables.capacity()) * 4;
         size_of::<Self>() + slots + ids + tuples + tables
@@ -215,6 +222,7 @@ impl Classifier {
         };
         self.ids.insert(rule.id, slot);
         let tb = &mut self.tables[t as usize];
+        self.prune.update(t, &mut tb.counts, &rule.m, true);
         tb.count += 1;
         if tb.count as usize > tb.buckets.len() {
             self.grow(t);
@@ -249,6 +257,7 @@ impl Classifier {
         }
         self.hot[i].next = NIL;
         self.free.push(slot);
+        self.prune.update(t, &mut tb.counts, &rule.m, false);
         tb.count -= 1;
         if tb.count == 0 {
             self.drop_table(t);
@@ -266,12 +275,16 @@ impl Classifier {
     pub fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
+        let cand = self.prune.candidates(&KeySlots::of(k));
         let mut best_rank = 0u64;
         let mut best = NIL;
         for &t in &self.order {
             let tb = &self.tables[t as usize];
             if best_rank > tb.max_rank {
                 break;
+            }
+            if (t as usize) < PRUNE_IDS && cand >> t & 1 == 0 {
+                continue;
             }
             let mut s = tb.buckets[tb.bucket(&w)];
             while s != NIL {
@@ -296,11 +309,15 @@ impl Classifier {
     pub fn lookup_cost(&self, k: &FlowKey) -> (u32, u32) {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
+        let cand = self.prune.candidates(&KeySlots::of(k));
         let (mut best_rank, mut probes, mut steps) = (0u64, 0, 0);
         for &t in &self.order {
             let tb = &self.tables[t as usize];
             if best_rank > tb.max_rank {
                 break;
+            }
+            if (t as usize) < PRUNE_IDS && cand >> t & 1 == 0 {
+                continue;
             }
             probes += 1;
             let mut s = tb.buckets[tb.bucket(&w)];
@@ -342,13 +359,36 @@ impl Classifier {
             words[i] = Words::of_key(&keys[i]);
             kv[i] = KeyV4::of(&keys[i]);
         }
+        // Transpose the candidate sets: lanes per subtable id.
+        let mut lanes_of = [0u32; PRUNE_IDS];
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let cand = self.prune.candidates(&KeySlots::of(&keys[i]));
+            let mut lo = cand as u64;
+            while lo != 0 {
+                lanes_of[lo.trailing_zeros() as usize] |= 1 << i;
+                lo &= lo - 1;
+            }
+            let mut hi = (cand >> 64) as u64;
+            while hi != 0 {
+                lanes_of[64 + hi.trailing_zeros() as usize] |= 1 << i;
+                hi &= hi - 1;
+            }
+        }
         let mut best_rank = [0u64; BURST];
         let mut best = [NIL; BURST];
         let mut heads = [NIL; BURST];
         let mut pending = live;
         for &t in &self.order {
             let tb = &self.tables[t as usize];
-            let mut m = pending;
+            let lanes = if (t as usize) < PRUNE_IDS { pending & lanes_of[t as usize] } else { pending };
+            if lanes == 0 {
+                continue;
+            }
+            let mut probe = 0u32;
+            let mut m = lanes;
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
@@ -356,13 +396,14 @@ impl Classifier {
                     // Subtables come in decreasing max rank: this lane is done.
                     pending &= !(1 << i);
                 } else {
+                    probe |= 1 << i;
                     heads[i] = tb.buckets[tb.bucket(&words[i])];
                 }
             }
             if pending == 0 {
                 break;
             }
-            let mut m = pending;
+            let mut m = probe;
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
@@ -529,8 +570,9 @@ impl Classifier {
         self.order.remove(pos);
         let tuple = self.tables[t as usize].tuple;
         self.by_tuple.remove(&tuple);
-        self.tables[t as usize] = Subtable::new(tuple);
-        self.tables[t as usize].buckets = Vec::new();
+        let tb = &mut self.tables[t as usize];
+        tb.buckets = Vec::new();
+        tb.counts = Vec::new();
         self.free_tables.push(t);
     }
 }
