@@ -18,6 +18,7 @@
 pub mod burst;
 pub mod eal;
 mod error;
+pub mod flow;
 pub mod fwd;
 pub mod lcore;
 pub mod mbuf;
