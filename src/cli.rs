@@ -1,0 +1,190 @@
+//! Process arguments (clap): the verb tree of the `bulkhead` binary.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Bulkhead: a micro-segmentation dataplane on DPDK.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about, long_about = None)]
+pub struct Cli {
+    /// Start the interactive shell (same as `bulkhead cli`).
+    #[arg(short = 'i', long = "interactive", global = false)]
+    pub interactive: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the switch: ports, forwarding, control socket.
+    Run(RunArgs),
+    /// testpmd-style shell: attaches to a running switch, or runs one in this process.
+    Cli(CliArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Benchmarks that compare Bulkhead with its peers side by side.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Classify a ClassBench trace against a ClassBench rule set.
+    Classify(ClassifyArgs),
+    /// Policy tools: validate and compile, explain a verdict.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Who can reach whom (compliance report).
+    Reach(ReachCli),
+    /// Replay NetworkPolicy conformance cases and check every probe matrix.
+    Conformance(ConformanceCli),
+    /// Stream flow records from a running switch.
+    Flows(FlowsArgs),
+}
+
+/// `bulkhead run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML; `bulkhead config default` prints one).
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Print per-port rates every N seconds (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub stats_period: u64,
+}
+
+/// `bulkhead cli`
+#[derive(Debug, Args)]
+pub struct CliArgs {
+    /// Control socket of a running switch.
+    #[arg(long, default_value = crate::shell::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Run these commands first (one per line), like testpmd's --cmdline-file.
+    #[arg(long)]
+    pub cmdline_file: Option<PathBuf>,
+    /// With no switch running: start one in this process from this config.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// `bulkhead config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the documented default configuration.
+    Default,
+}
+
+/// `bulkhead bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Forwarding rate: Bulkhead vs dpdk-testpmd on the same vdevs and pcaps.
+    Fwd(BenchFwdArgs),
+}
+
+/// `bulkhead bench fwd`
+#[derive(Debug, Args)]
+pub struct BenchFwdArgs {
+    /// Forwarding mode.
+    #[arg(long, default_value = "io")]
+    pub mode: String,
+    /// Flow counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000,100000")]
+    pub flows: Vec<u32>,
+    /// Seconds per measurement.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Rounds per system (medians are reported).
+    #[arg(long)]
+    pub rounds: Option<u32>,
+}
+
+/// `bulkhead classify`
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// ClassBench rule file.
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// ClassBench trace file.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Print one line of lookup and update figures instead of per-packet results.
+    #[arg(long)]
+    pub bench: bool,
+}
+
+/// `bulkhead policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate and compile policy files; rule count per policy.
+    Check {
+        /// Workloads and namespaces (YAML or TOML).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Policy files (Kubernetes NetworkPolicy YAML, Bulkhead TOML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Why a packet from one workload to another gets its verdict.
+    Explain {
+        /// Workloads and namespaces.
+        #[arg(long)]
+        model: PathBuf,
+        /// Source workload (`namespace/name`).
+        #[arg(long)]
+        from: String,
+        /// Destination workload (`namespace/name`).
+        #[arg(long)]
+        to: String,
+        /// Destination port and protocol, e.g. `443/TCP`.
+        #[arg(long)]
+        port: String,
+        /// Policy files.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `bulkhead reach`
+#[derive(Debug, Args)]
+pub struct ReachCli {
+    /// Workloads and namespaces.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Sources: a label selector such as `app=web,env in (prod)`.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Destinations: a label selector such as `pci=true`.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this port and protocol, e.g. `5432/TCP`.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Policy files.
+    pub files: Vec<PathBuf>,
+}
+
+/// `bulkhead conformance`
+#[derive(Debug, Args)]
+pub struct ConformanceCli {
+    /// The shared topology (default: model.yaml beside the first case's folder).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Run every probe as real packets through DPDK.
+    #[arg(long)]
+    pub dataplane: bool,
+    /// Case files.
+    #[arg(required = true)]
+    pub cases: Vec<PathBuf>,
+}
+
+/// `bulkhead flows`
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    /// Keep streaming records as they come.
+    #[arg(long)]
+    pub follow: bool,
+    /// The flow-record socket of a running switch.
+    #[arg(long, default_value = "/run/bulkhead/flows.sock")]
+    pub socket: PathBuf,
+}
