@@ -470,6 +470,13 @@ impl<C: RuleTable> Compiler<C> {
         Ok(diff)
     }
 
+    /// Loads policy files and replaces every policy with them, all or nothing:
+    /// on any error (file, line, field) nothing changes.
+    pub fn reload<P: AsRef<std::path::Path>>(&mut self, files: &[P]) -> Result<RuleDiff> {
+        let set = crate::policy::load_files(files)?;
+        self.replace_policies(set)
+    }
+
     // ---- workloads and namespaces ----
 
     /// Adds a workload.
