@@ -49,18 +49,33 @@ fn main() -> ExitCode {
             classbench::bench(&rules, &trace, &opts).map(|r| {
                 println!("{r}");
                 eprintln!("subtables={} index_bytes_per_rule={:.0}", r.subtables, r.index_bytes_per_rule);
+                if std::env::var_os("CLASSIFY_CPU").is_some() {
+                    // Lookup rate per second of CPU time actually received
+                    // (/proc/thread-self/schedstat), for A/B runs on a busy machine.
+                    let rs = classbench::parse_rules(&rules).expect("parsed once already");
+                    let keys = classbench::parse_trace(&trace).expect("parsed once already");
+                    let c = classbench::build(&rs);
+                    let cpu = || -> f64 {
+                        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+                        s.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+                    };
+                    let c0 = cpu();
+                    let (pkts, wall) = classbench::bench_lookup(&c, &keys, opts.lookup_secs);
+                    let c1 = cpu();
+                    eprintln!("lookup_mpps_cpu={:.2} (cpu {:.2}s of wall {:.2}s)", pkts as f64 / (c1 - c0) / 1e6, c1 - c0, wall);
+                }
                 if std::env::var_os("CLASSIFY_COST").is_some() {
                     let rs = classbench::parse_rules(&rules).expect("parsed once already");
                     let keys = classbench::parse_trace(&trace).expect("parsed once already");
                     let c = classbench::build(&rs);
-                    let (mut p, mut s) = (0u64, 0u64);
+                    let (mut p, mut cands) = (0u64, 0u64);
                     for k in &keys {
                         let (a, b) = c.lookup_cost(k);
                         p += a as u64;
-                        s += b as u64;
+                        cands += (b >> 16) as u64;
                     }
                     let n = keys.len().max(1) as f64;
-                    eprintln!("probes/lookup={:.1} chain_steps/lookup={:.1} {:?}", p as f64 / n, s as f64 / n, c.stats());
+                    eprintln!("candidates/lookup={:.1} probes/lookup={:.1} {:?}", cands as f64 / n, p as f64 / n, c.stats());
                 }
             })
         } else {

@@ -305,27 +305,7 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
     let bytes = cls.bytes() as f64;
     let index_bytes = cls.index_bytes() as f64;
 
-    let bs = bursts(keys);
-    let mut out = [None; BURST];
-    let mut sink = 0u64;
-    let mut pkts = 0u64;
-    // One untimed warm-up pass.
-    for (b, live) in &bs {
-        sink = sink.wrapping_add(cls.lookup_batch(b, *live, &mut out) as u64);
-    }
-    let t0 = Instant::now();
-    loop {
-        for (b, live) in &bs {
-            let miss = cls.lookup_batch(core::hint::black_box(b), *live, &mut out);
-            sink = sink.wrapping_add(miss as u64 ^ out[0].map_or(0, |r| r.id.0 as u64));
-        }
-        pkts += keys.len() as u64;
-        if t0.elapsed().as_secs_f64() >= opts.lookup_secs || keys.is_empty() {
-            break;
-        }
-    }
-    let lookup_s = t0.elapsed().as_secs_f64();
-    core::hint::black_box(sink);
+    let (pkts, lookup_s) = bench_lookup(&cls, keys, opts.lookup_secs);
 
     // Updates: first the throughput with no per-op timers, then latencies.
     let n = rules.len() as u64;
@@ -362,6 +342,31 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
         bytes_per_rule: bytes / rules.len().max(1) as f64,
         index_bytes_per_rule: index_bytes / rules.len().max(1) as f64,
     }
+}
+
+/// Whole passes over `keys` in bursts of 32 for at least `secs` (after one
+/// untimed warm-up pass): (packets looked up, seconds).
+pub fn bench_lookup(cls: &Classifier, keys: &[FlowKey], secs: f64) -> (u64, f64) {
+    let bs = bursts(keys);
+    let mut out = [None; BURST];
+    let mut sink = 0u64;
+    let mut pkts = 0u64;
+    for (b, live) in &bs {
+        sink = sink.wrapping_add(cls.lookup_batch(b, *live, &mut out) as u64);
+    }
+    let t0 = Instant::now();
+    loop {
+        for (b, live) in &bs {
+            let miss = cls.lookup_batch(core::hint::black_box(b), *live, &mut out);
+            sink = sink.wrapping_add(miss as u64 ^ out[0].map_or(0, |r| r.id.0 as u64));
+        }
+        pkts += keys.len() as u64;
+        if t0.elapsed().as_secs_f64() >= secs || keys.is_empty() {
+            break;
+        }
+    }
+    core::hint::black_box(sink);
+    (pkts, t0.elapsed().as_secs_f64())
 }
 
 /// A synthetic trace for a rule set that has none: `per_rule` headers drawn

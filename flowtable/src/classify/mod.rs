@@ -222,7 +222,8 @@ impl Classifier {
         };
         self.ids.insert(rule.id, slot);
         let tb = &mut self.tables[t as usize];
-        self.prune.update(t, &mut tb.counts, &rule.m, true);
+        let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
+        self.prune.update(pos, &mut tb.counts, &rule.m, true);
         tb.count += 1;
         if tb.count as usize > tb.buckets.len() {
             self.grow(t);
@@ -257,7 +258,8 @@ impl Classifier {
         }
         self.hot[i].next = NIL;
         self.free.push(slot);
-        self.prune.update(t, &mut tb.counts, &rule.m, false);
+        let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
+        self.prune.update(pos, &mut tb.counts, &rule.m, false);
         tb.count -= 1;
         if tb.count == 0 {
             self.drop_table(t);
@@ -273,165 +275,105 @@ impl Classifier {
     /// The best matching rule for `k`, per the ordering contract of [`crate::rule`].
     #[inline]
     pub fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
+        let s = self.find(k);
+        if s == NIL { None } else { Some(&self.rules[s as usize]) }
+    }
+
+    /// Probes subtable `tb` for `k`; raises (`best_rank`, `best`) on a match.
+    #[inline(always)]
+    fn probe(&self, tb: &Subtable, w: &Words, k: &FlowKey, kv: &KeyV4, best_rank: &mut u64, best: &mut u32) {
+        let mut s = tb.buckets[tb.bucket(w)];
+        while s != NIL {
+            let h = &self.hot[s as usize];
+            if h.rank < *best_rank {
+                return;
+            }
+            if self.matches(s, k, kv) {
+                *best_rank = h.rank;
+                *best = s;
+                return;
+            }
+            s = h.next;
+        }
+    }
+
+    /// The slot of the best rule for `k`, or NIL.
+    ///
+    /// Candidate subtables (pruning bits, in lookup order) lowest bit first;
+    /// stop at the first whose max rank is below the best match so far.
+    #[inline(always)]
+    fn find(&self, k: &FlowKey) -> u32 {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
-        let cand = self.prune.candidates(&KeySlots::of(k));
+        let mut cand = self.prune.candidates(&KeySlots::of(k));
         let mut best_rank = 0u64;
         let mut best = NIL;
-        for &t in &self.order {
+        while cand != 0 {
+            let pos = cand.trailing_zeros() as usize;
+            cand &= cand - 1;
+            let tb = &self.tables[self.order[pos] as usize];
+            if best_rank > tb.max_rank {
+                return best;
+            }
+            self.probe(tb, &w, k, &kv, &mut best_rank, &mut best);
+        }
+        // Subtables past the pruned range are all candidates.
+        for &t in self.order.iter().skip(PRUNE_IDS) {
             let tb = &self.tables[t as usize];
             if best_rank > tb.max_rank {
                 break;
             }
-            if (t as usize) < PRUNE_IDS && cand >> t & 1 == 0 {
-                continue;
-            }
-            let mut s = tb.buckets[tb.bucket(&w)];
-            while s != NIL {
-                let r = self.hot[s as usize].rank;
-                if r < best_rank {
-                    break;
-                }
-                if self.matches(s, k, &kv) {
-                    best_rank = r;
-                    best = s;
-                    break;
-                }
-                s = self.hot[s as usize].next;
-            }
+            self.probe(tb, &w, k, &kv, &mut best_rank, &mut best);
         }
-        if best == NIL { None } else { Some(&self.rules[best as usize]) }
+        best
     }
 
-    /// Work done by one lookup: (subtables probed, chain entries visited).
-    /// For tuning and design notes.
+    /// Work done by one lookup: (candidate subtables << 16 | subtables
+    /// probed). For tuning and design notes.
     #[doc(hidden)]
     pub fn lookup_cost(&self, k: &FlowKey) -> (u32, u32) {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
-        let cand = self.prune.candidates(&KeySlots::of(k));
-        let (mut best_rank, mut probes, mut steps) = (0u64, 0, 0);
-        for &t in &self.order {
-            let tb = &self.tables[t as usize];
+        let mut cand = self.prune.candidates(&KeySlots::of(k));
+        let n = cand.count_ones();
+        let (mut best_rank, mut best, mut probes) = (0u64, NIL, 0);
+        while cand != 0 {
+            let pos = cand.trailing_zeros() as usize;
+            cand &= cand - 1;
+            let tb = &self.tables[self.order[pos] as usize];
             if best_rank > tb.max_rank {
                 break;
             }
-            if (t as usize) < PRUNE_IDS && cand >> t & 1 == 0 {
-                continue;
-            }
             probes += 1;
-            let mut s = tb.buckets[tb.bucket(&w)];
-            while s != NIL {
-                steps += 1;
-                let r = self.hot[s as usize].rank;
-                if r < best_rank {
-                    break;
-                }
-                if self.matches(s, k, &kv) {
-                    best_rank = r;
-                    break;
-                }
-                s = self.hot[s as usize].next;
-            }
+            self.probe(tb, &w, k, &kv, &mut best_rank, &mut best);
         }
-        (probes, steps)
+        (probes, n << 16)
     }
 
     /// Looks up the keys of the `live` lanes (bit i = `keys[i]`), writing the
     /// best rule of each to `out` (lanes outside `live` are left untouched).
     /// Returns the live lanes that matched no rule.
     ///
-    /// Subtable by subtable over the whole burst (OVS dpcls style): the
-    /// bucket heads of all lanes are fetched before any chain is walked, so
-    /// their cache misses overlap.
+    /// Lane by lane: each lane's probes depend on each other (early exit),
+    /// different lanes do not, so the out-of-order core overlaps them.
+    #[inline]
     pub fn lookup_batch<'a>(
         &'a self,
         keys: &[FlowKey; BURST],
         live: u32,
         out: &mut [Option<&'a Rule>; BURST],
     ) -> u32 {
-        let mut words = [Words::default(); BURST];
-        let mut kv = [KeyV4::default(); BURST];
-        let mut m = live;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            words[i] = Words::of_key(&keys[i]);
-            kv[i] = KeyV4::of(&keys[i]);
-        }
-        // Transpose the candidate sets: lanes per subtable id.
-        let mut lanes_of = [0u32; PRUNE_IDS];
-        let mut m = live;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let cand = self.prune.candidates(&KeySlots::of(&keys[i]));
-            let mut lo = cand as u64;
-            while lo != 0 {
-                lanes_of[lo.trailing_zeros() as usize] |= 1 << i;
-                lo &= lo - 1;
-            }
-            let mut hi = (cand >> 64) as u64;
-            while hi != 0 {
-                lanes_of[64 + hi.trailing_zeros() as usize] |= 1 << i;
-                hi &= hi - 1;
-            }
-        }
-        let mut best_rank = [0u64; BURST];
-        let mut best = [NIL; BURST];
-        let mut heads = [NIL; BURST];
-        let mut pending = live;
-        for &t in &self.order {
-            let tb = &self.tables[t as usize];
-            let lanes = if (t as usize) < PRUNE_IDS { pending & lanes_of[t as usize] } else { pending };
-            if lanes == 0 {
-                continue;
-            }
-            let mut probe = 0u32;
-            let mut m = lanes;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                if best_rank[i] > tb.max_rank {
-                    // Subtables come in decreasing max rank: this lane is done.
-                    pending &= !(1 << i);
-                } else {
-                    probe |= 1 << i;
-                    heads[i] = tb.buckets[tb.bucket(&words[i])];
-                }
-            }
-            if pending == 0 {
-                break;
-            }
-            let mut m = probe;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let mut s = heads[i];
-                while s != NIL {
-                    let r = self.hot[s as usize].rank;
-                    if r < best_rank[i] {
-                        break;
-                    }
-                    if self.matches(s, &keys[i], &kv[i]) {
-                        best_rank[i] = r;
-                        best[i] = s;
-                        break;
-                    }
-                    s = self.hot[s as usize].next;
-                }
-            }
-        }
         let mut miss = 0;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            if best[i] == NIL {
+            let s = self.find(&keys[i]);
+            if s == NIL {
                 miss |= 1 << i;
                 out[i] = None;
             } else {
-                out[i] = Some(&self.rules[best[i] as usize]);
+                out[i] = Some(&self.rules[s as usize]);
             }
         }
         miss
@@ -563,11 +505,31 @@ impl Classifier {
         let tables = &self.tables;
         let at = self.order.partition_point(|&x| tables[x as usize].max_rank > mr);
         self.order.insert(at, t);
+        if pos == at {
+            return;
+        }
+        if pos < PRUNE_IDS && at < PRUNE_IDS {
+            self.prune.move_pos(pos, at);
+        } else {
+            self.unplace(pos);
+            self.prune.insert_pos(at, &self.tables[t as usize].counts);
+        }
+    }
+
+    /// Pruning bits after the subtable at `pos` left the order (`order`
+    /// already updated).
+    fn unplace(&mut self, pos: usize) {
+        self.prune.remove_pos(pos);
+        if pos < PRUNE_IDS && self.order.len() >= PRUNE_IDS {
+            let u = self.order[PRUNE_IDS - 1];
+            self.prune.fill(PRUNE_IDS - 1, &self.tables[u as usize].counts);
+        }
     }
 
     fn drop_table(&mut self, t: u32) {
         let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
         self.order.remove(pos);
+        self.unplace(pos);
         let tuple = self.tables[t as usize].tuple;
         self.by_tuple.remove(&tuple);
         let tb = &mut self.tables[t as usize];

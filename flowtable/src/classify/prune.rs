@@ -14,9 +14,12 @@
 //! IPv6 prefix that contains the whole IPv4-mapped block counts as WILD.
 //! ```
 //!
-//! For each field and chunk a bitset of subtable ids (the first 128 ids; later
-//! ids are always probed) is kept exact under inserts and deletes by per-
-//! subtable occupancy counts.
+//! For each field and chunk a bitset over subtable *positions in the lookup
+//! order* (the first 128; later ones are always probed) is kept exact under
+//! inserts and deletes by per-subtable occupancy counts. Because bit order is
+//! lookup order, a lane visits its candidates lowest bit first and stops at
+//! the first subtable whose max rank is below its best match. When a
+//! subtable changes position, every bitset moves one bit (a few µs).
 
 use crate::key::{is_v4, FlowKey};
 use crate::rule::{Match, PortRange, Prefix};
@@ -24,8 +27,14 @@ use crate::rule::{Match, PortRange, Prefix};
 /// The first address of the IPv4-mapped block.
 const V4_BLOCK: u128 = 0xffff_0000_0000;
 
-/// Subtable ids below this take part in pruning.
+/// Subtable positions below this take part in pruning.
 pub(crate) const PRUNE_IDS: usize = 128;
+
+/// Bits `lo..=hi` set.
+#[inline]
+fn range(lo: usize, hi: usize) -> u128 {
+    (u128::MAX >> (127 - hi)) & (u128::MAX << lo)
+}
 
 const ADDR_CHUNKS: usize = 256;
 /// Slots per field: chunks, then WILD, then V6.
@@ -124,11 +133,11 @@ impl Prune {
         c
     }
 
-    /// Adds (`+1`) or removes (`-1`) a rule of subtable `tid` to `counts`
+    /// Adds or removes a rule of the subtable at position `pos` to `counts`
     /// (that subtable's occupancy, `SLOTS` long), keeping the bits exact.
-    pub fn update(&mut self, tid: u32, counts: &mut [u32], m: &Match, add: bool) {
-        let bit = 1u128 << (tid as usize % PRUNE_IDS);
-        let live = (tid as usize) < PRUNE_IDS;
+    pub fn update(&mut self, pos: usize, counts: &mut [u32], m: &Match, add: bool) {
+        let bit = 1u128 << (pos % PRUNE_IDS);
+        let live = pos < PRUNE_IDS;
         for_each_slot(m, |s| {
             let c = &mut counts[s];
             if add {
@@ -145,7 +154,86 @@ impl Prune {
         });
     }
 
+    /// The subtable at position `a` leaves the order: higher positions move
+    /// down one.
+    pub fn remove_pos(&mut self, a: usize) {
+        if a >= PRUNE_IDS {
+            return;
+        }
+        let keep = if a == 0 { 0 } else { range(0, a - 1) };
+        for w in &mut self.bits {
+            *w = (*w & keep) | ((*w >> 1) & !keep);
+        }
+    }
+
+    /// A subtable enters the order at position `b` with occupancy `counts`:
+    /// positions from `b` up move up one (the one pushed to 128 is no longer
+    /// pruned).
+    pub fn insert_pos(&mut self, b: usize, counts: &[u32]) {
+        if b >= PRUNE_IDS {
+            return;
+        }
+        let keep = if b == 0 { 0 } else { range(0, b - 1) };
+        for (w, &c) in self.bits.iter_mut().zip(counts) {
+            *w = (*w & keep) | ((*w << 1) & !keep & !(1 << b)) | ((c > 0) as u128) << b;
+        }
+    }
+
+    /// Sets the bits of position `pos` from `counts` (a subtable that moved
+    /// down to position 127 from beyond the pruned range).
+    pub fn fill(&mut self, pos: usize, counts: &[u32]) {
+        if pos >= PRUNE_IDS {
+            return;
+        }
+        for (w, &c) in self.bits.iter_mut().zip(counts) {
+            *w = (*w & !(1 << pos)) | ((c > 0) as u128) << pos;
+        }
+    }
+
+    /// Moves position `a` to `b` (both pruned) in one pass.
+    pub fn move_pos(&mut self, a: usize, b: usize) {
+        debug_assert!(a < PRUNE_IDS && b < PRUNE_IDS);
+        if a < b {
+            let mid = range(a + 1, b);
+            let all = range(a, b);
+            for w in &mut self.bits {
+                let bit = (*w >> a) & 1;
+                *w = (*w & !all) | ((*w & mid) >> 1) | bit << b;
+            }
+        } else if a > b {
+            let mid = range(b, a - 1);
+            let all = range(b, a);
+            for w in &mut self.bits {
+                let bit = (*w >> a) & 1;
+                *w = (*w & !all) | ((*w & mid) << 1) | bit << b;
+            }
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.bits.capacity() * 16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moves_keep_other_bits() {
+        let mut p = Prune { bits: vec![0b1011_0110u128, u128::MAX, 1 << 127 | 1] };
+        p.move_pos(1, 5);
+        assert_eq!(p.bits[0], 0b1011_1010);
+        p.move_pos(5, 1);
+        assert_eq!(p.bits[0], 0b1011_0110);
+        assert_eq!(p.bits[1], u128::MAX);
+        p.remove_pos(0);
+        assert_eq!(p.bits[2], 1 << 126);
+        p.insert_pos(0, &[1, 0, 1]);
+        assert_eq!(p.bits[0], 0b1011_0111);
+        assert_eq!(p.bits[1], u128::MAX - 1);
+        assert_eq!(p.bits[2], 1 << 127 | 1);
+        p.fill(3, &[0, 0, 1]);
+        assert_eq!(p.bits[2], 1 << 127 | 1 << 3 | 1);
     }
 }
