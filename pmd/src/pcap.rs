@@ -79,6 +79,31 @@ pub fn read(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Number of records in a pcap file, without loading the packets.
+///
+/// # Errors
+/// I/O errors, or [`Error::Invalid`] for a file that is not pcap.
+pub fn count(path: &Path) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut hdr = [0u8; 24];
+    f.read_exact(&mut hdr).map_err(|e| io_err(path, e))?;
+    let le = match u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        m => return Err(Error::Invalid(format!("{}: not a pcap file (magic {m:#x})", path.display()))),
+    };
+    let mut n = 0;
+    let mut rec = [0u8; 16];
+    while f.read_exact(&mut rec).is_ok() {
+        let c = [rec[8], rec[9], rec[10], rec[11]];
+        let caplen = if le { u32::from_le_bytes(c) } else { u32::from_be_bytes(c) };
+        f.seek(SeekFrom::Current(i64::from(caplen))).map_err(|e| io_err(path, e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The benchmark's flow `i`: a 60-byte UDP frame (64 on the wire), with the
 /// address plan of `peers/gen_bench.py` (src 10.s.h, dst 172.16.k.x, mixed
 /// destination ports, every 10th flow to port 9999).
@@ -124,6 +149,7 @@ mod tests {
         write_bench_flows(&p, 1000).unwrap();
         let frames = read(&p).unwrap();
         assert_eq!(frames.len(), 1000);
+        assert_eq!(count(&p).unwrap(), 1000);
         assert!(frames.iter().all(|f| f.len() == 60));
         let tuples: std::collections::HashSet<_> =
             frames.iter().map(|f| (f[26..34].to_vec(), f[34..38].to_vec())).collect();

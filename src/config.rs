@@ -1,0 +1,477 @@
+//! The switch configuration: TOML, every key optional with a documented
+//! default (`bulkhead config default` prints them), unknown keys rejected.
+//! Errors name the file, the line and the key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The documented default configuration, as printed by
+/// `bulkhead config default`. Parsing it gives [`Config::default`].
+const DEFAULT_TOML: &str = r#"# Bulkhead configuration. Every key is optional; the values below are the defaults.
+
+[eal]
+# Memory EAL reserves, in MB (-m). 0 = sized from the mempool. Without
+# hugepages all of it is touched at start (about 1.2 s per GB): size to need.
+memory_mb = 0
+# Use hugepages; false passes --no-huge (IOVA as VA, 4 KiB pages).
+hugepages = false
+# --file-prefix. Empty = "bulkhead-<pid>", unique per process. Two processes
+# with the same prefix cannot run at once.
+file_prefix = ""
+# lcores: -l syntax ("0,1", "0-3") or --lcores syntax when it contains '@'
+# ("0@0,1@1,2@1"). The first lcore is the main (control) lcore; the others
+# can forward.
+lcores = "0,1"
+# EAL log level (--log-level), e.g. "notice", "error", "lib.eal:debug".
+log_level = "error"
+# Extra EAL arguments, appended last (escape hatch for real hardware).
+extra_args = []
+
+[mempool]
+# mbufs in the packet pool. 0 = enough for every rx/tx ring, per-lcore caches
+# and bursts, plus one per packet of every net_pcap infinite_rx file.
+mbufs = 0
+# Per-lcore mbuf cache.
+cache = 256
+# Bytes per mbuf including the 128-byte headroom.
+data_room = 2176
+
+[forwarding]
+# Engine: io, mac, macswap, rxonly, txonly, flowgen (testpmd's names).
+mode = "io"
+# Packets per rx/tx burst (1..=32).
+burst = 32
+# Forwarding lcores to use (testpmd's nbcore), at most lcores - 1.
+nb_cores = 1
+# Queues per port; more than one rx queue turns RSS on.
+rxq = 1
+txq = 1
+# Descriptors per queue (adjusted to the device's limits).
+rxd = 1024
+txd = 1024
+# Frame length of txonly/flowgen packets, and flowgen's flow count.
+tx_pkt_len = 64
+flowgen_flows = 1024
+# Start forwarding as soon as the ports are up.
+autostart = true
+
+# Ports, in port-id order, by DPDK devargs: net_null, net_ring, net_pcap,
+# net_af_packet, net_vhost (vhost-user), or a PCI address. Ports are paired
+# like testpmd: 0 <-> 1, 2 <-> 3; an odd last port forwards to itself.
+# The default pair of net_null ports generates traffic on rx and frees it on
+# tx: a self-contained demo. Add "no-rx=1" to make one a pure sink.
+[[port]]
+devargs = "net_null0"
+# Promiscuous mode once started (ignored where the driver lacks it).
+promiscuous = true
+
+[[port]]
+devargs = "net_null1"
+promiscuous = true
+"#;
+
+/// The documented default configuration text.
+pub fn default_toml() -> &'static str {
+    DEFAULT_TOML
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// EAL settings.
+    pub eal: EalSection,
+    /// Packet pool.
+    pub mempool: MempoolSection,
+    /// Forwarding engine and queues.
+    pub forwarding: ForwardingSection,
+    /// Ports, in port-id order.
+    #[serde(rename = "port")]
+    pub ports: Vec<PortSection>,
+}
+
+/// `[eal]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EalSection {
+    /// -m in MB; 0 = auto.
+    pub memory_mb: u32,
+    /// Use hugepages.
+    pub hugepages: bool,
+    /// --file-prefix ("" = bulkhead-<pid>).
+    pub file_prefix: String,
+    /// lcore list.
+    pub lcores: String,
+    /// --log-level.
+    pub log_level: String,
+    /// Extra EAL args.
+    pub extra_args: Vec<String>,
+}
+
+/// `[mempool]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Pool size; 0 = auto.
+    pub mbufs: u32,
+    /// Per-lcore cache.
+    pub cache: u32,
+    /// Data room per mbuf.
+    pub data_room: u16,
+}
+
+/// `[forwarding]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingSection {
+    /// Engine name.
+    pub mode: String,
+    /// Burst size.
+    pub burst: u16,
+    /// Forwarding lcores.
+    pub nb_cores: u16,
+    /// rx queues per port.
+    pub rxq: u16,
+    /// tx queues per port.
+    pub txq: u16,
+    /// rx descriptors.
+    pub rxd: u16,
+    /// tx descriptors.
+    pub txd: u16,
+    /// txonly/flowgen frame length.
+    pub tx_pkt_len: u16,
+    /// flowgen flows.
+    pub flowgen_flows: u32,
+    /// Start forwarding at once.
+    pub autostart: bool,
+}
+
+/// `[[port]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortSection {
+    /// DPDK devargs.
+    pub devargs: String,
+    /// Promiscuous mode.
+    pub promiscuous: bool,
+}
+
+impl Default for EalSection {
+    fn default() -> Self {
+        Self {
+            memory_mb: 0,
+            hugepages: false,
+            file_prefix: String::new(),
+            lcores: "0,1".into(),
+            log_level: "error".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        Self { mbufs: 0, cache: 256, data_room: pmd::mempool::DEFAULT_DATA_ROOM }
+    }
+}
+
+impl Default for ForwardingSection {
+    fn default() -> Self {
+        Self {
+            mode: "io".into(),
+            burst: 32,
+            nb_cores: 1,
+            rxq: 1,
+            txq: 1,
+            rxd: 1024,
+            txd: 1024,
+            tx_pkt_len: 64,
+            flowgen_flows: 1024,
+            autostart: true,
+        }
+    }
+}
+
+impl Default for PortSection {
+    fn default() -> Self {
+        Self { devargs: String::new(), promiscuous: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            eal: EalSection::default(),
+            mempool: MempoolSection::default(),
+            forwarding: ForwardingSection::default(),
+            ports: vec![
+                PortSection { devargs: "net_null0".into(), promiscuous: true },
+                PortSection { devargs: "net_null1".into(), promiscuous: true },
+            ],
+        }
+    }
+}
+
+/// A configuration error: `FILE:LINE: KEY: MESSAGE` on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when not known).
+    pub line: usize,
+    /// Dotted key (`forwarding.burst`, `port[1].devargs`), may be empty.
+    pub key: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key '{}'", self.key)?;
+        }
+        write!(f, ": {}", self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Locate things in the TOML text for error messages.
+struct Locator<'a> {
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_of_offset(&self, off: usize) -> usize {
+        self.text[..off.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    /// The dotted section path (with `[[port]]` index) in force at `line`.
+    fn section_at(&self, line: usize) -> String {
+        let mut sect = String::new();
+        let mut port_idx: i64 = -1;
+        for (i, l) in self.text.lines().enumerate() {
+            if i + 1 > line {
+                break;
+            }
+            let t = l.trim();
+            if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+                let name = name.trim();
+                if name == "port" {
+                    port_idx += 1;
+                    sect = format!("port[{port_idx}]");
+                } else {
+                    sect = name.to_string();
+                }
+            } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+                sect = name.trim().to_string();
+            }
+        }
+        sect
+    }
+
+    /// Key written on `line` (text before '='), if any.
+    fn key_on_line(&self, line: usize) -> Option<String> {
+        let l = self.text.lines().nth(line.checked_sub(1)?)?;
+        let (k, _) = l.split_once('=')?;
+        let k = k.trim().trim_matches('"');
+        (!k.is_empty() && !k.starts_with('#')).then(|| k.to_string())
+    }
+
+    fn dotted(&self, line: usize, key: &str) -> String {
+        let s = self.section_at(line);
+        if s.is_empty() {
+            key.to_string()
+        } else {
+            format!("{s}.{key}")
+        }
+    }
+
+    /// Line where `key` is set inside section `sect` (`eal`, `port[1]`), or
+    /// where the section starts, or 0.
+    fn find(&self, sect: &str, key: &str) -> usize {
+        let mut sect_line = 0;
+        for (i, l) in self.text.lines().enumerate() {
+            let line = i + 1;
+            let t = l.trim_start();
+            if t.starts_with('[') {
+                if self.section_at(line) == sect {
+                    sect_line = line;
+                }
+                continue;
+            }
+            if self.section_at(line) == sect {
+                if let Some((k, _)) = t.split_once('=') {
+                    if k.trim().trim_matches('"') == key {
+                        return line;
+                    }
+                }
+            }
+        }
+        sect_line
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming file, line and key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate TOML text; `path` is used in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming file, line and key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let loc = Locator { text };
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            let (line, key) = match e.span() {
+                Some(sp) => {
+                    let line = loc.line_of_offset(sp.start);
+                    let key = if let Some(f) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+                        loc.dotted(line, f)
+                    } else {
+                        loc.key_on_line(line).map(|k| loc.dotted(line, &k)).unwrap_or_else(|| loc.section_at(line))
+                    };
+                    (line, key)
+                }
+                None => (0, String::new()),
+            };
+            ConfigError { file: path.to_path_buf(), line, key, msg }
+        })?;
+        cfg.validate().map_err(|(sect, key, msg)| ConfigError {
+            file: path.to_path_buf(),
+            line: loc.find(&sect, &key),
+            key: if sect.is_empty() { key } else { format!("{sect}.{key}") },
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks; the error is (section, key, message).
+    fn validate(&self) -> Result<(), (String, String, String)> {
+        let err = |s: &str, k: &str, m: String| Err((s.to_string(), k.to_string(), m));
+        let f = &self.forwarding;
+        if let Err(e) = f.mode.parse::<pmd::FwdMode>() {
+            return err("forwarding", "mode", e.to_string());
+        }
+        if !(1..=pmd::BURST as u16).contains(&f.burst) {
+            return err("forwarding", "burst", format!("{} is out of range 1..={}", f.burst, pmd::BURST));
+        }
+        if f.nb_cores == 0 {
+            return err("forwarding", "nb_cores", "must be at least 1".into());
+        }
+        for (k, v) in [("rxq", f.rxq), ("txq", f.txq), ("rxd", f.rxd), ("txd", f.txd)] {
+            if v == 0 {
+                return err("forwarding", k, "must be at least 1".into());
+            }
+        }
+        if !(60..=1514).contains(&f.tx_pkt_len) {
+            return err("forwarding", "tx_pkt_len", format!("{} is out of range 60..=1514", f.tx_pkt_len));
+        }
+        if self.eal.lcores.trim().is_empty() {
+            return err("eal", "lcores", "must name at least one lcore".into());
+        }
+        if self.ports.is_empty() {
+            return err("", "port", "at least one [[port]] is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let sect = format!("port[{i}]");
+            let name = pmd::port::devargs_name(&p.devargs);
+            if name.is_empty() {
+                return err(&sect, "devargs", "is empty".into());
+            }
+            if !names.insert(name.to_string()) {
+                return err(&sect, "devargs", format!("device '{name}' is declared twice"));
+            }
+            for (k, v) in devargs_kv(&p.devargs) {
+                if k == "rx_pcap" && !Path::new(v).is_file() {
+                    return err(&sect, "devargs", format!("rx_pcap file '{v}' does not exist"));
+                }
+                if k == "tx_pcap" {
+                    let parent = Path::new(v).parent().filter(|d| !d.as_os_str().is_empty());
+                    if parent.is_some_and(|d| !d.is_dir()) {
+                        return err(&sect, "devargs", format!("tx_pcap directory of '{v}' does not exist"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `key=value` pairs of devargs after the device name.
+pub fn devargs_kv(devargs: &str) -> impl Iterator<Item = (&str, &str)> {
+    devargs.split(',').skip(1).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim(), v.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn documented_default_is_the_default() {
+        assert_eq!(parse(default_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_gets_default_ports() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("[eal]\nmemory_mb = 64\n\n[forwarding]\nmode = \"io\"\nburts = 32\n").unwrap_err();
+        assert_eq!(e.line, 6, "{e}");
+        assert_eq!(e.key, "forwarding.burts", "{e}");
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml:6: key 'forwarding.burts': unknown field `burts`"), "{s}");
+        assert!(!s.contains('\n'), "one line: {s}");
+    }
+
+    #[test]
+    fn unknown_key_in_second_port() {
+        let e = parse("[[port]]\ndevargs = \"net_null0\"\n[[port]]\ndevargs = \"net_null1\"\nspeed = 3\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (5, "port[1].speed"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("[forwarding]\nburst = \"many\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "forwarding.burst"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = parse("[forwarding]\nmode = \"io\"\nburst = 64\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "forwarding.burst"), "{e}");
+        let e = parse("[forwarding]\nmode = \"fast\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "forwarding.mode"), "{e}");
+        let e = parse("[[port]]\ndevargs = \"net_pcap0,rx_pcap=/nonexistent/in.pcap\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "port[0].devargs"), "{e}");
+        assert!(e.msg.contains("/nonexistent/in.pcap"));
+        let e = parse("[[port]]\ndevargs = \"net_null0\"\n[[port]]\ndevargs = \"net_null0,no-rx=1\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (4, "port[1].devargs"), "{e}");
+    }
+}

@@ -1,0 +1,696 @@
+//! The runtime: config -> EAL -> mempool -> ports -> forwarding lcores, and
+//! the control surface the shell drives.
+//!
+//! Public API (stable; the shell and `main.rs` wire to exactly this):
+//! ```text
+//! pub fn run(config_path: &Path, stats_period: u64) -> Result<(), Error>
+//! pub fn run_with(config_path: &Path, stats_period: u64,
+//!                 tick: impl FnMut(&mut Switch) -> bool) -> Result<(), Error>
+//!     // tick is called about every 100 ms on the control thread; return
+//!     // false to shut down (e.g. the shell's `quit`).
+//!
+//! impl Switch {
+//!   pub fn new(cfg: &Config) -> Result<Switch, Error>
+//!   pub fn port_ids(&self) -> Vec<u16>
+//!   pub fn port_info(&self, port: u16) -> Result<PortInfoReport, Error>          // Display
+//!   pub fn port_stats(&mut self, port: u16) -> Result<PortStatsReport, Error>    // Display
+//!   pub fn port_xstats(&self, port: u16) -> Result<Vec<(String, u64)>, Error>
+//!   pub fn clear_port_stats(&mut self, port: Option<u16>) -> Result<(), Error>  // None = all
+//!   pub fn fwd_stats(&self) -> FwdStatsReport                                    // Display
+//!   pub fn clear_fwd_stats(&mut self)
+//!   pub fn set_fwd(&mut self, mode: &str) -> Result<(), Error>
+//!   pub fn fwd_mode(&self) -> &'static str
+//!   pub fn start(&mut self) -> Result<(), Error>
+//!   pub fn stop(&mut self) -> Result<FwdStatsReport, Error>
+//!   pub fn is_forwarding(&self) -> bool
+//!   pub fn port_start(&mut self, port: Option<u16>) -> Result<(), Error>
+//!   pub fn port_stop(&mut self, port: Option<u16>) -> Result<(), Error>
+//!   pub fn port_close(&mut self, port: Option<u16>) -> Result<(), Error>
+//!   pub fn port_config(&mut self, what: QueueParam, n: u16) -> Result<(), Error>
+//!   pub fn set_burst(&mut self, n: u16) -> Result<(), Error>
+//!   pub fn set_nbcore(&mut self, n: u16) -> Result<(), Error>
+//!   pub fn show_config(&self, what: ShowConfig) -> String
+//!   pub fn stats_text(&mut self) -> String   // what --stats-period prints
+//!   pub fn shutdown(self) -> Result<(), Error>
+//! }
+//! pub enum QueueParam { Rxq, Txq, Rxd, Txd }
+//! pub enum ShowConfig { Fwd, Rxtx, Cores }
+//! ```
+//! Every `Error` displays as one line. Forwarding settings changed while
+//! forwarding (`set fwd`, `set burst`, `set nbcore`) restart forwarding at once;
+//! queue changes (`port config all ...`) need the ports stopped, as in testpmd,
+//! and apply at the next `port start`.
+
+mod report;
+
+pub use report::{FwdStatsReport, PortInfoReport, PortStatsReport, StreamReport};
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pmd::fwd::{self, EngineOpts, FwdMode, FwdPort, Running, Stream, StreamStats};
+use pmd::port::{PortConf, PortState, PortStats};
+use pmd::{Eal, EalConfig, Mempool, Port};
+
+use crate::config::{devargs_kv, Config, ConfigError};
+
+/// Errors of the runtime; each displays as one line.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad configuration file.
+    Config(ConfigError),
+    /// DPDK layer failure.
+    Pmd(pmd::Error),
+    /// A request that cannot be honoured (bad port, bad value, wrong state).
+    Invalid(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "config: {e}"),
+            Error::Pmd(e) => write!(f, "{e}"),
+            Error::Invalid(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<pmd::Error> for Error {
+    fn from(e: pmd::Error) -> Self {
+        Error::Pmd(e)
+    }
+}
+
+/// Which per-port queue setting `port config all` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueParam {
+    /// rx queues.
+    Rxq,
+    /// tx queues.
+    Txq,
+    /// rx descriptors.
+    Rxd,
+    /// tx descriptors.
+    Txd,
+}
+
+/// What `show config` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowConfig {
+    /// Engine, streams and their lcores.
+    Fwd,
+    /// Queues, descriptors, burst.
+    Rxtx,
+    /// Forwarding lcores.
+    Cores,
+}
+
+/// Per-packet footprint of an mbuf in the pool (object + headers), bytes.
+const MBUF_FOOTPRINT: u64 = 2176 + 128 + 64 + 64;
+
+/// mbufs the configuration needs (when `mempool.mbufs` is 0).
+fn auto_mbufs(cfg: &Config, n_lcores: u32) -> Result<u32, Error> {
+    let f = &cfg.forwarding;
+    let mut n: u64 = 0;
+    for p in &cfg.ports {
+        n += u64::from(f.rxq) * u64::from(f.rxd) + u64::from(f.txq) * u64::from(f.txd);
+        let kv: Vec<_> = devargs_kv(&p.devargs).collect();
+        if kv.iter().any(|&(k, v)| k == "infinite_rx" && v == "1") {
+            for (k, v) in &kv {
+                if *k == "rx_pcap" {
+                    n += pmd::pcap::count(Path::new(v))?;
+                }
+            }
+        }
+    }
+    n += u64::from(n_lcores + 1) * u64::from(cfg.mempool.cache + u32::from(f.burst) * 2);
+    n += 4096;
+    u32::try_from(n).map_err(|_| Error::Invalid(format!("{n} mbufs needed: too many")))
+}
+
+fn lcore_count(spec: &str) -> u32 {
+    if spec.contains('@') || spec.contains('(') {
+        return spec.split(',').filter(|s| s.contains('@')).count().max(1) as u32;
+    }
+    spec.split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.trim().parse::<u32>().unwrap_or(0).saturating_sub(a.trim().parse().unwrap_or(0)) + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// EAL arguments for a configuration (memory sized from the mbuf count).
+pub fn eal_config(cfg: &Config, mbufs: u32) -> EalConfig {
+    let e = &cfg.eal;
+    let memory_mb = if e.memory_mb > 0 {
+        e.memory_mb
+    } else {
+        (u64::from(mbufs) * MBUF_FOOTPRINT * 5 / 4 / (1 << 20) + 128) as u32
+    };
+    let pci: Vec<String> = cfg
+        .ports
+        .iter()
+        .map(|p| pmd::port::devargs_name(&p.devargs).to_string())
+        .filter(|n| looks_pci(n))
+        .collect();
+    EalConfig {
+        memory_mb,
+        hugepages: e.hugepages,
+        file_prefix: (!e.file_prefix.is_empty()).then(|| e.file_prefix.clone()),
+        lcores: e.lcores.clone(),
+        main_lcore: None,
+        pci_allow: pci,
+        vdevs: Vec::new(),
+        log_level: (!e.log_level.is_empty()).then(|| e.log_level.clone()),
+        single_file_segments: false,
+        extra_args: e.extra_args.clone(),
+    }
+}
+
+/// `0000:01:00.0` or `01:00.0`.
+fn looks_pci(name: &str) -> bool {
+    let parts: Vec<&str> = name.split(':').collect();
+    (parts.len() == 2 || parts.len() == 3) && name.contains('.') && name.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+}
+
+/// The running switch. Field order is drop order: lcores, ports, pool, EAL.
+#[derive(Debug)]
+pub struct Switch {
+    running: Option<Running>,
+    streams: Vec<(Stream, u32)>,
+    baseline: Vec<StreamStats>,
+    ports: Vec<Port>,
+    last_show: Vec<(Instant, PortStats)>,
+    pool: Arc<Mempool>,
+    mode: FwdMode,
+    burst: u16,
+    nb_cores: u16,
+    conf: PortConf,
+    applied: Vec<PortConf>,
+    opts: EngineOpts,
+    workers: Vec<u32>,
+    eal: Eal,
+}
+
+impl Switch {
+    /// Bring up EAL, the pool and every port (started), from `cfg`.
+    ///
+    /// # Errors
+    /// EAL, pool or port failures (ports opened so far are closed).
+    pub fn new(cfg: &Config) -> Result<Switch, Error> {
+        let mode: FwdMode = cfg.forwarding.mode.parse()?;
+        let n_lcores = lcore_count(&cfg.eal.lcores);
+        let mbufs = if cfg.mempool.mbufs > 0 { cfg.mempool.mbufs } else { auto_mbufs(cfg, n_lcores)? };
+        let eal = Eal::init(&eal_config(cfg, mbufs))?;
+        let pool = Arc::new(Mempool::new("bulkhead_pool", mbufs, cfg.mempool.cache, cfg.mempool.data_room, -1)?);
+        let f = &cfg.forwarding;
+        let conf = PortConf { rxq: f.rxq, txq: f.txq, rxd: f.rxd, txd: f.txd, promiscuous: true };
+        let mut ports = Vec::with_capacity(cfg.ports.len());
+        for p in &cfg.ports {
+            let mut port = Port::open(&p.devargs, PortConf { promiscuous: p.promiscuous, ..conf }, pool.clone())?;
+            port.start()?;
+            ports.push(port);
+        }
+        let applied = ports.iter().map(|p| PortConf { promiscuous: p.conf().promiscuous, ..conf }).collect();
+        let workers = pmd::lcore::workers();
+        let now = Instant::now();
+        let last_show = ports.iter().map(|p| (now, p.stats().unwrap_or_default())).collect();
+        Ok(Switch {
+            running: None,
+            streams: Vec::new(),
+            baseline: Vec::new(),
+            ports,
+            last_show,
+            pool,
+            mode,
+            burst: f.burst,
+            nb_cores: f.nb_cores.min(workers.len().max(1) as u16),
+            conf,
+            applied,
+            opts: EngineOpts { pkt_len: f.tx_pkt_len, flows: f.flowgen_flows },
+            workers,
+            eal,
+        })
+    }
+
+    fn port_mut(&mut self, id: u16) -> Result<&mut Port, Error> {
+        self.ports.iter_mut().find(|p| p.id() == id).ok_or_else(|| Error::Invalid(format!("port {id} does not exist")))
+    }
+
+    fn port(&self, id: u16) -> Result<&Port, Error> {
+        self.ports.iter().find(|p| p.id() == id).ok_or_else(|| Error::Invalid(format!("port {id} does not exist")))
+    }
+
+    fn selected(&self, sel: Option<u16>) -> Result<Vec<u16>, Error> {
+        match sel {
+            None => Ok(self.port_ids()),
+            Some(id) => self.port(id).map(|p| vec![p.id()]),
+        }
+    }
+
+    /// Port ids, ascending.
+    pub fn port_ids(&self) -> Vec<u16> {
+        self.ports.iter().map(Port::id).collect()
+    }
+
+    /// The EAL file prefix in use.
+    pub fn file_prefix(&self) -> &str {
+        self.eal.prefix()
+    }
+
+    /// `show port info N`.
+    ///
+    /// # Errors
+    /// Unknown or closed port.
+    pub fn port_info(&self, port: u16) -> Result<PortInfoReport, Error> {
+        Ok(PortInfoReport(self.port(port)?.info()?))
+    }
+
+    /// `show port stats N`, with throughput since the previous call.
+    ///
+    /// # Errors
+    /// Unknown port or driver failure.
+    pub fn port_stats(&mut self, port: u16) -> Result<PortStatsReport, Error> {
+        let idx = self.ports.iter().position(|p| p.id() == port).ok_or_else(|| Error::Invalid(format!("port {port} does not exist")))?;
+        let stats = self.ports[idx].stats()?;
+        let now = Instant::now();
+        let (t0, s0) = self.last_show[idx];
+        let dt = now.duration_since(t0).as_secs_f64().max(1e-9);
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        let r = PortStatsReport {
+            port,
+            stats,
+            rx_pps: rate(stats.rx_packets, s0.rx_packets),
+            tx_pps: rate(stats.tx_packets, s0.tx_packets),
+            rx_bps: rate(stats.rx_bytes, s0.rx_bytes) * 8.0,
+            tx_bps: rate(stats.tx_bytes, s0.tx_bytes) * 8.0,
+        };
+        self.last_show[idx] = (now, stats);
+        Ok(r)
+    }
+
+    /// `show port xstats N`.
+    ///
+    /// # Errors
+    /// Unknown port or driver failure.
+    pub fn port_xstats(&self, port: u16) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self.port(port)?.xstats()?)
+    }
+
+    /// `clear port stats N|all`.
+    ///
+    /// # Errors
+    /// Unknown port or driver failure.
+    pub fn clear_port_stats(&mut self, port: Option<u16>) -> Result<(), Error> {
+        let now = Instant::now();
+        for id in self.selected(port)? {
+            let idx = self.ports.iter().position(|p| p.id() == id).unwrap_or(0);
+            self.ports[idx].reset_stats()?;
+            self.last_show[idx] = (now, self.ports[idx].stats().unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// `show fwd stats all`: since the last `start` or `clear fwd stats`.
+    pub fn fwd_stats(&self) -> FwdStatsReport {
+        let mut total = StreamStats::default();
+        let streams: Vec<StreamReport> = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, (s, lc))| {
+                let st = s.counters.snapshot() - self.baseline.get(i).copied().unwrap_or_default();
+                total += st;
+                StreamReport {
+                    rx_port: s.ctx.rx_port,
+                    rx_queue: s.ctx.rx_queue,
+                    tx_port: s.ctx.tx_port,
+                    tx_queue: s.ctx.tx_queue,
+                    lcore: *lc,
+                    stats: st,
+                }
+            })
+            .collect();
+        let pkts = total.rx_packets.max(total.tx_packets);
+        let cycles_per_packet = if pkts > 0 { total.busy_cycles as f64 / pkts as f64 } else { 0.0 };
+        FwdStatsReport { mode: self.mode.name().to_string(), streams, total, cycles_per_packet }
+    }
+
+    /// `clear fwd stats all`.
+    pub fn clear_fwd_stats(&mut self) {
+        self.baseline = self.streams.iter().map(|(s, _)| s.counters.snapshot()).collect();
+    }
+
+    /// The current engine's name.
+    pub fn fwd_mode(&self) -> &'static str {
+        self.mode.name()
+    }
+
+    /// True while forwarding lcores run.
+    pub fn is_forwarding(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// `set fwd MODE` (restarts forwarding if it is running).
+    ///
+    /// # Errors
+    /// Unknown mode.
+    pub fn set_fwd(&mut self, mode: &str) -> Result<(), Error> {
+        let m: FwdMode = mode.parse()?;
+        self.restarting(|s| {
+            s.mode = m;
+            Ok(())
+        })
+    }
+
+    /// `set burst N` (1..=32).
+    ///
+    /// # Errors
+    /// Out of range.
+    pub fn set_burst(&mut self, n: u16) -> Result<(), Error> {
+        if !(1..=pmd::BURST as u16).contains(&n) {
+            return Err(Error::Invalid(format!("burst must be 1..={}, got {n}", pmd::BURST)));
+        }
+        self.restarting(|s| {
+            s.burst = n;
+            Ok(())
+        })
+    }
+
+    /// `set nbcore N` (1..=worker lcores).
+    ///
+    /// # Errors
+    /// Out of range.
+    pub fn set_nbcore(&mut self, n: u16) -> Result<(), Error> {
+        let max = self.workers.len() as u16;
+        if n == 0 || n > max {
+            return Err(Error::Invalid(format!("nbcore must be 1..={max} (worker lcores available), got {n}")));
+        }
+        self.restarting(|s| {
+            s.nb_cores = n;
+            Ok(())
+        })
+    }
+
+    fn restarting(&mut self, f: impl FnOnce(&mut Switch) -> Result<(), Error>) -> Result<(), Error> {
+        let was = self.is_forwarding();
+        if was {
+            self.stop()?;
+        }
+        f(self)?;
+        if was {
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    /// `start`: build streams over the started ports and launch the engine on
+    /// `nbcore` worker lcores. Forwarding stats restart from zero.
+    ///
+    /// # Errors
+    /// Already forwarding, no started port, or lcore launch failure.
+    pub fn start(&mut self) -> Result<(), Error> {
+        if self.running.is_some() {
+            return Err(Error::Invalid("packet forwarding already started".into()));
+        }
+        let fports: Vec<FwdPort> = self
+            .ports
+            .iter()
+            .filter(|p| p.state() == PortState::Started)
+            .map(|p| FwdPort { id: p.id(), rxq: p.conf().rxq, txq: p.conf().txq, mac: p.mac() })
+            .collect();
+        if fports.is_empty() {
+            return Err(Error::Invalid("no started ports: run 'port start all' first".into()));
+        }
+        let streams = fwd::build_streams(&fports);
+        let lcores: Vec<u32> = self.workers.iter().copied().take(self.nb_cores as usize).collect();
+        let running = Running::launch(self.mode, &streams, &lcores, self.burst, self.pool.clone(), self.opts)?;
+        let ranges = fwd::assign(streams.len(), lcores.len());
+        self.streams = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let lc = ranges.iter().position(|r| r.contains(&i)).map_or(0, |k| lcores[k]);
+                (s, lc)
+            })
+            .collect();
+        self.baseline = vec![StreamStats::default(); self.streams.len()];
+        self.running = Some(running);
+        Ok(())
+    }
+
+    /// `stop`: stop forwarding, wait for the lcores, return the stats.
+    ///
+    /// # Errors
+    /// Not forwarding.
+    pub fn stop(&mut self) -> Result<FwdStatsReport, Error> {
+        let r = self.running.take().ok_or_else(|| Error::Invalid("packet forwarding not started".into()))?;
+        r.stop();
+        Ok(self.fwd_stats())
+    }
+
+    fn require_not_forwarding(&self, what: &str) -> Result<(), Error> {
+        if self.is_forwarding() {
+            Err(Error::Invalid(format!("stop forwarding first ('stop') before {what}")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `port start N|all`: reconfigures queues changed by `port config`.
+    ///
+    /// # Errors
+    /// Closed port, configuration or start failure.
+    pub fn port_start(&mut self, port: Option<u16>) -> Result<(), Error> {
+        self.require_not_forwarding("starting ports")?;
+        let conf = self.conf;
+        for id in self.selected(port)? {
+            let idx = self.ports.iter().position(|p| p.id() == id).unwrap_or(0);
+            let want = PortConf { promiscuous: self.ports[idx].conf().promiscuous, ..conf };
+            let p = &mut self.ports[idx];
+            if p.state() == PortState::Stopped && self.applied[idx] != want {
+                p.configure(want)?;
+                self.applied[idx] = want;
+            }
+            p.start()?;
+        }
+        Ok(())
+    }
+
+    /// `port stop N|all`.
+    ///
+    /// # Errors
+    /// Forwarding is running, unknown port, driver failure.
+    pub fn port_stop(&mut self, port: Option<u16>) -> Result<(), Error> {
+        self.require_not_forwarding("stopping ports")?;
+        for id in self.selected(port)? {
+            self.port_mut(id)?.stop()?;
+        }
+        Ok(())
+    }
+
+    /// `port close N|all`.
+    ///
+    /// # Errors
+    /// Forwarding is running, unknown port, driver failure.
+    pub fn port_close(&mut self, port: Option<u16>) -> Result<(), Error> {
+        self.require_not_forwarding("closing ports")?;
+        for id in self.selected(port)? {
+            self.port_mut(id)?.close()?;
+        }
+        Ok(())
+    }
+
+    /// `port config all rxq|txq|rxd|txd N`: needs every port stopped; applies
+    /// at the next `port start`.
+    ///
+    /// # Errors
+    /// Ports started, zero, or more queues than a device has.
+    pub fn port_config(&mut self, what: QueueParam, n: u16) -> Result<(), Error> {
+        if self.ports.iter().any(|p| p.state() == PortState::Started) {
+            return Err(Error::Invalid("please stop all ports first ('port stop all')".into()));
+        }
+        if n == 0 {
+            return Err(Error::Invalid("value must be at least 1".into()));
+        }
+        for p in self.ports.iter().filter(|p| p.state() != PortState::Closed) {
+            let i = p.info()?;
+            match what {
+                QueueParam::Rxq if n > i.max_rxq => {
+                    return Err(pmd::Error::TooManyRxQueues { port: p.id(), want: n, max: i.max_rxq }.into())
+                }
+                QueueParam::Txq if n > i.max_txq => {
+                    return Err(pmd::Error::TooManyTxQueues { port: p.id(), want: n, max: i.max_txq }.into())
+                }
+                _ => {}
+            }
+        }
+        match what {
+            QueueParam::Rxq => self.conf.rxq = n,
+            QueueParam::Txq => self.conf.txq = n,
+            QueueParam::Rxd => self.conf.rxd = n,
+            QueueParam::Txd => self.conf.txd = n,
+        }
+        Ok(())
+    }
+
+    /// `show config fwd|rxtx|cores`.
+    pub fn show_config(&self, what: ShowConfig) -> String {
+        let mut s = String::new();
+        let lcores: Vec<u32> = self.workers.iter().copied().take(self.nb_cores as usize).collect();
+        match what {
+            ShowConfig::Fwd => {
+                let started: Vec<FwdPort> = self
+                    .ports
+                    .iter()
+                    .filter(|p| p.state() == PortState::Started)
+                    .map(|p| FwdPort { id: p.id(), rxq: p.conf().rxq, txq: p.conf().txq, mac: p.mac() })
+                    .collect();
+                let streams = fwd::build_streams(&started);
+                let ranges = fwd::assign(streams.len(), lcores.len());
+                let _ = writeln!(
+                    s,
+                    "{} packet forwarding - ports={} - cores={} - streams={}",
+                    self.mode,
+                    started.len(),
+                    ranges.len().min(lcores.len()),
+                    streams.len()
+                );
+                for (k, r) in ranges.iter().enumerate() {
+                    let Some(lc) = lcores.get(k) else { break };
+                    let _ = writeln!(s, "Logical Core {lc} forwards packets on {} streams:", r.len());
+                    for st in &streams[r.clone()] {
+                        let c = st.ctx;
+                        let pm = c.peer_mac.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+                        let _ = writeln!(
+                            s,
+                            "  RX P={}/Q={} -> TX P={}/Q={} peer={pm}",
+                            c.rx_port, c.rx_queue, c.tx_port, c.tx_queue
+                        );
+                    }
+                }
+            }
+            ShowConfig::Rxtx => {
+                let _ = writeln!(s, "  {} packet forwarding packets/burst={}", self.mode, self.burst);
+                let _ = writeln!(s, "  nb forwarding cores={} - nb forwarding ports={}", self.nb_cores, self.ports.len());
+                for p in &self.ports {
+                    let c = p.conf();
+                    let _ = writeln!(
+                        s,
+                        "  port {}: RX queue number: {} Tx queue number: {} ({})",
+                        p.id(),
+                        c.rxq,
+                        c.txq,
+                        p.state()
+                    );
+                    let _ = writeln!(s, "    RX desc={} - TX desc={}", c.rxd, c.txd);
+                }
+                if self.conf.rxq != self.ports.first().map_or(self.conf.rxq, |p| p.conf().rxq)
+                    || self.conf.txq != self.ports.first().map_or(self.conf.txq, |p| p.conf().txq)
+                {
+                    let _ = writeln!(
+                        s,
+                        "  pending (next port start): rxq={} txq={} rxd={} txd={}",
+                        self.conf.rxq, self.conf.txq, self.conf.rxd, self.conf.txd
+                    );
+                }
+            }
+            ShowConfig::Cores => {
+                let _ = writeln!(s, "List of forwarding lcores:");
+                for lc in &lcores {
+                    let _ = writeln!(s, "  lcore {lc}");
+                }
+            }
+        }
+        s.truncate(s.trim_end().len());
+        s
+    }
+
+    /// The block `--stats-period` prints: every port's stats and rates.
+    pub fn stats_text(&mut self) -> String {
+        let mut s = String::new();
+        for id in self.port_ids() {
+            if let Ok(r) = self.port_stats(id) {
+                let _ = writeln!(s, "{r}");
+            }
+        }
+        s
+    }
+
+    /// Stop forwarding, stop and close every port, free the pool, clean up EAL
+    /// (nothing left under /var/run/dpdk).
+    ///
+    /// # Errors
+    /// The first port that fails to close (the rest is still cleaned up).
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+        let mut first = Ok(());
+        for p in &mut self.ports {
+            if let Err(e) = p.close() {
+                if first.is_ok() {
+                    first = Err(e.into());
+                }
+            }
+        }
+        drop(self);
+        first
+    }
+}
+
+/// Run the switch from a config file until SIGINT/SIGTERM; print every port's
+/// stats every `stats_period` seconds (0 = never).
+///
+/// # Errors
+/// Configuration, EAL, pool or port errors (one line each).
+pub fn run(config_path: &Path, stats_period: u64) -> Result<(), Error> {
+    run_with(config_path, stats_period, |_| true)
+}
+
+/// As [`run`], calling `tick` about every 100 ms on the control thread (the
+/// shell's socket server drives the switch from there); `tick` returning
+/// false shuts the switch down.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut Switch) -> bool) -> Result<(), Error> {
+    let cfg = Config::load(config_path)?;
+    pmd::signal::install();
+    let mut sw = Switch::new(&cfg)?;
+    if cfg.forwarding.autostart {
+        if let Err(e) = sw.start() {
+            let _ = sw.shutdown();
+            return Err(e);
+        }
+    }
+    let period = Duration::from_secs(stats_period);
+    let mut next = Instant::now() + period;
+    while !pmd::signal::stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+        if !tick(&mut sw) {
+            break;
+        }
+        if stats_period > 0 && Instant::now() >= next {
+            print!("{}", sw.stats_text());
+            next += period;
+        }
+    }
+    if sw.is_forwarding() {
+        if let Ok(r) = sw.stop() {
+            println!("{r}");
+        }
+    }
+    sw.shutdown()
+}
