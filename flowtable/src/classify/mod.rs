@@ -36,6 +36,9 @@ const COLLISION_LIMIT: u32 = 8;
 
 const NIL: u32 = u32::MAX;
 
+/// Relaxation levels tried for a new subtable (see `Tuple::relaxed`).
+const RELAX_LEVELS: u8 = 2;
+
 /// Why an update was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
@@ -61,13 +64,13 @@ struct Subtable {
     buckets: Vec<u32>,
     /// Rules in the subtable.
     count: u32,
-    /// Occupancy of the pruning slots by its rules (see `prune`).
-    counts: Vec<u32>,
+    /// Occupancy of the pruning slots by its rules (see `prune`), sparse.
+    counts: prune::Counts,
 }
 
 impl Subtable {
     fn new(tuple: Tuple) -> Self {
-        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0, counts: vec![0; prune::SLOTS] }
+        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0, counts: prune::Counts::default() }
     }
     #[inline(always)]
     fn bucket(&self, w: &Words) -> usize {
@@ -77,7 +80,7 @@ impl Subtable {
 
 /// Multiplicative hasher for the id map (ids are small integers).
 #[derive(Default, Clone, Copy, Debug)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -86,6 +89,9 @@ impl Hasher for IdHasher {
         for &b in bytes {
             self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u32(v as u32)
     }
     fn write_u32(&mut self, v: u32) {
         self.0 = (v as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
@@ -166,7 +172,7 @@ impl Classifier {
         // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
         let ids = (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1);
         let tuples = (self.by_tuple.capacity() * 8 / 7) * (size_of::<(Tuple, u32)>() + 1);
-        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4 + t.counts.capacity() * 4).sum::<usize>()
+        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4 + prune::counts_bytes(&t.counts)).sum::<usize>()
             + self.prune.bytes()
             + self.tables.capacity() * size_of::<Subtable>()
             + (self.order.capacity() + self.free_tables.capacity()) * 4;
@@ -410,13 +416,19 @@ impl Classifier {
         if let Some((_, t)) = pick {
             return t;
         }
-        // No room: a new subtable, relaxed if that shape is new, else exact;
-        // if both exist (both crowded for this key), the exact one anyway.
-        let relaxed = exact.relaxed();
-        let tuple = if self.by_tuple.contains_key(&relaxed) { exact } else { relaxed };
-        if let Some(&t) = self.by_tuple.get(&tuple) {
-            return t;
-        }
+        // No room: a new subtable at the coarsest relaxation level whose shape
+        // does not exist yet. If every level exists (all crowded for this
+        // key), the most specific covering subtable takes it anyway: a longer
+        // chain costs less than a new subtable for every rare shape.
+        let Some(tuple) = (0..RELAX_LEVELS).map(|l| exact.relaxed(l)).find(|t| !self.by_tuple.contains_key(t)) else {
+            let tables = &self.tables;
+            return *self
+                .order
+                .iter()
+                .filter(|&&t| tables[t as usize].tuple.covers(&exact))
+                .max_by_key(|&&t| tables[t as usize].tuple.bits())
+                .expect("the level-0 tuple exists and covers the rule");
+        };
         let st = Subtable::new(tuple);
         let t = match self.free_tables.pop() {
             Some(t) => {
@@ -534,7 +546,7 @@ impl Classifier {
         self.by_tuple.remove(&tuple);
         let tb = &mut self.tables[t as usize];
         tb.buckets = Vec::new();
-        tb.counts = Vec::new();
+        tb.counts = prune::Counts::default();
         self.free_tables.push(t);
     }
 }

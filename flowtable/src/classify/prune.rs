@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! field   chunk of a key                  a rule occupies
-//! src     top 8 bits of an IPv4 address   the chunks its prefix spans (all: WILD)
+//! src     top 12 bits of an IPv4 address  the chunks its prefix spans (> 64: WILD)
 //! dst     same                            same
 //! sport   low 8 bits of the port          the chunks of its range (>= 256 ports: WILD)
 //! dport   same                            same
@@ -21,7 +21,18 @@
 //! the first subtable whose max rank is below its best match. When a
 //! subtable changes position, every bitset moves one bit (a few µs).
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
 use crate::key::{is_v4, FlowKey};
+
+/// A subtable's occupancy: slot -> rules of the subtable occupying it.
+pub(crate) type Counts = HashMap<u16, u32, BuildHasherDefault<super::IdHasher>>;
+
+/// Heap bytes of a `Counts` (hashbrown: entry + control byte per bucket).
+pub(crate) fn counts_bytes(c: &Counts) -> usize {
+    (c.capacity() * 8 / 7) * (core::mem::size_of::<(u16, u32)>() + 1)
+}
 use crate::rule::{Match, PortRange, Prefix};
 
 /// The first address of the IPv4-mapped block.
@@ -36,12 +47,15 @@ fn range(lo: usize, hi: usize) -> u128 {
     (u128::MAX >> (127 - hi)) & (u128::MAX << lo)
 }
 
-const ADDR_CHUNKS: usize = 256;
+const ADDR_BITS: u32 = 12;
+/// A prefix spanning more than 2^this chunks is entered as WILD.
+const MAX_SPAN_BITS: u32 = 6;
+const ADDR_CHUNKS: usize = 1 << ADDR_BITS;
 /// Slots per field: chunks, then WILD, then V6.
 const FIELD_SLOTS: [usize; 5] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258];
-const OFFSETS: [usize; 5] = [0, 258, 516, 774, 1032];
+const OFFSETS: [usize; 5] = [0, ADDR_CHUNKS + 2, 2 * (ADDR_CHUNKS + 2), 2 * (ADDR_CHUNKS + 2) + 258, 2 * (ADDR_CHUNKS + 2) + 516];
 /// Total slots over all fields.
-pub(crate) const SLOTS: usize = 1290;
+pub(crate) const SLOTS: usize = 2 * (ADDR_CHUNKS + 2) + 3 * 258;
 
 #[inline(always)]
 const fn wild(f: usize) -> usize {
@@ -59,7 +73,7 @@ pub(crate) struct KeySlots([u16; 5]);
 impl KeySlots {
     #[inline(always)]
     pub fn of(k: &FlowKey) -> Self {
-        let addr = |f: usize, a: u128| if is_v4(a) { OFFSETS[f] + ((a as u32) >> 24) as usize } else { v6(f) };
+        let addr = |f: usize, a: u128| if is_v4(a) { OFFSETS[f] + ((a as u32) >> (32 - ADDR_BITS)) as usize } else { v6(f) };
         KeySlots([
             addr(0, k.src) as u16,
             addr(1, k.dst) as u16,
@@ -78,10 +92,14 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
             f(wild(fi));
         } else if p.len >= 96 && is_v4(p.addr) {
             let l = p.len - 96;
-            let c = ((p.addr as u32) >> 24) as usize;
-            let span = if l >= 8 { 1 } else { 1usize << (8 - l) };
-            for x in c..c + span {
-                f(OFFSETS[fi] + x);
+            let c = ((p.addr as u32) >> (32 - ADDR_BITS)) as usize;
+            if l as u32 >= ADDR_BITS {
+                f(OFFSETS[fi] + c);
+            } else if l as u32 + MAX_SPAN_BITS >= ADDR_BITS {
+                (c..c + (1usize << (ADDR_BITS - l as u32))).for_each(|x| f(OFFSETS[fi] + x));
+            } else {
+                // Too wide to list: counts as any address (still exact, less pruning).
+                f(wild(fi));
             }
         } else {
             f(v6(fi));
@@ -135,20 +153,24 @@ impl Prune {
 
     /// Adds or removes a rule of the subtable at position `pos` to `counts`
     /// (that subtable's occupancy, `SLOTS` long), keeping the bits exact.
-    pub fn update(&mut self, pos: usize, counts: &mut [u32], m: &Match, add: bool) {
+    pub fn update(&mut self, pos: usize, counts: &mut Counts, m: &Match, add: bool) {
         let bit = 1u128 << (pos % PRUNE_IDS);
         let live = pos < PRUNE_IDS;
         for_each_slot(m, |s| {
-            let c = &mut counts[s];
             if add {
+                let c = counts.entry(s as u16).or_insert(0);
                 *c += 1;
                 if *c == 1 && live {
                     self.bits[s] |= bit;
                 }
             } else {
+                let c = counts.get_mut(&(s as u16)).expect("a present rule occupies its slots");
                 *c -= 1;
-                if *c == 0 && live {
-                    self.bits[s] &= !bit;
+                if *c == 0 {
+                    counts.remove(&(s as u16));
+                    if live {
+                        self.bits[s] &= !bit;
+                    }
                 }
             }
         });
@@ -169,24 +191,30 @@ impl Prune {
     /// A subtable enters the order at position `b` with occupancy `counts`:
     /// positions from `b` up move up one (the one pushed to 128 is no longer
     /// pruned).
-    pub fn insert_pos(&mut self, b: usize, counts: &[u32]) {
+    pub fn insert_pos(&mut self, b: usize, counts: &Counts) {
         if b >= PRUNE_IDS {
             return;
         }
         let keep = if b == 0 { 0 } else { range(0, b - 1) };
-        for (w, &c) in self.bits.iter_mut().zip(counts) {
-            *w = (*w & keep) | ((*w << 1) & !keep & !(1 << b)) | ((c > 0) as u128) << b;
+        for w in self.bits.iter_mut() {
+            *w = (*w & keep) | ((*w << 1) & !keep & !(1 << b));
+        }
+        for &s in counts.keys() {
+            self.bits[s as usize] |= 1 << b;
         }
     }
 
     /// Sets the bits of position `pos` from `counts` (a subtable that moved
     /// down to position 127 from beyond the pruned range).
-    pub fn fill(&mut self, pos: usize, counts: &[u32]) {
+    pub fn fill(&mut self, pos: usize, counts: &Counts) {
         if pos >= PRUNE_IDS {
             return;
         }
-        for (w, &c) in self.bits.iter_mut().zip(counts) {
-            *w = (*w & !(1 << pos)) | ((c > 0) as u128) << pos;
+        for w in self.bits.iter_mut() {
+            *w &= !(1 << pos);
+        }
+        for &s in counts.keys() {
+            self.bits[s as usize] |= 1 << pos;
         }
     }
 
@@ -229,11 +257,11 @@ mod tests {
         assert_eq!(p.bits[1], u128::MAX);
         p.remove_pos(0);
         assert_eq!(p.bits[2], 1 << 126);
-        p.insert_pos(0, &[1, 0, 1]);
+        p.insert_pos(0, &[(0u16, 1u32), (2, 1)].into_iter().collect());
         assert_eq!(p.bits[0], 0b1011_0111);
         assert_eq!(p.bits[1], u128::MAX - 1);
         assert_eq!(p.bits[2], 1 << 127 | 1);
-        p.fill(3, &[0, 0, 1]);
+        p.fill(3, &[(2u16, 1u32)].into_iter().collect());
         assert_eq!(p.bits[2], 1 << 127 | 1 << 3 | 1);
     }
 }

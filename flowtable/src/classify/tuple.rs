@@ -139,17 +139,15 @@ impl Tuple {
             + 32 * (self.src_id as u32 + self.dst_id as u32)
     }
 
-    /// The tuple of a new subtable for a rule of this tuple: addresses rounded
-    /// down to 8 bits inside the IPv4-mapped range (16 below it), port prefixes
-    /// to all or nothing. Fewer, wider subtables (TupleMerge); the collision
-    /// limit splits them again where they get crowded.
-    pub fn relaxed(&self) -> Tuple {
-        fn addr(l: u8) -> u8 {
-            if l >= 96 { 96 + (l - 96) / 8 * 8 } else { l / 16 * 16 }
-        }
-        fn port(l: u8) -> u8 {
-            if l == 16 { 16 } else { 0 }
-        }
+    /// The tuple of a new subtable for a rule of this tuple, at relaxation
+    /// `level` (0 coarsest): level 0 rounds address lengths down to 8 bits
+    /// inside the IPv4-mapped range (16 below it) and port prefixes to all or
+    /// nothing; level 1 to 4 bits (8) and ports to 0, 8 or 16 bits. Fewer,
+    /// wider subtables (TupleMerge); the collision limit splits crowded ones.
+    pub fn relaxed(&self, level: u8) -> Tuple {
+        let (v4, v6) = match level { 0 => (8, 16), 1 => (4, 8), _ => (1, 1) };
+        let addr = |l: u8| if l >= 96 { 96 + (l - 96) / v4 * v4 } else { l / v6 * v6 };
+        let port = |l: u8| if l == 16 { 16 } else if l >= 8 && level > 0 { 8 } else { 0 };
         Tuple { src: addr(self.src), dst: addr(self.dst), sport: port(self.sport), dport: port(self.dport), ..*self }
     }
 
@@ -183,9 +181,12 @@ mod tests {
     #[test]
     fn relaxed_covers_exact() {
         let t = Tuple { src: 127, dst: 101, sport: 6, dport: 16, proto: true, in_port: false, src_id: true, dst_id: false };
-        let r = t.relaxed();
+        let r = t.relaxed(0);
         assert!(r.covers(&t));
         assert_eq!((r.src, r.dst, r.sport, r.dport), (120, 96, 0, 16));
         assert!(!t.covers(&r));
+        let r1 = t.relaxed(1);
+        assert!(r1.covers(&t) && !r1.covers(&r) || r1 == r || r.covers(&r1));
+        assert_eq!((r1.src, r1.dst, r1.sport, r1.dport), (124, 100, 0, 16));
     }
 }
