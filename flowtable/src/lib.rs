@@ -11,6 +11,7 @@ pub mod classbench;
 pub mod classify;
 pub mod key;
 pub mod lpm;
+pub mod parse;
 pub mod rule;
 pub mod ruleset;
 pub mod tables;
