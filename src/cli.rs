@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Print per-port rates every N seconds (0 = off).
     #[arg(long, default_value_t = 0)]
     pub stats_period: u64,
+    /// Control socket to serve (`bulkhead cli --socket` attaches to it).
+    #[arg(long, default_value = crate::shell::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// `bulkhead cli`

@@ -1,52 +1,183 @@
-//! bulkhead: the command-line entry point.
+//! bulkhead: the command-line entry point. Parses arguments (see `cli.rs`) and
+//! dispatches to the crates; every error ends as one line on stderr and a
+//! non-zero exit.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cli;
 mod config;
 mod shell;
 mod switch;
+// Flow records and metrics: the policy switch wires them into the data path.
+#[allow(dead_code)]
 mod visibility;
 
-// Temporary dispatch (foundation bring-up) until the clap CLI lands:
-//   bulkhead run --config FILE [--stats-period N]
-//   bulkhead config default
-//   bulkhead bench fwd [--mode io] [--flows N[,N...]] [--seconds S] [--rounds R]
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let opt = |name: &str| a.iter().position(|x| *x == name).and_then(|i| a.get(i + 1)).copied();
-    let res: Result<(), String> = match a.as_slice() {
-        ["config", "default", ..] => {
-            print!("{}", config::default_toml());
-            Ok(())
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{BenchCmd, Cli, Cmd, ConfigCmd, PolicyCmd};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match dispatch(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("bulkhead: error: {e:#}");
+            ExitCode::FAILURE
         }
-        ["run", ..] => match opt("--config") {
-            Some(c) => {
-                let period = opt("--stats-period").and_then(|s| s.parse().ok()).unwrap_or(0);
-                switch::run(std::path::Path::new(c), period).map_err(|e| e.to_string())
-            }
-            None => Err("run: --config FILE is required".into()),
-        },
-        ["bench", "fwd", ..] => {
-            let mut o = bench::FwdBenchOpts::default();
-            if let Some(m) = opt("--mode") {
-                o.mode = m.to_string();
-            }
-            if let Some(f) = opt("--flows") {
-                o.flows = f.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-            }
-            if let Some(s) = opt("--seconds").and_then(|s| s.parse().ok()) {
+    }
+}
+
+fn exit_code(c: i32) -> u8 {
+    c.clamp(0, 255) as u8
+}
+
+fn dispatch(args: Cli) -> Result<u8> {
+    let cmd = match (args.cmd, args.interactive) {
+        (Some(c), _) => c,
+        (None, true) => Cmd::Cli(cli::CliArgs {
+            socket: shell::DEFAULT_SOCKET.into(),
+            cmdline_file: None,
+            config: None,
+        }),
+        (None, false) => {
+            <Cli as clap::CommandFactory>::command().print_help()?;
+            return Ok(2);
+        }
+    };
+    let out = &mut std::io::stdout();
+    match cmd {
+        Cmd::Run(a) => {
+            run_switch(&a.config, a.stats_period, &a.socket)?;
+            Ok(0)
+        }
+        Cmd::Cli(a) => run_cli(&a),
+        Cmd::Config(ConfigCmd::Default) => {
+            print!("{}", config::default_toml());
+            Ok(0)
+        }
+        Cmd::Bench(BenchCmd::Fwd(a)) => {
+            let mut o = bench::FwdBenchOpts { mode: a.mode, flows: a.flows, ..Default::default() };
+            if let Some(s) = a.seconds {
                 o.seconds = s;
             }
-            if let Some(r) = opt("--rounds").and_then(|s| s.parse().ok()) {
+            if let Some(r) = a.rounds {
                 o.rounds = r;
             }
-            bench::fwd(&o).map(|_| ()).map_err(|e| e.to_string())
+            bench::fwd(&o)?;
+            Ok(0)
         }
-        _ => Err("usage: bulkhead run --config FILE [--stats-period N] | config default | bench fwd [...]".into()),
-    };
-    if let Err(e) = res {
-        eprintln!("bulkhead: error: {e}");
-        std::process::exit(1);
+        Cmd::Classify(a) => {
+            if a.bench {
+                let r = flowtable::classbench::bench(&a.rules, &a.trace, &Default::default())?;
+                println!("{r}");
+            } else {
+                let mut w = std::io::BufWriter::new(out.lock());
+                flowtable::classbench::classify(&a.rules, &a.trace, &mut w)?;
+                w.flush()?;
+            }
+            Ok(0)
+        }
+        Cmd::Policy(PolicyCmd::Check { model, files }) => {
+            Ok(exit_code(control::commands::policy_check(&control::CheckArgs { model, files }, out)?))
+        }
+        Cmd::Policy(PolicyCmd::Explain { model, from, to, port, files }) => {
+            let a = control::ExplainArgs { model, policies: files, from, to, port };
+            Ok(exit_code(control::commands::policy_explain(&a, out)?))
+        }
+        Cmd::Reach(a) => {
+            let r = control::ReachArgs { model: a.model, policies: a.files, from: a.from, to: a.to, port: a.port, json: a.json };
+            Ok(exit_code(control::commands::reach(&r, out)?))
+        }
+        Cmd::Conformance(a) => {
+            if a.dataplane {
+                bail!("conformance --dataplane: real-packet replay is not built yet (the switch issue adds it); run without --dataplane for the classifier replay");
+            }
+            let c = control::ConformanceArgs { model: a.model, cases: a.cases };
+            Ok(exit_code(control::commands::conformance(&c, out)?))
+        }
+        Cmd::Flows(a) => {
+            if !a.follow {
+                bail!("flows: only --follow is supported (records also go to the JSON-lines and IPFIX sinks)");
+            }
+            visibility::export::follow(&a.socket, out)?;
+            Ok(0)
+        }
     }
+}
+
+/// Runs the switch with its control socket served from the control thread.
+fn run_switch(config: &Path, stats_period: u64, sock: &Path) -> Result<()> {
+    let mut server: Option<shell::ControlServer> = None;
+    let mut tried = false;
+    switch::run_with(config, stats_period, |sw| {
+        if !tried {
+            // Bound once the switch is up, so a failed start leaves no socket behind.
+            tried = true;
+            match shell::ControlServer::bind(sock) {
+                Ok(s) => server = Some(s),
+                Err(e) => eprintln!("bulkhead: control socket {}: {e} (running without it)", sock.display()),
+            }
+        }
+        if let Some(s) = server.as_mut() {
+            s.poll(&mut shell::SwitchTarget(sw));
+        }
+        true
+    })
+    .with_context(|| format!("switch ({})", config.display()))?;
+    Ok(())
+}
+
+/// `bulkhead cli`: attach to a running switch, or run one here.
+fn run_cli(a: &cli::CliArgs) -> Result<u8> {
+    if let Ok(mut c) = shell::Client::connect(&a.socket) {
+        let mut failed = 0;
+        if let Some(f) = &a.cmdline_file {
+            match shell::repl::run_file(&mut c, f, &mut std::io::stdout())? {
+                None => return Ok(0),
+                Some(n) => failed += n,
+            }
+        }
+        failed += shell::repl::interactive(&mut c);
+        return Ok(if failed > 0 { 1 } else { 0 });
+    }
+    let Some(cfg) = &a.config else {
+        bail!(
+            "no switch is listening on {} and no --config was given to start one",
+            a.socket.display()
+        );
+    };
+    run_switch_interactive(cfg, a.cmdline_file.as_deref())
+}
+
+/// The switch in this process, driven by the shell on the terminal (testpmd -i).
+fn run_switch_interactive(cfg: &Path, script: Option<&Path>) -> Result<u8> {
+    let conf = config::Config::load(cfg).with_context(|| format!("{}", cfg.display()))?;
+    pmd::signal::install();
+    let mut sw = switch::Switch::new(&conf)?;
+    let mut failed = 0;
+    let mut quit = false;
+    if let Some(f) = script {
+        match shell::repl::run_file(&mut shell::SwitchTarget(&mut sw), f, &mut std::io::stdout()) {
+            Ok(None) => quit = true,
+            Ok(Some(n)) => failed += n,
+            Err(e) => {
+                let _ = sw.shutdown();
+                return Err(e.into());
+            }
+        }
+    }
+    if !quit {
+        failed += shell::repl::interactive(&mut shell::SwitchTarget(&mut sw));
+    }
+    if sw.is_forwarding() {
+        if let Ok(r) = sw.stop() {
+            println!("{r}");
+        }
+    }
+    sw.shutdown()?;
+    Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -22,29 +22,7 @@ pub enum PortSel {
     One(u16),
 }
 
-/// A queue or descriptor count that `port config all` sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueParam {
-    /// Rx queues per port.
-    Rxq,
-    /// Tx queues per port.
-    Txq,
-    /// Rx descriptors per queue.
-    Rxd,
-    /// Tx descriptors per queue.
-    Txd,
-}
-
-/// What `show config` shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConfigWhat {
-    /// Forwarding mode, streams and their cores.
-    Fwd,
-    /// Queues, descriptors and burst.
-    Rxtx,
-    /// Forwarding cores.
-    Cores,
-}
+pub use crate::switch::{QueueParam, ShowConfig as ConfigWhat};
 
 /// A parsed shell command.
 #[derive(Clone, Debug, PartialEq, Eq)]

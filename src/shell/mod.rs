@@ -5,5 +5,7 @@
 pub mod command;
 pub mod repl;
 pub mod socket;
+pub mod switch_target;
 
-pub use socket::{Client, ControlServer, Target, DEFAULT_SOCKET};
+pub use socket::{Client, ControlServer, DEFAULT_SOCKET};
+pub use switch_target::SwitchTarget;

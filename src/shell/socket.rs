@@ -86,11 +86,6 @@ impl ControlServer {
         }
         n
     }
-
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for ControlServer {
