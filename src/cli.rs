@@ -39,6 +39,19 @@ pub enum Cmd {
     Conformance(ConformanceCli),
     /// Stream flow records from a running switch.
     Flows(FlowsArgs),
+    /// Write a pcap of generated traffic (64-byte UDP frames, one per flow).
+    GenTraffic(GenTrafficArgs),
+}
+
+/// `bulkhead gen-traffic`
+#[derive(Debug, Args)]
+pub struct GenTrafficArgs {
+    /// Distinct 5-tuples (one frame each; net_pcap infinite_rx replays them round-robin).
+    #[arg(long, default_value_t = 1000)]
+    pub flows: u32,
+    /// Output pcap file.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `bulkhead run`

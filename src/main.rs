@@ -99,6 +99,11 @@ fn dispatch(args: Cli) -> Result<u8> {
             let c = control::ConformanceArgs { model: a.model, cases: a.cases };
             Ok(exit_code(control::commands::conformance(&c, out)?))
         }
+        Cmd::GenTraffic(a) => {
+            pmd::pcap::write_bench_flows(&a.out, a.flows).with_context(|| format!("{}", a.out.display()))?;
+            println!("wrote {} flows to {}", a.flows, a.out.display());
+            Ok(0)
+        }
         Cmd::Flows(a) => {
             if !a.follow {
                 bail!("flows: only --follow is supported (records also go to the JSON-lines and IPFIX sinks)");
