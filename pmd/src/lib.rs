@@ -26,6 +26,7 @@ pub mod mempool;
 pub mod pcap;
 pub mod pkt;
 pub mod port;
+pub mod route;
 pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,0 +1,182 @@
+//! Per-packet output ports: the poll loop of a switch, where each packet of a
+//! burst goes to the port its handler chose (or is dropped), and transmits
+//! are batched per output port.
+//!
+//! ```text
+//! for each rx queue of this lcore:
+//!     rx_burst(32) -> RouteHandler::handle -> dest[i] per packet
+//!     route(): packet i moves to outs[dest[i]] (or is freed if DROP)
+//!     tx_burst once per output with packets; unsent mbufs freed and counted
+//! ```
+//! Contract: the handler decides `dest[..burst.len()]` and may rewrite packet
+//! bytes in place (`Burst::data_mut`). It never frees or keeps mbufs; the loop
+//! owns them. No allocation inside the loop: the output bursts are made once.
+
+use crate::burst::{Burst, BURST};
+use crate::lcore;
+use crate::mbuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// `dest` value for a packet to free.
+pub const DROP: u8 = u8::MAX;
+
+/// Where a packet can go: a port and the tx queue this lcore owns on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// Port id.
+    pub port: u16,
+    /// Tx queue (one writer: this lcore).
+    pub queue: u16,
+}
+
+/// An rx queue this lcore polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxQueue {
+    /// Port id.
+    pub port: u16,
+    /// Queue id.
+    pub queue: u16,
+}
+
+/// Decides each packet's output.
+pub trait RouteHandler: Send {
+    /// Called once per poll-loop iteration, before any rx (load the current
+    /// rule snapshot, read the clock, ...).
+    fn begin(&mut self) {}
+    /// Sets `dest[i]` for each of the `burst.len()` packets received on `rx`:
+    /// an index into the loop's outputs, or [`DROP`].
+    fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]);
+    /// Called when the loop is idle (no packet on any queue this iteration).
+    fn idle(&mut self) {}
+}
+
+/// Counters of one routing lcore. Single writer (the lcore); read by anyone.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct RouteStats {
+    /// Packets received.
+    pub rx_packets: AtomicU64,
+    /// Packets transmitted.
+    pub tx_packets: AtomicU64,
+    /// Packets the driver did not take on tx (freed).
+    pub tx_dropped: AtomicU64,
+    /// Packets the handler dropped.
+    pub dropped: AtomicU64,
+    /// TSC cycles spent in iterations that received packets.
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles since the loop started.
+    pub total_cycles: AtomicU64,
+    /// Loop iterations.
+    pub loops: AtomicU64,
+}
+
+#[inline(always)]
+fn bump(c: &AtomicU64, v: u64) {
+    // Single writer: load + store; readers see a recent value.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+}
+
+/// Moves packet `i` of `burst` to `outs[dest[i]]` and frees those marked
+/// [`DROP`] (or pointing past `outs`, a handler bug, counted as a drop).
+/// `burst` is empty afterwards. Returns the number freed.
+///
+/// Each output receives at most `burst.len()` packets, so an output with room
+/// for [`BURST`] never overflows when it is flushed after every route.
+pub fn route(burst: &mut Burst, dest: &[u8; BURST], outs: &mut [Burst]) -> usize {
+    let mut freed = [core::ptr::null_mut(); BURST];
+    let mut nf = 0;
+    // SAFETY: we take the burst's first `len` owned pointers and set its length
+    // to 0, so ownership moves to the outputs or the free list exactly once.
+    let (pkts, len) = unsafe { burst.raw_parts_mut() };
+    let n = *len;
+    *len = 0;
+    for i in 0..n {
+        let p = pkts[i];
+        let d = dest[i] as usize;
+        match outs.get_mut(d) {
+            Some(o) => {
+                // SAFETY: `p` is an owned valid mbuf moving into `o`.
+                let (op, olen) = unsafe { o.raw_parts_mut() };
+                if *olen < BURST {
+                    op[*olen] = p;
+                    *olen += 1;
+                } else {
+                    freed[nf] = p;
+                    nf += 1;
+                }
+            }
+            None => {
+                freed[nf] = p;
+                nf += 1;
+            }
+        }
+    }
+    // SAFETY: the freed pointers are owned and referenced nowhere else.
+    unsafe { mbuf::free_bulk(&mut freed[..nf]) };
+    nf
+}
+
+/// The routing poll loop. Runs on the calling thread until `stop` is set.
+///
+/// # Safety
+/// The calling thread must be the only one polling the rx queues in `rxqs` and
+/// the only one transmitting on the tx queues in `outs`; the ports must stay
+/// started until the loop returns.
+pub unsafe fn route_loop<H: RouteHandler>(
+    rxqs: &[RxQueue],
+    outputs: &[Output],
+    handler: &mut H,
+    burst_size: u16,
+    stop: &AtomicBool,
+    st: &RouteStats,
+) {
+    let burst_size = burst_size.clamp(1, BURST as u16);
+    let mut outs: Vec<Burst> = outputs.iter().map(|_| Burst::new()).collect();
+    let mut burst = Burst::new();
+    let mut dest = [DROP; BURST];
+    let start = lcore::rdtsc();
+    let mut loops: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        handler.begin();
+        let mut any = false;
+        for &rx in rxqs {
+            let t0 = lcore::rdtsc();
+            // SAFETY: the caller guarantees this thread alone polls `rx`.
+            let n = unsafe { burst.rx(rx.port, rx.queue, burst_size) };
+            if n == 0 {
+                continue;
+            }
+            any = true;
+            handler.handle(rx, &mut burst, &mut dest);
+            let freed = route(&mut burst, &dest, &mut outs);
+            let (mut sent, mut unsent) = (0, 0);
+            for (o, out) in outs.iter_mut().zip(outputs) {
+                if !o.is_empty() {
+                    // SAFETY: the caller guarantees this thread alone uses the tx queue.
+                    let (s, u) = unsafe { o.tx(out.port, out.queue) };
+                    sent += s;
+                    unsent += u;
+                }
+            }
+            bump(&st.rx_packets, n as u64);
+            bump(&st.tx_packets, sent as u64);
+            if unsent != 0 {
+                bump(&st.tx_dropped, unsent as u64);
+            }
+            if freed != 0 {
+                bump(&st.dropped, freed as u64);
+            }
+            bump(&st.busy_cycles, lcore::rdtsc().wrapping_sub(t0));
+        }
+        if !any {
+            handler.idle();
+        }
+        loops += 1;
+        if loops & 1023 == 0 {
+            st.loops.store(loops, Ordering::Relaxed);
+            st.total_cycles.store(lcore::rdtsc().wrapping_sub(start), Ordering::Relaxed);
+        }
+    }
+    st.loops.store(loops, Ordering::Relaxed);
+    st.total_cycles.store(lcore::rdtsc().wrapping_sub(start), Ordering::Relaxed);
+}
