@@ -68,14 +68,16 @@ fn main() -> ExitCode {
                     let rs = classbench::parse_rules(&rules).expect("parsed once already");
                     let keys = classbench::parse_trace(&trace).expect("parsed once already");
                     let c = classbench::build(&rs);
-                    let (mut p, mut cands) = (0u64, 0u64);
+                    let (mut p, mut cands, mut found, mut steps) = (0u64, 0u64, 0u64, 0u64);
                     for k in &keys {
                         let (a, b) = c.lookup_cost(k);
-                        p += a as u64;
+                        p += (a & 0xffff) as u64;
+                        steps += (a >> 16) as u64;
                         cands += (b >> 16) as u64;
+                        found += ((b >> 8) & 0xff) as u64;
                     }
                     let n = keys.len().max(1) as f64;
-                    eprintln!("candidates/lookup={:.1} probes/lookup={:.1} {:?}", cands as f64 / n, p as f64 / n, c.stats());
+                    eprintln!("candidates/lookup={:.1} probes/lookup={:.1} best_found_at_probe={:.1} chain_steps={:.1} {:?}", cands as f64 / n, p as f64 / n, found as f64 / n, steps as f64 / n, c.stats());
                 }
             })
         } else {

@@ -36,6 +36,13 @@ const COLLISION_LIMIT: u32 = 8;
 
 const NIL: u32 = u32::MAX;
 
+/// Subtables up to this many buckets recompute their max rank when their
+/// best rule is deleted; larger ones keep it as an upper bound.
+const EXACT_MAX_BUCKETS: usize = 256;
+
+/// Grow a subtable's bucket array when rules exceed 1/this of it.
+const LOAD_INV: usize = 4;
+
 /// Relaxation levels tried for a new subtable (see `Tuple::relaxed`).
 const RELAX_LEVELS: u8 = 2;
 
@@ -58,7 +65,8 @@ pub(crate) fn rank(r: &Rule) -> u64 {
 struct Subtable {
     tuple: Tuple,
     masks: Masks,
-    /// Upper bound of the ranks of its rules (exact after every update).
+    /// Upper bound of the ranks of its rules (exact except after deleting the
+    /// best rule of a big subtable).
     max_rank: u64,
     /// Chain heads; length a power of two.
     buckets: Vec<u32>,
@@ -184,6 +192,18 @@ impl Classifier {
         self.bytes() - self.rules.capacity() * core::mem::size_of::<Rule>()
     }
 
+    /// Releases spare capacity (after a bulk load).
+    pub fn shrink_to_fit(&mut self) {
+        self.rules.shrink_to_fit();
+        self.hot.shrink_to_fit();
+        self.table_of.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.ids.shrink_to_fit();
+        for t in &mut self.tables {
+            t.counts.shrink_to_fit();
+        }
+    }
+
     /// Shape statistics.
     pub fn stats(&self) -> ClassifierStats {
         let mut max_chain = 0;
@@ -231,7 +251,7 @@ impl Classifier {
         let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
         self.prune.update(pos, &mut tb.counts, &rule.m, true);
         tb.count += 1;
-        if tb.count as usize > tb.buckets.len() {
+        if tb.count as usize * LOAD_INV > tb.buckets.len() {
             self.grow(t);
         }
         let b = self.tables[t as usize].bucket(&w);
@@ -269,8 +289,10 @@ impl Classifier {
         tb.count -= 1;
         if tb.count == 0 {
             self.drop_table(t);
-        } else if self.hot[i].rank == tb.max_rank {
-            // Chains are sorted, so the new max is the best chain head.
+        } else if self.hot[i].rank == tb.max_rank && tb.buckets.len() <= EXACT_MAX_BUCKETS {
+            // Chains are sorted, so the new max is the best chain head. Big
+            // subtables keep the old max: an upper bound is enough for the
+            // early exit, and the update stays O(1).
             let hot = &self.hot;
             tb.max_rank = tb.buckets.iter().filter(|&&h| h != NIL).map(|&h| hot[h as usize].rank).max().unwrap_or(0);
             self.reorder(t);
@@ -342,7 +364,7 @@ impl Classifier {
         let kv = KeyV4::of(k);
         let mut cand = self.prune.candidates(&KeySlots::of(k));
         let n = cand.count_ones();
-        let (mut best_rank, mut best, mut probes) = (0u64, NIL, 0);
+        let (mut best_rank, mut probes, mut found_at, mut steps) = (0u64, 0u32, 0u32, 0u32);
         while cand != 0 {
             let pos = cand.trailing_zeros() as usize;
             cand &= cand - 1;
@@ -351,35 +373,118 @@ impl Classifier {
                 break;
             }
             probes += 1;
-            self.probe(tb, &w, k, &kv, &mut best_rank, &mut best);
+            let mut s = tb.buckets[tb.bucket(&w)];
+            while s != NIL {
+                steps += 1;
+                let h = &self.hot[s as usize];
+                if h.rank < best_rank {
+                    break;
+                }
+                if self.matches(s, k, &kv) {
+                    best_rank = h.rank;
+                    found_at = probes;
+                    break;
+                }
+                s = h.next;
+            }
         }
-        (probes, n << 16)
+        (probes | steps << 16, n << 16 | found_at << 8)
     }
 
     /// Looks up the keys of the `live` lanes (bit i = `keys[i]`), writing the
     /// best rule of each to `out` (lanes outside `live` are left untouched).
     /// Returns the live lanes that matched no rule.
     ///
-    /// Lane by lane: each lane's probes depend on each other (early exit),
-    /// different lanes do not, so the out-of-order core overlaps them.
-    #[inline]
+    /// In rounds: each round takes the next candidate subtable of every lane
+    /// still searching, first fetching all their bucket heads (independent
+    /// loads, no data-dependent branches: their cache misses overlap), then
+    /// walking the chains.
     pub fn lookup_batch<'a>(
         &'a self,
         keys: &[FlowKey; BURST],
         live: u32,
         out: &mut [Option<&'a Rule>; BURST],
     ) -> u32 {
+        let mut words = [Words::default(); BURST];
+        let mut kv = [KeyV4::default(); BURST];
+        let mut cand = [0u128; BURST];
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            words[i] = Words::of_key(&keys[i]);
+            kv[i] = KeyV4::of(&keys[i]);
+            cand[i] = self.prune.candidates(&KeySlots::of(&keys[i]));
+        }
+        let mut best_rank = [0u64; BURST];
+        let mut best = [NIL; BURST];
+        let mut head = [NIL; BURST];
+        // Lanes that stopped early (no later subtable can beat their best).
+        let mut done = 0u32;
+        let mut active = live;
+        while active != 0 {
+            let mut m = active;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let c = cand[i];
+                if c == 0 {
+                    active &= !(1 << i);
+                    continue;
+                }
+                cand[i] = c & (c - 1);
+                let tb = &self.tables[self.order[c.trailing_zeros() as usize] as usize];
+                if best_rank[i] > tb.max_rank {
+                    active &= !(1 << i);
+                    done |= 1 << i;
+                    continue;
+                }
+                head[i] = tb.buckets[tb.bucket(&words[i])];
+            }
+            let mut m = active;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut s = head[i];
+                while s != NIL {
+                    let h = &self.hot[s as usize];
+                    if h.rank < best_rank[i] {
+                        break;
+                    }
+                    if self.matches(s, &keys[i], &kv[i]) {
+                        best_rank[i] = h.rank;
+                        best[i] = s;
+                        break;
+                    }
+                    s = h.next;
+                }
+            }
+        }
+        if self.order.len() > PRUNE_IDS {
+            // Subtables past the pruned range are candidates of every lane.
+            let mut m = live & !done;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                for &t in &self.order[PRUNE_IDS..] {
+                    let tb = &self.tables[t as usize];
+                    if best_rank[i] > tb.max_rank {
+                        break;
+                    }
+                    self.probe(tb, &words[i], &keys[i], &kv[i], &mut best_rank[i], &mut best[i]);
+                }
+            }
+        }
         let mut miss = 0;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let s = self.find(&keys[i]);
-            if s == NIL {
+            if best[i] == NIL {
                 miss |= 1 << i;
                 out[i] = None;
             } else {
-                out[i] = Some(&self.rules[s as usize]);
+                out[i] = Some(&self.rules[best[i] as usize]);
             }
         }
         miss

@@ -145,7 +145,7 @@ impl Tuple {
     /// nothing; level 1 to 4 bits (8) and ports to 0, 8 or 16 bits. Fewer,
     /// wider subtables (TupleMerge); the collision limit splits crowded ones.
     pub fn relaxed(&self, level: u8) -> Tuple {
-        let (v4, v6) = match level { 0 => (8, 16), 1 => (4, 8), _ => (1, 1) };
+        let (v4, v6) = if level == 0 { (8, 16) } else { (4, 8) };
         let addr = |l: u8| if l >= 96 { 96 + (l - 96) / v4 * v4 } else { l / v6 * v6 };
         let port = |l: u8| if l == 16 { 16 } else if l >= 8 && level > 0 { 8 } else { 0 };
         Tuple { src: addr(self.src), dst: addr(self.dst), sport: port(self.sport), dport: port(self.dport), ..*self }
