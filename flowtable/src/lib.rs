@@ -8,12 +8,18 @@
 #![warn(missing_docs)]
 
 pub mod classbench;
+pub mod act;
 pub mod classify;
+pub mod conntrack;
+pub mod emc;
+#[allow(unsafe_code)]
+pub mod hint;
 pub mod key;
 pub mod lpm;
 pub mod parse;
 pub mod rule;
 pub mod ruleset;
+pub mod stats;
 pub mod tables;
 
 pub use classify::{Classifier, ClassifyError};

@@ -1,0 +1,586 @@
+//! Connection tracking: one entry per connection for both directions,
+//! per lcore (symmetric RSS or the symmetric software hash keeps both
+//! directions of a flow on one lcore), owned through `&mut`.
+//!
+//! ```text
+//! key -> symmetric hash -> bucket of 8 signatures -> slot { connection, tag }
+//! match: same protocol and VLAN, and the packet's (src, sport, dst, dport)
+//!        equal to the initiator's (Orig) or swapped (Reply); ICMP echo pairs
+//!        request and reply by echo identifier instead of ports.
+//! ```
+//!
+//! Only connections the policy allowed are tracked; the pipeline lets the
+//! Reply direction of a tracked connection through (stateful). Each entry
+//! records the generation of the decision: after a policy change the
+//! pipeline re-evaluates the initiator's key before using it (or keeps it
+//! when it is established and `keep_established` is set).
+//!
+//! Time is always passed in (`now`: ns by default, or any tick as long as the
+//! [`CtTimeouts`] use the same unit); nothing here reads a clock.
+//!
+//! Capacity is bounded: a new connection takes an empty way of its bucket,
+//! else an expired one (`expired`), else, with `evict_live`, the least
+//! recently seen one preferring connections that are not established
+//! (`evicted`), else it is refused (`full`). [`Conntrack::sweep`] reclaims
+//! expired entries a few slots at a time off the per-packet path.
+//! A cached handle ([`CtRef`]) names a slot and its fill count (`tag`): a
+//! handle to a reclaimed or reused slot is refused, never misapplied.
+
+use crate::key::FlowKey;
+use crate::parse::{flow_hash, l4};
+use l4::tcp_flags::{ACK, FIN, RST, SYN};
+
+/// Ways per bucket.
+pub const WAYS: usize = 8;
+
+/// A handle to a tracked connection (slot index + fill count of the slot).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CtRef {
+    slot: u32,
+    tag: u32,
+}
+
+/// Which side of a connection a packet travels.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum CtDir {
+    /// From the initiator.
+    #[default]
+    Orig,
+    /// Towards the initiator.
+    Reply,
+}
+
+/// Connection state. TCP walks the handshake; other protocols are
+/// pseudo-connections that are `New` until the first reply.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CtState {
+    /// TCP: SYN seen from the initiator.
+    SynSent,
+    /// TCP: SYN-ACK seen from the responder.
+    SynRecv,
+    /// TCP: handshake complete (or picked up mid-stream).
+    Established,
+    /// TCP: a FIN seen from one side.
+    FinWait,
+    /// TCP: FINs seen from both sides.
+    TimeWait,
+    /// TCP: reset.
+    Close,
+    /// UDP, ICMP echo, other protocols: no reply yet.
+    New,
+    /// UDP, ICMP echo, other protocols: a reply was seen.
+    Replied,
+}
+
+impl CtState {
+    /// True for states a `keep_established` policy change leaves alone.
+    pub fn is_established(self) -> bool {
+        matches!(self, CtState::Established | CtState::Replied)
+    }
+}
+
+/// Per-state timeouts, in the unit of `now`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CtTimeouts {
+    /// TCP SynSent.
+    pub tcp_syn_sent: u64,
+    /// TCP SynRecv.
+    pub tcp_syn_recv: u64,
+    /// TCP Established.
+    pub tcp_established: u64,
+    /// TCP FinWait.
+    pub tcp_fin_wait: u64,
+    /// TCP TimeWait.
+    pub tcp_time_wait: u64,
+    /// TCP Close (after RST).
+    pub tcp_close: u64,
+    /// UDP before a reply.
+    pub udp_new: u64,
+    /// UDP after a reply.
+    pub udp_replied: u64,
+    /// ICMP echo.
+    pub icmp: u64,
+    /// Any other protocol.
+    pub other: u64,
+}
+
+impl CtTimeouts {
+    /// The defaults (Linux/Cilium-like) for a clock of `hz` ticks per second:
+    /// SYN 60 s, established 6 h, FIN 120 s, TIME_WAIT 120 s, RST 10 s,
+    /// UDP 30 s / 180 s, ICMP 30 s, other 600 s.
+    pub const fn with_hz(hz: u64) -> Self {
+        CtTimeouts {
+            tcp_syn_sent: 60 * hz,
+            tcp_syn_recv: 60 * hz,
+            tcp_established: 6 * 3600 * hz,
+            tcp_fin_wait: 120 * hz,
+            tcp_time_wait: 120 * hz,
+            tcp_close: 10 * hz,
+            udp_new: 30 * hz,
+            udp_replied: 180 * hz,
+            icmp: 30 * hz,
+            other: 600 * hz,
+        }
+    }
+}
+
+impl Default for CtTimeouts {
+    /// Nanoseconds.
+    fn default() -> Self {
+        Self::with_hz(1_000_000_000)
+    }
+}
+
+/// Conntrack configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CtConfig {
+    /// Maximum connections (rounded up to a power of two, at least [`WAYS`]).
+    pub capacity: usize,
+    /// Timeouts, in the unit of `now`.
+    pub timeouts: CtTimeouts,
+    /// On a policy change, keep established connections without re-evaluating them.
+    pub keep_established: bool,
+    /// When a bucket is full of live connections, evict one (else refuse the new one).
+    pub evict_live: bool,
+}
+
+impl Default for CtConfig {
+    fn default() -> Self {
+        CtConfig { capacity: 1 << 16, timeouts: CtTimeouts::default(), keep_established: false, evict_live: true }
+    }
+}
+
+/// Conntrack counters.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CtCounters {
+    /// Connections created.
+    pub created: u64,
+    /// Live connections evicted to make room.
+    pub evicted: u64,
+    /// Connections reclaimed after their timeout.
+    pub expired: u64,
+    /// New connections refused for lack of room.
+    pub full: u64,
+    /// TCP packets that did not fit the state machine (passed, counted).
+    pub invalid: u64,
+    /// Connections removed by the caller (policy revocation, flush).
+    pub removed: u64,
+}
+
+/// One tracked connection, as the control plane sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Connection {
+    /// The initiator's key (identities as resolved when decided; `tcp_flags` 0).
+    pub orig: FlowKey,
+    /// ICMP echo identifier (0 for other protocols).
+    pub echo_id: u16,
+    /// State.
+    pub state: Option<CtState>,
+    /// Generation of the policy decision that admitted it.
+    pub gen: u64,
+    /// Cookie of the deciding rule.
+    pub cookie: u64,
+    /// Creation time.
+    pub created: u64,
+    /// Last packet time.
+    pub last_seen: u64,
+    /// Expiry time (last_seen + the state's timeout).
+    pub expires: u64,
+    /// Packets per direction (`[Orig, Reply]`).
+    pub packets: [u64; 2],
+    /// Bytes per direction (`[Orig, Reply]`).
+    pub bytes: [u64; 2],
+    fin: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+struct Bucket {
+    sig: [u32; WAYS],
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    conn: Connection,
+    tag: u32,
+}
+
+/// The connection table of one lcore.
+#[derive(Clone, Debug)]
+pub struct Conntrack {
+    cfg: CtConfig,
+    buckets: Box<[Bucket]>,
+    slots: Box<[Slot]>,
+    mask: usize,
+    len: usize,
+    cursor: usize,
+    counters: CtCounters,
+}
+
+#[inline]
+fn is_echo(k: &FlowKey) -> bool {
+    let v6 = k.flags & crate::key::flags::V6 != 0;
+    let icmp = if v6 { l4::proto::ICMPV6 } else { l4::proto::ICMP };
+    k.proto == icmp && k.sport <= 0xff && l4::is_echo(v6, k.sport as u8)
+}
+
+/// True when conntrack tracks packets with this key: anything but later
+/// fragments (no ports) and ICMP messages other than echo.
+#[inline]
+pub fn trackable(k: &FlowKey) -> bool {
+    if k.flags & crate::key::flags::FRAG_LATER != 0 {
+        return false;
+    }
+    let v6 = k.flags & crate::key::flags::V6 != 0;
+    let icmp = if v6 { l4::proto::ICMPV6 } else { l4::proto::ICMP };
+    k.proto != icmp || is_echo(k)
+}
+
+#[inline]
+fn dir_of(c: &Connection, k: &FlowKey, echo_id: u16) -> Option<CtDir> {
+    let o = &c.orig;
+    if o.proto != k.proto || o.vlan != k.vlan {
+        return None;
+    }
+    if is_echo(k) {
+        if c.echo_id != echo_id {
+            return None;
+        }
+        if k.src == o.src && k.dst == o.dst {
+            return Some(CtDir::Orig);
+        }
+        return (k.src == o.dst && k.dst == o.src).then_some(CtDir::Reply);
+    }
+    if k.src == o.src && k.dst == o.dst && k.sport == o.sport && k.dport == o.dport {
+        Some(CtDir::Orig)
+    } else if k.src == o.dst && k.dst == o.src && k.sport == o.dport && k.dport == o.sport {
+        Some(CtDir::Reply)
+    } else {
+        None
+    }
+}
+
+/// The TCP state machine: the next state for a packet with `flags` in
+/// `dir`, and whether the packet fit (a misfit keeps the state).
+/// `fin` holds the FIN-seen bits (1 Orig, 2 Reply).
+pub fn tcp_next(st: CtState, fin: &mut u8, dir: CtDir, flags: u8) -> (CtState, bool) {
+    use CtState::*;
+    let syn = flags & SYN != 0;
+    let ack = flags & ACK != 0;
+    if flags & RST != 0 {
+        return (Close, true);
+    }
+    let bit = if dir == CtDir::Orig { 1 } else { 2 };
+    match (st, dir) {
+        (SynSent, CtDir::Orig) => (SynSent, syn && !ack),
+        (SynSent, CtDir::Reply) if syn => (SynRecv, true),
+        (SynSent, CtDir::Reply) => (SynSent, false),
+        (SynRecv, CtDir::Orig) if ack && !syn => (Established, true),
+        (SynRecv, _) => (SynRecv, syn),
+        (Established | FinWait, _) if flags & FIN != 0 => {
+            *fin |= bit;
+            (if *fin == 3 { TimeWait } else { FinWait }, true)
+        }
+        (Established | FinWait, _) => (st, !syn || (ack && dir == CtDir::Reply)),
+        (TimeWait | Close, CtDir::Orig) if syn && !ack => {
+            *fin = 0;
+            (SynSent, true) // port reuse: a new handshake on the same tuple
+        }
+        (TimeWait | Close, _) => (st, !syn),
+        (New | Replied, _) => (Established, true),
+    }
+}
+
+impl Conntrack {
+    /// An empty table.
+    pub fn new(cfg: CtConfig) -> Self {
+        let n = cfg.capacity.max(WAYS).next_power_of_two();
+        Conntrack {
+            cfg,
+            buckets: vec![Bucket::default(); n / WAYS].into_boxed_slice(),
+            slots: vec![Slot::default(); n].into_boxed_slice(),
+            mask: n / WAYS - 1,
+            len: 0,
+            cursor: 0,
+            counters: CtCounters::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CtConfig {
+        &self.cfg
+    }
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+    /// Connections held (some may have expired but not yet been reclaimed).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when no connection is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The counters.
+    pub fn counters(&self) -> CtCounters {
+        self.counters
+    }
+    /// Memory held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.buckets.len() * core::mem::size_of::<Bucket>() + self.slots.len() * core::mem::size_of::<Slot>()
+    }
+
+    fn timeout(&self, st: CtState, proto: u8) -> u64 {
+        let t = &self.cfg.timeouts;
+        match st {
+            CtState::SynSent => t.tcp_syn_sent,
+            CtState::SynRecv => t.tcp_syn_recv,
+            CtState::Established => t.tcp_established,
+            CtState::FinWait => t.tcp_fin_wait,
+            CtState::TimeWait => t.tcp_time_wait,
+            CtState::Close => t.tcp_close,
+            CtState::New | CtState::Replied => match proto {
+                l4::proto::UDP | l4::proto::UDPLITE => {
+                    if st == CtState::New {
+                        t.udp_new
+                    } else {
+                        t.udp_replied
+                    }
+                }
+                l4::proto::ICMP | l4::proto::ICMPV6 => t.icmp,
+                _ => t.other,
+            },
+        }
+    }
+
+    #[inline]
+    fn live(&self, i: usize) -> bool {
+        self.buckets[i / WAYS].sig[i % WAYS] != 0
+    }
+
+    fn free(&mut self, i: usize) {
+        self.buckets[i / WAYS].sig[i % WAYS] = 0;
+        self.len -= 1;
+    }
+
+    #[inline]
+    fn slot_of(&self, r: CtRef) -> Option<usize> {
+        let i = r.slot as usize;
+        (i < self.slots.len() && self.live(i) && self.slots[i].tag == r.tag).then_some(i)
+    }
+
+    /// Finds the connection of `key` (with its ICMP `echo_id`); an expired
+    /// one is reclaimed and not returned.
+    pub fn lookup(&mut self, key: &FlowKey, echo_id: u16, now: u64) -> Option<(CtRef, CtDir)> {
+        let h = flow_hash(key, echo_id);
+        let b = h as usize & self.mask;
+        let sig = h | 1;
+        for w in 0..WAYS {
+            if self.buckets[b].sig[w] != sig {
+                continue;
+            }
+            let i = b * WAYS + w;
+            if let Some(d) = dir_of(&self.slots[i].conn, key, echo_id) {
+                if now >= self.slots[i].conn.expires {
+                    self.free(i);
+                    self.counters.expired += 1;
+                    return None;
+                }
+                return Some((CtRef { slot: i as u32, tag: self.slots[i].tag }, d));
+            }
+        }
+        None
+    }
+
+    /// Starts tracking a connection whose first packet (the initiator's) is
+    /// `key`, admitted by a decision of generation `gen` (rule `cookie`).
+    /// A TCP reset starts nothing (`Ok(None)`). A TCP packet other than SYN is
+    /// picked up mid-stream as established (Linux's loose mode). Does not
+    /// check for an existing entry: call [`lookup`](Self::lookup) first.
+    /// `Err(())` when there is no room (counted as `full`).
+    #[allow(clippy::result_unit_err)]
+    pub fn create(
+        &mut self,
+        key: &FlowKey,
+        echo_id: u16,
+        gen: u64,
+        cookie: u64,
+        len: u32,
+        now: u64,
+    ) -> Result<Option<CtRef>, ()> {
+        let tcp = key.proto == l4::proto::TCP;
+        let f = key.tcp_flags;
+        let mut fin = 0;
+        let state = if !tcp {
+            CtState::New
+        } else if f & RST != 0 {
+            return Ok(None);
+        } else if f & SYN != 0 && f & ACK == 0 {
+            CtState::SynSent
+        } else if f & FIN != 0 {
+            fin = 1;
+            CtState::FinWait
+        } else {
+            CtState::Established
+        };
+        let h = flow_hash(key, echo_id);
+        let b = h as usize & self.mask;
+        let way = match self.pick_way(b, now) {
+            Some(w) => w,
+            None => {
+                self.counters.full += 1;
+                return Err(());
+            }
+        };
+        let i = b * WAYS + way;
+        self.buckets[b].sig[way] = h | 1;
+        self.len += 1;
+        self.counters.created += 1;
+        let mut orig = *key;
+        orig.tcp_flags = 0;
+        let expires = now.saturating_add(self.timeout(state, key.proto));
+        let s = &mut self.slots[i];
+        s.tag = s.tag.wrapping_add(1);
+        s.conn = Connection {
+            orig,
+            echo_id,
+            state: Some(state),
+            gen,
+            cookie,
+            created: now,
+            last_seen: now,
+            expires,
+            packets: [1, 0],
+            bytes: [u64::from(len), 0],
+            fin,
+        };
+        Ok(Some(CtRef { slot: i as u32, tag: s.tag }))
+    }
+
+    fn pick_way(&mut self, b: usize, now: u64) -> Option<usize> {
+        let bucket = self.buckets[b];
+        if let Some(w) = bucket.sig.iter().position(|&s| s == 0) {
+            return Some(w);
+        }
+        if let Some(w) = (0..WAYS).find(|&w| now >= self.slots[b * WAYS + w].conn.expires) {
+            self.free(b * WAYS + w);
+            self.counters.expired += 1;
+            return Some(w);
+        }
+        if !self.cfg.evict_live {
+            return None;
+        }
+        let w = (0..WAYS).min_by_key(|&w| {
+            let c = &self.slots[b * WAYS + w].conn;
+            (c.state.is_some_and(|s| s == CtState::Established), c.last_seen)
+        })?;
+        self.free(b * WAYS + w);
+        self.counters.evicted += 1;
+        Some(w)
+    }
+
+    /// Accounts one packet of `len` bytes in `dir` with `tcp_flags` at `now`
+    /// on the connection of a cached handle, and returns the new state.
+    /// `None` when the handle is stale (slot reclaimed or reused), the echo
+    /// identifier differs, or the connection has just expired (reclaimed).
+    #[inline]
+    pub fn update(&mut self, r: CtRef, dir: CtDir, echo_id: u16, tcp_flags: u8, len: u32, now: u64) -> Option<CtState> {
+        let i = self.slot_of(r)?;
+        let c = &self.slots[i].conn;
+        if c.echo_id != echo_id {
+            return None;
+        }
+        if now >= c.expires {
+            self.free(i);
+            self.counters.expired += 1;
+            return None;
+        }
+        let proto = c.orig.proto;
+        let st = c.state.unwrap_or(CtState::New);
+        let c = &mut self.slots[i].conn;
+        let next = if proto == l4::proto::TCP {
+            let (n, ok) = tcp_next(st, &mut c.fin, dir, tcp_flags);
+            if !ok {
+                self.counters.invalid += 1;
+            }
+            n
+        } else if dir == CtDir::Reply {
+            CtState::Replied
+        } else {
+            st
+        };
+        let d = dir as usize;
+        c.packets[d] += 1;
+        c.bytes[d] += u64::from(len);
+        c.last_seen = now;
+        c.state = Some(next);
+        let t = self.timeout(next, proto);
+        let c = &mut self.slots[i].conn;
+        c.expires = now.saturating_add(t);
+        Some(next)
+    }
+
+    /// The connection of a handle, if the handle is current.
+    pub fn get(&self, r: CtRef) -> Option<&Connection> {
+        self.slot_of(r).map(|i| &self.slots[i].conn)
+    }
+
+    /// Records that the connection was re-decided (still allowed) under `gen`.
+    pub fn restamp(&mut self, r: CtRef, gen: u64, cookie: u64) -> bool {
+        match self.slot_of(r) {
+            Some(i) => {
+                self.slots[i].conn.gen = gen;
+                self.slots[i].conn.cookie = cookie;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops tracking a connection (counted as `removed`).
+    pub fn remove(&mut self, r: CtRef) -> bool {
+        match self.slot_of(r) {
+            Some(i) => {
+                self.free(i);
+                self.counters.removed += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reclaims expired connections among the next `budget` slots (round
+    /// robin), returning how many. Call it once per burst with a small budget.
+    pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
+        let n = self.slots.len();
+        let mut freed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.cursor;
+            self.cursor = (self.cursor + 1) & (n - 1);
+            if self.live(i) && now >= self.slots[i].conn.expires {
+                self.free(i);
+                self.counters.expired += 1;
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// Forgets every connection (counted as `removed`).
+    pub fn flush(&mut self) {
+        self.counters.removed += self.len as u64;
+        self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+        self.len = 0;
+    }
+
+    /// Every connection held, with its handle.
+    pub fn iter(&self) -> impl Iterator<Item = (CtRef, &Connection)> + '_ {
+        (0..self.slots.len())
+            .filter(|&i| self.live(i))
+            .map(|i| (CtRef { slot: i as u32, tag: self.slots[i].tag }, &self.slots[i].conn))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use super::*;
+use crate::key::flags as kf;
+use core::net::Ipv4Addr;
+
+const SEC: u64 = 1_000_000_000;
+
+fn tcp(f: u8) -> FlowKey {
+    let mut k = FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 6, 40000, 80);
+    k.tcp_flags = f;
+    k
+}
+
+fn rev(k: &FlowKey, f: u8) -> FlowKey {
+    let mut r = k.reversed();
+    r.in_port = 2;
+    r.tcp_flags = f;
+    r
+}
+
+fn ct() -> Conntrack {
+    Conntrack::new(CtConfig { capacity: 1024, ..Default::default() })
+}
+
+#[test]
+fn tcp_handshake_teardown_both_directions_one_entry() {
+    let mut t = ct();
+    let syn = tcp(SYN);
+    assert_eq!(t.lookup(&syn, 0, 0), None);
+    let r = t.create(&syn, 0, 7, 99, 60, 0).unwrap().unwrap();
+    assert_eq!(t.get(r).unwrap().state, Some(CtState::SynSent));
+    assert_eq!((t.get(r).unwrap().gen, t.get(r).unwrap().cookie), (7, 99));
+    let synack = rev(&syn, SYN | ACK);
+    let (r2, d) = t.lookup(&synack, 0, SEC).unwrap();
+    assert_eq!((r2, d), (r, CtDir::Reply));
+    assert_eq!(t.update(r, CtDir::Reply, 0, SYN | ACK, 60, SEC), Some(CtState::SynRecv));
+    assert_eq!(t.update(r, CtDir::Orig, 0, ACK, 60, SEC), Some(CtState::Established));
+    assert_eq!(t.update(r, CtDir::Reply, 0, ACK | FIN, 60, SEC), Some(CtState::FinWait));
+    assert_eq!(t.update(r, CtDir::Orig, 0, ACK | FIN, 60, SEC), Some(CtState::TimeWait));
+    let c = t.get(r).unwrap();
+    assert_eq!((c.packets, c.bytes), ([3, 2], [180, 120]));
+    assert_eq!(c.expires, SEC + CtTimeouts::default().tcp_time_wait);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.counters().created, 1);
+    assert_eq!(t.counters().invalid, 0);
+    // A new SYN on the same tuple reuses the entry.
+    assert_eq!(t.update(r, CtDir::Orig, 0, SYN, 60, 2 * SEC), Some(CtState::SynSent));
+}
+
+#[test]
+fn rst_closes_and_misfits_are_counted_not_fatal() {
+    let mut t = ct();
+    let r = t.create(&tcp(SYN), 0, 0, 0, 60, 0).unwrap().unwrap();
+    assert_eq!(t.update(r, CtDir::Reply, 0, ACK, 60, 1), Some(CtState::SynSent), "ACK before SYN-ACK");
+    assert_eq!(t.counters().invalid, 1);
+    assert_eq!(t.update(r, CtDir::Reply, 0, RST, 60, 2), Some(CtState::Close));
+    assert_eq!(t.get(r).unwrap().expires, 2 + CtTimeouts::default().tcp_close);
+    // A reset starts nothing; a mid-stream packet is picked up as established.
+    assert_eq!(t.create(&tcp(RST | ACK), 0, 0, 0, 60, 0), Ok(None));
+    let mut mid = tcp(ACK);
+    mid.sport = 1;
+    let m = t.create(&mid, 0, 0, 0, 60, 0).unwrap().unwrap();
+    assert_eq!(t.get(m).unwrap().state, Some(CtState::Established));
+}
+
+#[test]
+fn tcp_state_machine_table() {
+    use CtState::*;
+    let cases = [
+        (SynSent, CtDir::Orig, SYN, SynSent, true),
+        (SynSent, CtDir::Reply, SYN | ACK, SynRecv, true),
+        (SynSent, CtDir::Reply, SYN, SynRecv, true), // simultaneous open
+        (SynRecv, CtDir::Orig, ACK, Established, true),
+        (SynRecv, CtDir::Reply, SYN | ACK, SynRecv, true),
+        (Established, CtDir::Orig, ACK, Established, true),
+        (Established, CtDir::Orig, SYN, Established, false),
+        (Established, CtDir::Reply, FIN | ACK, FinWait, true),
+        (TimeWait, CtDir::Reply, ACK, TimeWait, true),
+        (Close, CtDir::Orig, SYN, SynSent, true),
+        (Established, CtDir::Reply, RST, Close, true),
+    ];
+    for (st, dir, f, want, ok) in cases {
+        let mut fin = 0;
+        assert_eq!(tcp_next(st, &mut fin, dir, f), (want, ok), "{st:?} {dir:?} {f:#x}");
+    }
+}
+
+#[test]
+fn udp_pseudo_connection_and_expiry() {
+    let mut t = ct();
+    let mut k = FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, 5000, 53);
+    k.src_id = 3;
+    let r = t.create(&k, 0, 1, 0, 80, 0).unwrap().unwrap();
+    assert_eq!(t.get(r).unwrap().state, Some(CtState::New));
+    assert_eq!(t.get(r).unwrap().orig.src_id, 3);
+    let (_, d) = t.lookup(&rev(&k, 0), 0, SEC).unwrap();
+    assert_eq!(d, CtDir::Reply);
+    assert_eq!(t.update(r, CtDir::Reply, 0, 0, 80, SEC), Some(CtState::Replied));
+    let to = CtTimeouts::default().udp_replied;
+    assert_eq!(t.update(r, CtDir::Orig, 0, 0, 80, SEC + to - 1), Some(CtState::Replied));
+    // Past the timeout: gone, counted as expired, and the handle is dead.
+    let late = 2 * SEC + 2 * to;
+    assert_eq!(t.update(r, CtDir::Orig, 0, 0, 80, late), None);
+    assert_eq!(t.counters().expired, 1);
+    assert_eq!(t.get(r), None);
+    assert_eq!(t.lookup(&k, 0, late), None);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn lookup_reclaims_expired_and_sweep_reclaims_the_rest() {
+    let mut t = ct();
+    let k = FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, 1, 2);
+    t.create(&k, 0, 0, 0, 1, 0).unwrap().unwrap();
+    assert_eq!(t.lookup(&k, 0, 31 * SEC), None);
+    assert_eq!(t.counters().expired, 1);
+    for p in 0..100u16 {
+        let mut k2 = k;
+        k2.sport = 100 + p;
+        t.create(&k2, 0, 0, 0, 1, 0).unwrap().unwrap();
+    }
+    assert_eq!(t.len(), 100);
+    assert_eq!(t.sweep(SEC, t.capacity()), 0, "nothing expired yet");
+    let mut freed = 0;
+    while freed < 100 {
+        let n = t.sweep(31 * SEC, 64);
+        assert!(n <= 64);
+        freed += n;
+    }
+    assert!(t.is_empty());
+    assert_eq!(t.counters().expired, 101);
+}
+
+#[test]
+fn icmp_echo_pairs_by_identifier() {
+    let mut t = ct();
+    let req = FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 8, 0);
+    let r = t.create(&req, 42, 0, 0, 98, 0).unwrap().unwrap();
+    let mut rep = FlowKey::v4(2, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1), 1, 0, 0);
+    assert_eq!(t.lookup(&rep, 42, 1), Some((r, CtDir::Reply)));
+    assert_eq!(t.lookup(&rep, 43, 1), None, "another echo id is another pseudo-connection");
+    assert_eq!(t.update(r, CtDir::Reply, 43, 0, 98, 1), None);
+    assert_eq!(t.update(r, CtDir::Reply, 42, 0, 98, 1), Some(CtState::Replied));
+    rep.sport = 3; // destination unreachable: not tracked
+    assert!(!trackable(&rep));
+    assert!(trackable(&req));
+    let mut frag = req;
+    frag.proto = 17;
+    frag.flags |= kf::FRAG_LATER;
+    assert!(!trackable(&frag));
+}
+
+#[test]
+fn full_table_evicts_non_established_first_or_refuses() {
+    // Capacity 8 = one bucket: every key lands in it.
+    let mut t = Conntrack::new(CtConfig { capacity: 8, ..Default::default() });
+    let mut refs = Vec::new();
+    for p in 0..8u16 {
+        let mut k = tcp(if p == 5 { SYN } else { ACK });
+        k.sport = p;
+        refs.push(t.create(&k, 0, 0, 0, 1, u64::from(p)).unwrap().unwrap());
+    }
+    assert_eq!(t.len(), 8);
+    let mut k = tcp(ACK);
+    k.sport = 100;
+    let new = t.create(&k, 0, 0, 0, 1, 10).unwrap().unwrap();
+    assert_eq!(t.counters().evicted, 1);
+    assert_eq!(t.get(refs[5]), None, "the half-open connection went first");
+    assert!(t.get(new).is_some());
+    assert_eq!(t.len(), 8);
+    let mut strict = Conntrack::new(CtConfig { capacity: 8, evict_live: false, ..Default::default() });
+    for p in 0..8u16 {
+        let mut k = tcp(ACK);
+        k.sport = p;
+        strict.create(&k, 0, 0, 0, 1, 0).unwrap().unwrap();
+    }
+    assert_eq!(strict.create(&k, 0, 0, 0, 1, 0), Err(()));
+    assert_eq!(strict.counters().full, 1);
+    // Expired entries make room without eviction.
+    assert!(strict.create(&k, 0, 0, 0, 1, 7 * 3600 * SEC).unwrap().is_some());
+    assert_eq!(strict.counters().expired, 1);
+}
+
+#[test]
+fn stale_handles_are_refused_after_reuse() {
+    let mut t = Conntrack::new(CtConfig { capacity: 8, ..Default::default() });
+    let a = t.create(&tcp(SYN), 0, 0, 0, 1, 0).unwrap().unwrap();
+    assert!(t.remove(a));
+    assert!(!t.remove(a));
+    let mut k = tcp(SYN);
+    k.sport = 9;
+    let b = t.create(&k, 0, 0, 0, 1, 0).unwrap().unwrap();
+    assert_eq!(t.get(a), None);
+    assert_eq!(t.update(a, CtDir::Orig, 0, ACK, 1, 1), None);
+    assert!(t.restamp(b, 5, 1));
+    assert!(!t.restamp(a, 5, 1));
+    assert_eq!(t.iter().count(), 1);
+    t.flush();
+    assert!(t.is_empty());
+    assert_eq!(t.counters().removed, 2);
+}

@@ -1,0 +1,353 @@
+//! The exact-match cache: one per lcore, owned through `&mut`, no locks and
+//! no atomics (OVS's EMC, with generations instead of a dead flag).
+//!
+//! ```text
+//! hash -> bucket (low bits) -> 8 signatures (hash | 1; 0 = empty), 32 bytes
+//!      -> matching way -> entry { key, gen, value } (128 bytes) -> full key compare
+//! entry.gen != current gen  => miss (decided under an older rule set)
+//! ```
+//!
+//! The key compare covers what identifies a flow on the wire: addresses,
+//! ports (ICMP type/code), protocol, in_port, VLAN and the key flags; not
+//! `tcp_flags` (per packet) nor the identities (derived from the addresses).
+//!
+//! Insertion is probabilistic like OVS (`emc-insert-inv-prob`): a new flow
+//! is cached with probability 1/N so that a flood of short flows does not
+//! thrash the hot ones; an entry for the same key is always refreshed in
+//! place (a flow already cached stays cached across generations). The victim
+//! is an empty way, else one of an older generation, else a pseudo-random way.
+
+use crate::classify::BURST;
+use crate::hint::prefetch;
+use crate::key::FlowKey;
+
+/// Ways per bucket.
+pub const WAYS: usize = 8;
+
+/// Size and insertion policy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct EmcConfig {
+    /// Number of entries (rounded up to a power of two, at least [`WAYS`]).
+    pub entries: usize,
+    /// Insert a new flow with probability 1/N (1 = always; 0 is taken as 1).
+    pub insert_inv_prob: u32,
+}
+
+impl Default for EmcConfig {
+    fn default() -> Self {
+        EmcConfig { entries: 8192, insert_inv_prob: 1 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+struct Bucket {
+    sig: [u32; WAYS],
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
+struct Entry<V> {
+    key: FlowKey,
+    gen: u64,
+    val: V,
+}
+
+/// True when two keys are the same flow for caching purposes.
+#[inline(always)]
+pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    a.src == b.src
+        && a.dst == b.dst
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.in_port == b.in_port
+        && a.vlan == b.vlan
+        && a.proto == b.proto
+        && a.flags == b.flags
+}
+
+#[inline(always)]
+fn sig_of(hash: u32) -> u32 {
+    hash | 1
+}
+
+/// The exact-match cache over values `V` (the pipeline uses [`crate::act::FlowVerdict`]).
+#[derive(Clone, Debug)]
+pub struct Emc<V> {
+    buckets: Box<[Bucket]>,
+    entries: Box<[Entry<V>]>,
+    mask: usize,
+    insert_inv: u32,
+    rng: u32,
+}
+
+impl<V: Copy + Default> Emc<V> {
+    /// An empty cache.
+    pub fn new(cfg: EmcConfig) -> Self {
+        let n = cfg.entries.max(WAYS).next_power_of_two();
+        let nb = n / WAYS;
+        Emc {
+            buckets: vec![Bucket::default(); nb].into_boxed_slice(),
+            entries: vec![Entry::default(); n].into_boxed_slice(),
+            mask: nb - 1,
+            insert_inv: cfg.insert_inv_prob.max(1),
+            rng: 0x9e37_79b9,
+        }
+    }
+
+    /// Number of entries.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Entries in use (any generation). O(capacity): not for the data path.
+    pub fn occupancy(&self) -> usize {
+        self.buckets.iter().flat_map(|b| b.sig.iter()).filter(|&&s| s != 0).count()
+    }
+
+    /// Memory held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.buckets.len() * core::mem::size_of::<Bucket>() + self.entries.len() * core::mem::size_of::<Entry<V>>()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+    }
+
+    #[inline(always)]
+    fn find(&self, key: &FlowKey, hash: u32) -> Option<usize> {
+        let b = hash as usize & self.mask;
+        let sig = sig_of(hash);
+        let bucket = &self.buckets[b];
+        for (w, &s) in bucket.sig.iter().enumerate() {
+            if s == sig {
+                let i = b * WAYS + w;
+                if same_flow(&self.entries[i].key, key) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// The value cached for `key` under generation `gen`.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u32, gen: u64) -> Option<V> {
+        let e = &self.entries[self.find(key, hash)?];
+        (e.gen == gen).then_some(e.val)
+    }
+
+    /// Looks up every lane set in `live` (bit i = `keys[i]`, `hashes[i]`),
+    /// writing hits to `out` and returning the lanes that missed (absent or
+    /// of another generation). Buckets are prefetched for the whole burst first.
+    #[inline]
+    pub fn lookup_batch(
+        &self,
+        keys: &[FlowKey; BURST],
+        hashes: &[u32; BURST],
+        live: u32,
+        gen: u64,
+        out: &mut [V; BURST],
+    ) -> u32 {
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            prefetch(&self.buckets[hashes[i] as usize & self.mask]);
+        }
+        let mut miss = 0u32;
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            match self.find(&keys[i], hashes[i]) {
+                Some(e) if self.entries[e].gen == gen => out[i] = self.entries[e].val,
+                _ => miss |= 1 << i,
+            }
+        }
+        miss
+    }
+
+    #[inline]
+    fn next_rand(&mut self) -> u32 {
+        // xorshift32: per-cache, deterministic, no shared state.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
+    }
+
+    /// Caches `val` for `key` under `gen`. An entry for the same key is
+    /// always overwritten; a new one is inserted with probability
+    /// 1/`insert_inv_prob`. Returns true when something was written.
+    pub fn insert(&mut self, key: &FlowKey, hash: u32, gen: u64, val: V) -> bool {
+        let i = match self.find(key, hash) {
+            Some(i) => i,
+            None => {
+                if self.insert_inv > 1 && self.next_rand() % self.insert_inv != 0 {
+                    return false;
+                }
+                let b = hash as usize & self.mask;
+                let bucket = &self.buckets[b];
+                let way = match bucket.sig.iter().position(|&s| s == 0) {
+                    Some(w) => w,
+                    None => match (0..WAYS).find(|&w| self.entries[b * WAYS + w].gen != gen) {
+                        Some(w) => w,
+                        None => self.next_rand() as usize % WAYS,
+                    },
+                };
+                self.buckets[b].sig[way] = sig_of(hash);
+                b * WAYS + way
+            }
+        };
+        let e = &mut self.entries[i];
+        e.key = *key;
+        e.gen = gen;
+        e.val = val;
+        true
+    }
+
+    /// Removes the entry for `key`, if cached. Returns true when one was removed.
+    pub fn remove(&mut self, key: &FlowKey, hash: u32) -> bool {
+        match self.find(key, hash) {
+            Some(i) => {
+                self.buckets[i / WAYS].sig[i % WAYS] = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes, from the bucket of `hash`, every entry whose addresses are
+    /// `src`/`dst` swapped and whose protocol is `proto`, whatever its ports
+    /// and in_port: the reply-direction entries of a flow. The pipeline calls
+    /// it when a connection is created, so that a drop cached for the reply
+    /// direction before the connection existed cannot outlive it (the
+    /// pipeline's hash is symmetric, so replies live in the same bucket).
+    pub fn remove_replies(&mut self, hash: u32, src: u128, dst: u128, proto: u8) -> usize {
+        let b = hash as usize & self.mask;
+        let mut n = 0;
+        for w in 0..WAYS {
+            let e = &self.entries[b * WAYS + w].key;
+            if self.buckets[b].sig[w] != 0 && e.src == dst && e.dst == src && e.proto == proto {
+                self.buckets[b].sig[w] = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::Ipv4Addr;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey::v4(1, Ipv4Addr::from(0x0a00_0000 + i), Ipv4Addr::new(10, 9, 9, 9), 6, 1000 + i as u16, 80)
+    }
+
+    fn hash(k: &FlowKey) -> u32 {
+        crate::parse::flow_hash(k, 0)
+    }
+
+    #[test]
+    fn hit_miss_and_generations() {
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 64, insert_inv_prob: 1 });
+        assert_eq!(c.capacity(), 64);
+        let k = key(1);
+        assert_eq!(c.lookup(&k, hash(&k), 5), None);
+        assert!(c.insert(&k, hash(&k), 5, 42));
+        assert_eq!(c.lookup(&k, hash(&k), 5), Some(42));
+        assert_eq!(c.lookup(&k, hash(&k), 6), None, "older generation is a miss");
+        // tcp_flags and identities do not split a flow.
+        let mut k2 = k;
+        k2.tcp_flags = 0x10;
+        k2.src_id = 9;
+        assert_eq!(c.lookup(&k2, hash(&k), 5), Some(42));
+        // in_port does.
+        let mut k3 = k;
+        k3.in_port = 2;
+        assert_eq!(c.lookup(&k3, hash(&k), 5), None);
+        // Refresh in place under the new generation: still one entry.
+        assert!(c.insert(&k, hash(&k), 6, 43));
+        assert_eq!(c.lookup(&k, hash(&k), 6), Some(43));
+        assert_eq!(c.occupancy(), 1);
+        assert!(c.remove(&k, hash(&k)));
+        assert!(!c.remove(&k, hash(&k)));
+        assert_eq!(c.lookup(&k, hash(&k), 6), None);
+    }
+
+    #[test]
+    fn batch_lookup_reports_miss_lanes() {
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 4096, insert_inv_prob: 1 });
+        let mut keys = [FlowKey::default(); BURST];
+        let mut hashes = [0u32; BURST];
+        for i in 0..BURST {
+            keys[i] = key(i as u32);
+            hashes[i] = hash(&keys[i]);
+            if i % 3 == 0 {
+                c.insert(&keys[i], hashes[i], 1, i as u32 + 100);
+            }
+        }
+        c.insert(&keys[1], hashes[1], 0, 7); // stale generation
+        let mut out = [0u32; BURST];
+        let live = !(1u32 << 30); // lane 30 not live
+        let miss = c.lookup_batch(&keys, &hashes, live, 1, &mut out);
+        for i in 0..BURST {
+            let expect_hit = i % 3 == 0 && i != 30;
+            assert_eq!(miss & (1 << i) == 0, expect_hit || i == 30, "lane {i}");
+            if expect_hit {
+                assert_eq!(out[i], i as u32 + 100);
+            }
+        }
+    }
+
+    #[test]
+    fn full_bucket_evicts_and_stale_goes_first() {
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 8, insert_inv_prob: 1 }); // one bucket
+        for i in 0..WAYS as u32 {
+            c.insert(&key(i), 7, if i == 3 { 1 } else { 2 }, i);
+        }
+        assert_eq!(c.occupancy(), WAYS);
+        c.insert(&key(100), 7, 2, 100);
+        assert_eq!(c.lookup(&key(100), 7, 2), Some(100));
+        assert_eq!(c.lookup(&key(3), 7, 1), None, "the stale entry was the victim");
+        for i in (0..WAYS as u32).filter(|&i| i != 3) {
+            assert_eq!(c.lookup(&key(i), 7, 2), Some(i));
+        }
+        c.insert(&key(200), 7, 2, 200);
+        assert_eq!(c.lookup(&key(200), 7, 2), Some(200));
+        assert_eq!(c.occupancy(), WAYS);
+    }
+
+    #[test]
+    fn probabilistic_insert_but_refresh_always() {
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 1 << 14, insert_inv_prob: 10 });
+        let inserted = (0..10_000u32).filter(|&i| c.insert(&key(i), hash(&key(i)), 1, i)).count();
+        assert!((500..2000).contains(&inserted), "about 1 in 10 new flows cached: {inserted}");
+        let cached = (0..10_000u32).find(|&i| c.lookup(&key(i), hash(&key(i)), 1).is_some()).unwrap();
+        let k = key(cached);
+        for g in 2..50 {
+            assert!(c.insert(&k, hash(&k), g, g as u32), "an existing entry is always refreshed");
+        }
+    }
+
+    #[test]
+    fn remove_replies_clears_reverse_entries() {
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 64, insert_inv_prob: 1 });
+        let k = key(1);
+        let mut r = k.reversed();
+        r.in_port = 5;
+        let h = hash(&k);
+        assert_eq!(hash(&r), h);
+        c.insert(&r, h, 1, 9);
+        c.insert(&k, h, 1, 8);
+        assert_eq!(c.remove_replies(h, k.src, k.dst, k.proto), 1);
+        assert_eq!(c.lookup(&r, h, 1), None);
+        assert_eq!(c.lookup(&k, h, 1), Some(8));
+    }
+}
