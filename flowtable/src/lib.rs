@@ -15,6 +15,7 @@ pub mod emc;
 #[allow(unsafe_code)]
 pub mod hint;
 pub mod key;
+pub mod leftright;
 pub mod lpm;
 pub mod parse;
 pub mod rule;
