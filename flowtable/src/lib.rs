@@ -18,6 +18,7 @@ pub mod key;
 pub mod leftright;
 pub mod lpm;
 pub mod parse;
+pub mod pipeline;
 pub mod rule;
 pub mod ruleset;
 pub mod stats;

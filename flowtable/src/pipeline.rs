@@ -1,0 +1,357 @@
+//! The per-lcore pipeline: a burst of frames in, a verdict per frame out.
+//!
+//! ```text
+//! per burst (<= 32):  parse every frame -> keys, hashes      (ARP, non-IP, malformed: decided here)
+//!                     emc.lookup_batch(keys, gen)            (prefetch buckets, compare signatures + keys)
+//! per packet, in order:
+//!   hit  -> cached connection? update it by handle (no hash lookup); stale handle -> miss
+//!        -> verdict
+//!   miss -> #[cold] slow path:
+//!           identities (PrefixMap, src and dst) ; output port (PrefixMap, dst) or drop no_route
+//!           conntrack lookup: found -> decided under this gen? (else re-evaluate the initiator's key,
+//!                                      or keep it if established and keep_established)
+//!                                   -> allowed both ways (stateful): forward
+//!           policy (PolicyTables<C>: egress AND ingress through the tiers)
+//!              deny  -> drop policy_egress / policy_ingress (cached)
+//!              allow -> create the connection (and purge cached reply-direction drops) -> forward
+//!           install the verdict in the cache, stamped with gen
+//! once per call:      conntrack sweep of a few slots (expiry off the per-packet path)
+//! ```
+//!
+//! `gen` must change whenever anything a verdict depends on changes: the
+//! rules, the IP -> identity map, or the routes. Nothing here allocates,
+//! locks or reads a clock (`now` is passed in; flowtable/tests/no_alloc.rs).
+
+use crate::act::{vflags, DropReason, Fate, FlowVerdict, PacketVerdict};
+use crate::classify::BURST;
+use crate::conntrack::{trackable, CtConfig, CtDir, Conntrack};
+use crate::emc::{Emc, EmcConfig};
+use crate::key::{Addr, FlowKey};
+use crate::lpm::PrefixMap;
+use crate::parse::{flow_hash, parse_into, Class, Meta};
+use crate::rule::{Action, RuleLookup};
+use crate::stats::Stats;
+use crate::tables::{PolicyTables, Verdict};
+
+/// One received frame.
+#[derive(Clone, Copy, Debug)]
+pub struct RxPacket<'a> {
+    /// The frame, from the Ethernet header.
+    pub frame: &'a [u8],
+    /// The NIC's RSS hash, when the NIC marked it valid.
+    pub rss: Option<u32>,
+    /// The port it arrived on.
+    pub in_port: u16,
+}
+
+/// Everything a verdict depends on, published together under one generation.
+#[derive(Debug)]
+pub struct Policy<'a, C> {
+    /// The generation of this state (the rule-set snapshot's); must change
+    /// whenever the tables, identities or routes change.
+    pub gen: u64,
+    /// Tiered egress/ingress rule tables.
+    pub tables: &'a PolicyTables<C>,
+    /// IP -> security identity (longest prefix); unknown addresses get 0.
+    pub identities: &'a PrefixMap<u32>,
+    /// Destination IP -> output port (longest prefix); unknown: drop `no_route`.
+    pub routes: &'a PrefixMap<u16>,
+}
+
+impl<C> Clone for Policy<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C> Copy for Policy<'_, C> {}
+
+/// Pipeline configuration.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PipelineConfig {
+    /// Exact-match cache size and insertion policy.
+    pub emc: EmcConfig,
+    /// Conntrack capacity, timeouts and policy-change behaviour.
+    pub ct: CtConfig,
+    /// The NIC's RSS hash is symmetric (e.g. the 0x6d5a key), so the cache
+    /// may index by it. Otherwise the symmetric software hash is used (the
+    /// cache needs both directions of a flow in one bucket).
+    pub symmetric_rss: bool,
+    /// Flag 1 in N forwarded packets with [`vflags::SAMPLE`] (0: never).
+    pub sample_inv: u32,
+    /// Conntrack slots examined for expiry per `process` call.
+    pub sweep_budget: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            emc: EmcConfig::default(),
+            ct: CtConfig::default(),
+            symmetric_rss: false,
+            sample_inv: 0,
+            sweep_budget: 16,
+        }
+    }
+}
+
+/// One lcore's pipeline: its cache, its conntrack, its counters.
+#[derive(Debug)]
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    emc: Emc<FlowVerdict>,
+    ct: Conntrack,
+    stats: Stats,
+    sample_left: u32,
+    keys: [FlowKey; BURST],
+    hashes: [u32; BURST],
+    metas: [Meta; BURST],
+    vals: [FlowVerdict; BURST],
+}
+
+/// The cookie a verdict reports: the ingress rule's, else the egress rule's.
+fn allow_cookie(v: &Verdict) -> u64 {
+    v.ingress.rule.or(v.egress.rule).map_or(0, |r| r.cookie)
+}
+
+#[inline]
+fn resolve(ids: &PrefixMap<u32>, a: Addr) -> u32 {
+    ids.lookup(a).map_or(0, |(_, v)| *v)
+}
+
+impl Pipeline {
+    /// A pipeline with empty cache and conntrack.
+    pub fn new(cfg: PipelineConfig) -> Self {
+        Pipeline {
+            cfg,
+            emc: Emc::new(cfg.emc),
+            ct: Conntrack::new(cfg.ct),
+            stats: Stats::default(),
+            sample_left: cfg.sample_inv,
+            keys: [FlowKey::default(); BURST],
+            hashes: [0; BURST],
+            metas: [Meta::default(); BURST],
+            vals: [FlowVerdict::default(); BURST],
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// The counters, mutable (e.g. to reset them).
+    pub fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+    /// The connection table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+    /// The connection table, mutable (flush, remove).
+    pub fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.ct
+    }
+    /// The exact-match cache.
+    pub fn emc(&self) -> &Emc<FlowVerdict> {
+        &self.emc
+    }
+
+    /// Decides every packet of `pkts` (any number; handled 32 at a time),
+    /// writing `out[i]` for `pkts[i]`. `now` is the time (unit of the
+    /// conntrack timeouts).
+    ///
+    /// # Panics
+    /// If `out` is shorter than `pkts`.
+    pub fn process<C: RuleLookup>(
+        &mut self,
+        policy: &Policy<'_, C>,
+        pkts: &[RxPacket<'_>],
+        now: u64,
+        out: &mut [PacketVerdict],
+    ) {
+        assert!(out.len() >= pkts.len(), "one verdict slot per packet");
+        for (chunk, o) in pkts.chunks(BURST).zip(out.chunks_mut(BURST)) {
+            self.burst(policy, chunk, now, o);
+        }
+        self.ct.sweep(now, self.cfg.sweep_budget);
+    }
+
+    #[inline]
+    fn finish(&mut self, fate: Fate, cookie: u64, mut flags: u8) -> PacketVerdict {
+        match fate {
+            Fate::Forward(_) => {
+                self.stats.forwarded += 1;
+                if self.cfg.sample_inv != 0 {
+                    self.sample_left -= 1;
+                    if self.sample_left == 0 {
+                        self.sample_left = self.cfg.sample_inv;
+                        flags |= vflags::SAMPLE;
+                        self.stats.sampled += 1;
+                    }
+                }
+            }
+            Fate::Drop(r) => self.stats.count_drop(r),
+            Fate::Arp => self.stats.arp += 1,
+        }
+        if flags & vflags::LOG != 0 {
+            self.stats.logged += 1;
+        }
+        PacketVerdict { fate, flags, cookie }
+    }
+
+    fn burst<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, pkts: &[RxPacket<'_>], now: u64, out: &mut [PacketVerdict]) {
+        let mut live = 0u32;
+        for (i, p) in pkts.iter().enumerate() {
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += p.frame.len() as u64;
+            match parse_into(p.frame, p.in_port, p.rss, &mut self.keys[i]) {
+                Ok(m) => match m.class {
+                    Class::Ipv4 | Class::Ipv6 => {
+                        self.hashes[i] = if self.cfg.symmetric_rss || p.rss.is_none() {
+                            m.hash
+                        } else {
+                            flow_hash(&self.keys[i], m.echo_id)
+                        };
+                        self.metas[i] = m;
+                        live |= 1 << i;
+                    }
+                    Class::Arp => out[i] = self.finish(Fate::Arp, 0, 0),
+                    Class::NonIp { .. } => out[i] = self.finish(Fate::Drop(DropReason::NonIp), 0, 0),
+                },
+                Err(e) => out[i] = self.finish(Fate::Drop(DropReason::Malformed(e)), 0, 0),
+            }
+        }
+        let gen = policy.gen;
+        let miss = self.emc.lookup_batch(&self.keys, &self.hashes, live, gen, &mut self.vals);
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let len = pkts[i].frame.len() as u32;
+            if miss & (1 << i) == 0 {
+                let v = self.vals[i];
+                let fresh = match v.ct {
+                    Some((r, dir)) => {
+                        let k = &self.keys[i];
+                        let ok = self.ct.update(r, dir, self.metas[i].echo_id, k.tcp_flags, len, now).is_some();
+                        if !ok {
+                            self.stats.ct_stale += 1;
+                        }
+                        ok
+                    }
+                    None => true,
+                };
+                if fresh {
+                    self.stats.emc_hit += 1;
+                    out[i] = self.finish(v.fate, v.cookie, 0);
+                    continue;
+                }
+            }
+            self.stats.emc_miss += 1;
+            out[i] = self.slow(policy, i, len, now);
+        }
+    }
+
+    /// Installs a verdict in the cache (counted when written).
+    fn install(&mut self, k: &FlowKey, hash: u32, gen: u64, v: FlowVerdict) {
+        if self.emc.insert(k, hash, gen, v) {
+            self.stats.emc_insert += 1;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn slow<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, i: usize, len: u32, now: u64) -> PacketVerdict {
+        let gen = policy.gen;
+        let mut k = self.keys[i];
+        let hash = self.hashes[i];
+        let echo = self.metas[i].echo_id;
+        k.src_id = resolve(policy.identities, k.src);
+        k.dst_id = resolve(policy.identities, k.dst);
+        let port = match policy.routes.lookup(k.dst) {
+            Some((_, &p)) => p,
+            None => {
+                let v = FlowVerdict { fate: Fate::Drop(DropReason::NoRoute), ct: None, cookie: 0 };
+                self.install(&k, hash, gen, v);
+                return self.finish(v.fate, 0, 0);
+            }
+        };
+        let tracked = trackable(&k);
+        if tracked {
+            if let Some((r, dir)) = self.ct.lookup(&k, echo, now) {
+                self.stats.ct_hit += 1;
+                if self.revalidate(policy, r) {
+                    self.ct.update(r, dir, echo, k.tcp_flags, len, now);
+                    let cookie = self.ct.get(r).map_or(0, |c| c.cookie);
+                    let v = FlowVerdict { fate: Fate::Forward(port), ct: Some((r, dir)), cookie };
+                    self.install(&k, hash, gen, v);
+                    return self.finish(v.fate, cookie, 0);
+                }
+            } else {
+                self.stats.ct_miss += 1;
+            }
+        }
+        self.stats.cls_lookup += 1;
+        let d = policy.tables.decide(&k);
+        if !d.allowed() {
+            let reason =
+                if d.egress.action != Action::Allow { DropReason::PolicyEgress } else { DropReason::PolicyIngress };
+            let cookie = d.denied_by().and_then(|x| x.rule).map_or(0, |r| r.cookie);
+            let v = FlowVerdict { fate: Fate::Drop(reason), ct: None, cookie };
+            self.install(&k, hash, gen, v);
+            return self.finish(v.fate, cookie, vflags::LOG);
+        }
+        let cookie = allow_cookie(&d);
+        let mut ct = None;
+        if tracked {
+            match self.ct.create(&k, echo, gen, cookie, len, now) {
+                Ok(Some(r)) => {
+                    self.stats.ct_created += 1;
+                    ct = Some((r, CtDir::Orig));
+                    // A drop cached for the reply direction before this
+                    // connection existed must not outlive it.
+                    self.emc.remove_replies(hash, k.src, k.dst, k.proto);
+                }
+                Ok(None) => {}
+                Err(()) => return self.finish(Fate::Drop(DropReason::CtFull), cookie, 0),
+            }
+        }
+        let v = FlowVerdict { fate: Fate::Forward(port), ct, cookie };
+        self.install(&k, hash, gen, v);
+        self.finish(v.fate, cookie, vflags::LOG)
+    }
+
+    /// Brings a tracked connection up to the current generation. Returns
+    /// false (and removes it) when the current policy no longer allows it.
+    fn revalidate<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, r: crate::conntrack::CtRef) -> bool {
+        let Some(c) = self.ct.get(r) else { return false };
+        if c.gen == policy.gen {
+            return true;
+        }
+        let (state, mut orig, cookie) = (c.state, c.orig, c.cookie);
+        if self.ct.config().keep_established && state.is_some_and(|s| s.is_established()) {
+            self.ct.restamp(r, policy.gen, cookie);
+            self.stats.ct_revalidated += 1;
+            return true;
+        }
+        orig.src_id = resolve(policy.identities, orig.src);
+        orig.dst_id = resolve(policy.identities, orig.dst);
+        self.stats.cls_lookup += 1;
+        let d = policy.tables.decide(&orig);
+        if d.allowed() {
+            self.ct.restamp(r, policy.gen, allow_cookie(&d));
+            self.stats.ct_revalidated += 1;
+            true
+        } else {
+            self.ct.remove(r);
+            self.stats.ct_revoked += 1;
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

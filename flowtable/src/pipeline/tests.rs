@@ -1,0 +1,240 @@
+use super::*;
+use crate::conntrack::{CtConfig, CtTimeouts};
+use crate::key::v4_mapped;
+use crate::parse::build::{arp_frame, Spec, L4};
+use crate::parse::l4::tcp_flags::{ACK, RST, SYN};
+use crate::parse::Malformed;
+use crate::rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId};
+use crate::tables::Tier;
+
+const A: u32 = 0x0a00_0001;
+const B: u32 = 0x0a00_0002;
+const C: u32 = 0x0a00_0003;
+const SEC: u64 = 1_000_000_000;
+
+struct World {
+    tables: PolicyTables<LinearClassifier>,
+    ids: PrefixMap<u32>,
+    routes: PrefixMap<u16>,
+    gen: u64,
+}
+
+impl World {
+    /// A (id 10, port 1) may open TCP/80, UDP/53 and ping to B (id 20, port 2);
+    /// egress defaults to deny, ingress to allow. C (id 30, port 3) has no rule.
+    fn new() -> Self {
+        let mut app = Tier::<LinearClassifier> { name: "app".into(), ..Default::default() };
+        let a_to_b = Match { src_id: Some(10), dst_id: Some(20), ..Match::ANY };
+        let tcp80 = Match { proto: Some(6), dport: PortRange::exact(80), ..a_to_b };
+        let udp53 = Match { proto: Some(17), dport: PortRange::exact(53), ..a_to_b };
+        let icmp = Match { proto: Some(1), ..a_to_b };
+        for (id, m, cookie) in [(1, tcp80, 101), (2, udp53, 102), (3, icmp, 103)] {
+            app.egress.insert(Rule { id: RuleId(id), priority: 10, m, action: Action::Allow, cookie });
+        }
+        let tables = PolicyTables { tiers: vec![app], default_egress: Action::Deny, default_ingress: Action::Allow };
+        let mut ids = PrefixMap::new();
+        let mut routes = PrefixMap::new();
+        for (ip, id, port) in [(A, 10, 1), (B, 20, 2), (C, 30, 3)] {
+            ids.insert(Prefix::v4(ip, 32), id);
+            routes.insert(Prefix::v4(ip, 32), port);
+        }
+        World { tables, ids, routes, gen: 1 }
+    }
+    fn policy(&self) -> Policy<'_, LinearClassifier> {
+        Policy { gen: self.gen, tables: &self.tables, identities: &self.ids, routes: &self.routes }
+    }
+}
+
+fn tcp(src: u32, dst: u32, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport, dport, flags }).build()
+}
+
+fn one(p: &mut Pipeline, w: &World, frame: &[u8], in_port: u16, now: u64) -> PacketVerdict {
+    let mut out = [PacketVerdict::default(); 1];
+    p.process(&w.policy(), &[RxPacket { frame, rss: None, in_port }], now, &mut out);
+    out[0]
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::new(PipelineConfig::default())
+}
+
+#[test]
+fn allowed_flow_is_decided_once_then_hits_the_cache() {
+    let w = World::new();
+    let mut p = pipeline();
+    let v = one(&mut p, &w, &tcp(A, B, 40000, 80, SYN), 1, 0);
+    assert_eq!(v, PacketVerdict { fate: Fate::Forward(2), flags: vflags::LOG, cookie: 101 });
+    let s = *p.stats();
+    assert_eq!((s.emc_miss, s.cls_lookup, s.ct_created, s.emc_insert), (1, 1, 1, 1));
+    let v = one(&mut p, &w, &tcp(A, B, 40000, 80, ACK), 1, 1);
+    assert_eq!(v, PacketVerdict { fate: Fate::Forward(2), flags: 0, cookie: 101 });
+    assert_eq!((p.stats().emc_hit, p.stats().cls_lookup), (1, 1));
+    // The hit path still drives the connection's state machine.
+    let (_, c) = p.conntrack().iter().next().unwrap();
+    assert_eq!(c.packets, [2, 0]);
+}
+
+#[test]
+fn replies_of_an_allowed_connection_are_allowed_and_nothing_else() {
+    let w = World::new();
+    let mut p = pipeline();
+    // B may not open anything to A (egress default deny)...
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 40000, ACK), 2, 0).fate, Fate::Drop(DropReason::PolicyEgress));
+    // ... but once A opened a connection, B's replies pass, though a drop
+    // for exactly that packet had been cached a moment before.
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, SYN), 1, 1).fate, Fate::Forward(2));
+    let v = one(&mut p, &w, &tcp(B, A, 80, 40000, SYN | ACK), 2, 2);
+    assert_eq!(v, PacketVerdict { fate: Fate::Forward(1), flags: 0, cookie: 101 });
+    assert_eq!(p.stats().ct_hit, 1);
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 40000, ACK), 2, 3).fate, Fate::Forward(1));
+    assert_eq!(p.stats().emc_hit, 1, "the reply direction is cached too");
+    // Another port from B is still a new, denied connection.
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 81, 40000, SYN), 2, 4).fate, Fate::Drop(DropReason::PolicyEgress));
+    // Port 22 from A is not allowed either.
+    let v = one(&mut p, &w, &tcp(A, B, 40001, 22, SYN), 1, 5);
+    assert_eq!((v.fate, v.flags), (Fate::Drop(DropReason::PolicyEgress), vflags::LOG));
+    assert_eq!(p.stats().drop_policy_egress, 3);
+}
+
+#[test]
+fn policy_change_reevaluates_connections_unless_kept() {
+    for keep in [false, true] {
+        let mut w = World::new();
+        let mut p = Pipeline::new(PipelineConfig {
+            ct: CtConfig { keep_established: keep, ..Default::default() },
+            ..Default::default()
+        });
+        one(&mut p, &w, &tcp(A, B, 40000, 80, SYN), 1, 0);
+        one(&mut p, &w, &tcp(B, A, 80, 40000, SYN | ACK), 2, 1);
+        one(&mut p, &w, &tcp(A, B, 40000, 80, ACK), 1, 2);
+        // Publish a generation without the TCP/80 rule.
+        w.tables.tiers[0].egress.remove(RuleId(1));
+        w.gen = 2;
+        let fwd = one(&mut p, &w, &tcp(A, B, 40000, 80, ACK), 1, 3).fate;
+        let reply = one(&mut p, &w, &tcp(B, A, 80, 40000, ACK), 2, 4).fate;
+        if keep {
+            assert_eq!((fwd, reply), (Fate::Forward(2), Fate::Forward(1)));
+            assert_eq!((p.stats().ct_revalidated, p.stats().ct_revoked), (1, 0));
+        } else {
+            assert_eq!((fwd, reply), (Fate::Drop(DropReason::PolicyEgress), Fate::Drop(DropReason::PolicyEgress)));
+            assert_eq!((p.stats().ct_revalidated, p.stats().ct_revoked), (0, 1));
+            assert!(p.conntrack().is_empty());
+        }
+        // A half-open connection is re-evaluated even when established ones are kept.
+        one(&mut p, &w, &tcp(A, B, 40002, 53, SYN), 1, 5);
+    }
+}
+
+#[test]
+fn identity_move_under_a_new_generation_changes_the_verdict() {
+    let mut w = World::new();
+    let mut p = pipeline();
+    let udp = Spec::new(v4_mapped(A), v4_mapped(C), L4::Udp { sport: 5000, dport: 53 }).build();
+    assert_eq!(one(&mut p, &w, &udp, 1, 0).fate, Fate::Drop(DropReason::PolicyEgress));
+    // C takes identity 20 (a label change): allowed after the new generation.
+    w.ids.insert(Prefix::v4(C, 32), 20);
+    assert_eq!(one(&mut p, &w, &udp, 1, 1).fate, Fate::Drop(DropReason::PolicyEgress), "same gen: cached");
+    w.gen = 2;
+    assert_eq!(one(&mut p, &w, &udp, 1, 2).fate, Fate::Forward(3));
+    let back = Spec::new(v4_mapped(C), v4_mapped(A), L4::Udp { sport: 53, dport: 5000 }).build();
+    assert_eq!(one(&mut p, &w, &back, 3, 3).fate, Fate::Forward(1));
+    assert_eq!(p.conntrack().iter().next().unwrap().1.state, Some(crate::conntrack::CtState::Replied));
+}
+
+#[test]
+fn icmp_echo_reply_needs_the_matching_request() {
+    let w = World::new();
+    let mut p = pipeline();
+    let ping = |src, dst, ty, id| Spec::new(v4_mapped(src), v4_mapped(dst), L4::Icmp { ty, code: 0, id }).build();
+    assert_eq!(one(&mut p, &w, &ping(A, B, 8, 7), 1, 0).fate, Fate::Forward(2));
+    assert_eq!(one(&mut p, &w, &ping(B, A, 0, 7), 2, 1).fate, Fate::Forward(1));
+    assert_eq!(one(&mut p, &w, &ping(B, A, 0, 8), 2, 2).fate, Fate::Drop(DropReason::PolicyEgress));
+    // A second request id after the first was cached: its own pseudo-connection.
+    assert_eq!(one(&mut p, &w, &ping(A, B, 8, 9), 1, 3).fate, Fate::Forward(2));
+    assert_eq!(one(&mut p, &w, &ping(B, A, 0, 9), 2, 4).fate, Fate::Forward(1));
+    assert_eq!(p.conntrack().len(), 2);
+}
+
+#[test]
+fn expired_and_reset_connections() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig {
+        ct: CtConfig { timeouts: CtTimeouts::with_hz(SEC), ..Default::default() },
+        ..Default::default()
+    });
+    let udp = Spec::new(v4_mapped(A), v4_mapped(B), L4::Udp { sport: 5000, dport: 53 }).build();
+    let back = Spec::new(v4_mapped(B), v4_mapped(A), L4::Udp { sport: 53, dport: 5000 }).build();
+    one(&mut p, &w, &udp, 1, 0);
+    assert_eq!(one(&mut p, &w, &back, 2, SEC).fate, Fate::Forward(1));
+    // 181 s of silence: the reply direction is no longer allowed.
+    assert_eq!(one(&mut p, &w, &back, 2, 182 * SEC).fate, Fate::Drop(DropReason::PolicyEgress));
+    assert_eq!(p.stats().ct_stale, 1);
+    assert_eq!(p.conntrack().counters().expired, 1);
+    // TCP: RST closes; 10 s after the last packet the reply path ends.
+    one(&mut p, &w, &tcp(A, B, 1, 80, SYN), 1, 200 * SEC);
+    one(&mut p, &w, &tcp(B, A, 80, 1, RST | ACK), 2, 200 * SEC);
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 1, ACK), 2, 205 * SEC).fate, Fate::Forward(1));
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 1, ACK), 2, 216 * SEC).fate, Fate::Drop(DropReason::PolicyEgress));
+}
+
+#[test]
+fn non_policy_fates_and_counters() {
+    let w = World::new();
+    let mut p = pipeline();
+    let arp = arp_frame(1, [2, 0, 0, 0, 0, 1], A, B);
+    let mut lldp = tcp(A, B, 1, 80, SYN);
+    lldp[12..14].copy_from_slice(&0x88ccu16.to_be_bytes());
+    let unrouted = tcp(A, 0x0b00_0001, 1, 80, SYN);
+    let runt = [0u8; 10];
+    let frames: [&[u8]; 4] = [&arp, &lldp, &unrouted, &runt];
+    let pkts: Vec<RxPacket<'_>> = frames.iter().map(|f| RxPacket { frame: f, rss: None, in_port: 1 }).collect();
+    let mut out = [PacketVerdict::default(); 4];
+    p.process(&w.policy(), &pkts, 0, &mut out);
+    let fates: Vec<Fate> = out.iter().map(|v| v.fate).collect();
+    assert_eq!(
+        fates,
+        [
+            Fate::Arp,
+            Fate::Drop(DropReason::NonIp),
+            Fate::Drop(DropReason::NoRoute),
+            Fate::Drop(DropReason::Malformed(Malformed::Runt))
+        ]
+    );
+    let s = p.stats();
+    assert_eq!((s.rx_packets, s.arp, s.drop_non_ip, s.drop_no_route, s.drop_runt), (4, 1, 1, 1, 1));
+    assert_eq!(s.dropped(), 3);
+}
+
+#[test]
+fn long_bursts_are_chunked_and_sampling_counts() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { sample_inv: 10, ..Default::default() });
+    let frames: Vec<Vec<u8>> = (0..100u16).map(|i| tcp(A, B, 1000 + i % 7, 80, ACK)).collect();
+    let pkts: Vec<RxPacket<'_>> = frames.iter().map(|f| RxPacket { frame: f, rss: Some(0x1234), in_port: 1 }).collect();
+    let mut out = vec![PacketVerdict::default(); 100];
+    p.process(&w.policy(), &pkts, 0, &mut out);
+    assert!(out.iter().all(|v| v.fate == Fate::Forward(2)));
+    let s = p.stats();
+    assert_eq!((s.forwarded, s.sampled, s.ct_created), (100, 10, 7));
+    assert_eq!(out.iter().filter(|v| v.flags & vflags::SAMPLE != 0).count(), 10);
+    assert_eq!(s.emc_hit + s.emc_miss, 100);
+    // The first burst is all misses (looked up before any insert): its
+    // 7 new flows are decided once each, the other 25 packets find their
+    // connection. Every later burst hits.
+    assert_eq!((s.emc_miss, s.cls_lookup, s.ct_hit), (32, 7, 25));
+}
+
+#[test]
+fn conntrack_full_drops_new_connections_when_eviction_is_off() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig {
+        ct: CtConfig { capacity: 8, evict_live: false, ..Default::default() },
+        ..Default::default()
+    });
+    let fates: Vec<Fate> = (0..9u16).map(|i| one(&mut p, &w, &tcp(A, B, 1000 + i, 80, SYN), 1, 0).fate).collect();
+    assert!(fates[..8].iter().all(|f| *f == Fate::Forward(2)));
+    assert_eq!(fates[8], Fate::Drop(DropReason::CtFull));
+    assert_eq!(p.stats().drop_ct_full, 1);
+    assert_eq!(p.conntrack().counters().full, 1);
+}
