@@ -1,0 +1,5 @@
+//! The policy switch's dataplane glue: the state lcores read ([`state`]) and
+//! the control thread's policy plane that publishes it ([`plane`]).
+
+pub mod plane;
+pub mod state;

@@ -1,0 +1,341 @@
+//! The policy plane: the control thread's side of the switch. It owns the
+//! compiler (policies + model -> rules, incrementally) and the left-right
+//! writer of the dataplane state. Every change (policy load or delete,
+//! workload add, move, relabel, delete, quarantine) becomes one rule diff plus
+//! the address entries it touched, staged and published as ONE new generation.
+
+use super::state::{Dest, DpOp, DpState};
+use control::{Compiler, Model, PolicySet, RuleDiff, Workload};
+use flowtable::key::addr_of;
+use flowtable::leftright::{Reader, Writer};
+use flowtable::{Classifier, Prefix};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What one change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The new generation.
+    pub gen: u64,
+    /// Rules inserted.
+    pub inserts: usize,
+    /// Rules removed.
+    pub deletes: usize,
+    /// Address entries (identity or destination) changed.
+    pub addresses: usize,
+    /// Compile time.
+    pub compile: Duration,
+    /// Stage + publish time (includes waiting for readers of the old copy).
+    pub publish: Duration,
+}
+
+impl std::fmt::Display for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {}: +{} -{} rules, {} address entries (compile {:.1} us, publish {:.1} us)",
+            self.gen,
+            self.inserts,
+            self.deletes,
+            self.addresses,
+            self.compile.as_secs_f64() * 1e6,
+            self.publish.as_secs_f64() * 1e6
+        )
+    }
+}
+
+fn host(a: IpAddr) -> Prefix {
+    Prefix::new(addr_of(a), 128)
+}
+
+/// The control thread's policy plane.
+#[derive(Debug)]
+pub struct PolicyPlane {
+    compiler: Compiler<Classifier>,
+    writer: Writer<DpState>,
+    /// Address -> workload key (for destinations).
+    by_addr: HashMap<IpAddr, String>,
+}
+
+impl PolicyPlane {
+    /// Compiles `set` over `model` and publishes generation 0.
+    ///
+    /// # Errors
+    /// Compile errors.
+    pub fn new(model: Model, set: PolicySet, uplink: Option<Dest>) -> control::Result<Self> {
+        let compiler: Compiler<Classifier> = Compiler::with_policies(model, set)?;
+        let t = compiler.tables();
+        let mut st = DpState {
+            enforce: t.enforce.clone(),
+            observe: t.observe.clone(),
+            ipmap: compiler.ipmap().clone(),
+            fib: flowtable::PrefixMap::new(),
+            uplink,
+        };
+        let mut by_addr = HashMap::new();
+        for (key, w) in &compiler.model().workloads {
+            for a in &w.addresses {
+                by_addr.insert(*a, key.clone());
+                if let Some(d) = dest_of(w) {
+                    st.fib.insert(host(*a), d);
+                }
+            }
+        }
+        Ok(Self { compiler, writer: Writer::new(st), by_addr })
+    }
+
+    /// A reader for an lcore.
+    pub fn reader(&self) -> Reader<DpState> {
+        self.writer.reader()
+    }
+
+    /// The compiler (for explain, show policy, flow-record names).
+    pub fn compiler(&self) -> &Compiler<Classifier> {
+        &self.compiler
+    }
+
+    /// The generation last published.
+    pub fn gen(&self) -> u64 {
+        self.writer.gen()
+    }
+
+    /// Stages `diff` and the address entries of `touched`, then publishes.
+    fn commit(&mut self, diff: RuleDiff, touched: &[IpAddr], t0: Instant) -> Published {
+        let compile = t0.elapsed();
+        let t1 = Instant::now();
+        let (inserts, deletes) = (diff.inserts.len(), diff.deletes.len());
+        for (t, id) in diff.deletes {
+            self.writer.apply(DpOp::Remove(t, id)).expect("compiler and dataplane tables agree");
+        }
+        for (t, r) in diff.inserts {
+            self.writer.apply(DpOp::Insert(t, r)).expect("compiler and dataplane tables agree");
+        }
+        let mut addresses = 0;
+        for &a in touched {
+            let p = host(a);
+            let want = self.compiler.ipmap().get(p).copied();
+            if self.writer.staged().ipmap.get(p).copied() != want {
+                let op = match want {
+                    Some(id) => DpOp::SetIdentity(p, id),
+                    None => DpOp::ClearIdentity(p),
+                };
+                self.writer.apply(op).expect("address ops never fail");
+                addresses += 1;
+            }
+            let wl = self.compiler.model().workloads.values().find(|w| w.addresses.contains(&a));
+            match wl {
+                Some(w) => {
+                    self.by_addr.insert(a, w.key());
+                }
+                None => {
+                    self.by_addr.remove(&a);
+                }
+            }
+            let want = wl.and_then(dest_of);
+            if self.writer.staged().fib.get(p).copied() != want {
+                let op = match want {
+                    Some(d) => DpOp::SetDest(p, d),
+                    None => DpOp::ClearDest(p),
+                };
+                self.writer.apply(op).expect("address ops never fail");
+                addresses += 1;
+            }
+        }
+        let e = &self.compiler.tables().enforce;
+        let s = &self.writer.staged().enforce;
+        if (e.default_egress, e.default_ingress) != (s.default_egress, s.default_ingress) {
+            let op = DpOp::SetDefaults(e.default_egress, e.default_ingress);
+            self.writer.apply(op).expect("defaults never fail");
+        }
+        let gen = self.writer.publish();
+        Published { gen, inserts, deletes, addresses, compile, publish: t1.elapsed() }
+    }
+
+    fn addresses_of(&self, key: &str) -> Vec<IpAddr> {
+        self.compiler.model().workloads.get(key).map(|w| w.addresses.clone()).unwrap_or_default()
+    }
+
+    /// `policy load FILE...`: adds or replaces the policies in the files (all
+    /// or nothing: a file that does not validate changes nothing).
+    ///
+    /// # Errors
+    /// Parse and validation errors, naming file, line and field.
+    pub fn load_policies(&mut self, files: &[PathBuf]) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let set = control::commands::load_policies(files)?;
+        let mut diff = RuleDiff::default();
+        for p in set.policies {
+            let d = self.compiler.set_policy(p)?;
+            diff.inserts.extend(d.inserts);
+            diff.deletes.extend(d.deletes);
+        }
+        Ok(self.commit(diff, &[], t0))
+    }
+
+    /// Replaces every policy and the settings with those of `files`.
+    ///
+    /// # Errors
+    /// As [`Self::load_policies`].
+    pub fn replace_policies(&mut self, files: &[PathBuf]) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let set = control::commands::load_policies(files)?;
+        let diff = self.compiler.replace_policies(set)?;
+        Ok(self.commit(diff, &[], t0))
+    }
+
+    /// `policy delete NAME`.
+    ///
+    /// # Errors
+    /// An unknown policy.
+    pub fn delete_policy(&mut self, key: &str) -> control::Result<Published> {
+        if self.compiler.policy(key).is_none() {
+            return Err(control::Error::BadArg { arg: key.to_string(), msg: format!("no policy {key:?} (keys are namespace/name or name)") });
+        }
+        let t0 = Instant::now();
+        let diff = self.compiler.remove_policy(key)?;
+        Ok(self.commit(diff, &[], t0))
+    }
+
+    /// `workload add`.
+    ///
+    /// # Errors
+    /// A duplicate or invalid workload.
+    pub fn add_workload(&mut self, w: Workload) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let addrs = w.addresses.clone();
+        let diff = self.compiler.add_workload(w)?;
+        Ok(self.commit(diff, &addrs, t0))
+    }
+
+    /// `workload del`.
+    ///
+    /// # Errors
+    /// An unknown workload.
+    pub fn remove_workload(&mut self, key: &str) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let addrs = self.addresses_of(key);
+        let diff = self.compiler.remove_workload(key)?;
+        Ok(self.commit(diff, &addrs, t0))
+    }
+
+    /// `workload move`: new addresses (policy follows: one map entry each).
+    ///
+    /// # Errors
+    /// An unknown workload or a taken address.
+    pub fn move_workload(&mut self, key: &str, addrs: Vec<IpAddr>) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let mut touched = self.addresses_of(key);
+        touched.extend(addrs.iter().copied());
+        let diff = self.compiler.move_workload(key, addrs)?;
+        Ok(self.commit(diff, &touched, t0))
+    }
+
+    /// `workload label`: replaces the workload's labels.
+    ///
+    /// # Errors
+    /// An unknown workload.
+    pub fn label_workload(&mut self, key: &str, labels: BTreeMap<String, String>) -> control::Result<Published> {
+        let t0 = Instant::now();
+        let addrs = self.addresses_of(key);
+        let diff = self.compiler.set_workload_labels(key, labels)?;
+        Ok(self.commit(diff, &addrs, t0))
+    }
+
+    /// `quarantine W` / `unquarantine W`: sets or clears the quarantine label.
+    ///
+    /// # Errors
+    /// An unknown workload.
+    pub fn quarantine(&mut self, key: &str, on: bool) -> control::Result<Published> {
+        let w = self.compiler.model().find(key)?;
+        let mut labels = w.labels.clone();
+        let s = self.compiler.settings();
+        if on {
+            labels.insert(s.quarantine_key.clone(), s.quarantine_value.clone());
+        } else {
+            labels.remove(&s.quarantine_key);
+        }
+        let key = w.key();
+        self.label_workload(&key, labels)
+    }
+}
+
+fn dest_of(w: &Workload) -> Option<Dest> {
+    Some(Dest { port: w.port?, mac: w.mac })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowtable::FlowKey;
+    use std::path::Path;
+
+    fn ex(p: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").join(p)
+    }
+
+    fn plane() -> PolicyPlane {
+        let model = Model::load(&ex("model.toml")).unwrap();
+        let set = control::commands::load_policies(&[ex("three-tier.toml")]).unwrap();
+        PolicyPlane::new(model, set, Some(Dest { port: 0, mac: Some([2, 0, 0, 0, 0, 0xfe]) })).unwrap()
+    }
+
+    /// Decides src -> dst:port/tcp the way an lcore does: identities from the
+    /// published IP map, then the published tables.
+    fn allowed(r: &Reader<DpState>, src: &str, dst: &str, port: u16) -> bool {
+        let s = r.load();
+        let (a, b): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let mut k = FlowKey::new(0, addr_of(a), addr_of(b), 6, 40000, port);
+        k.src_id = s.ipmap.lookup(k.src).map_or(0, |(_, v)| *v);
+        k.dst_id = s.ipmap.lookup(k.dst).map_or(0, |(_, v)| *v);
+        s.enforce.decide(&k).allowed()
+    }
+
+    #[test]
+    fn published_state_enforces_the_policies_and_follows_changes() {
+        let mut p = plane();
+        let r = p.reader();
+        assert!(allowed(&r, "10.0.1.10", "10.0.1.20", 8080), "web -> api on http-api");
+        assert!(!allowed(&r, "10.0.1.10", "10.0.1.30", 5432), "web -> db denied");
+        assert!(allowed(&r, "10.0.1.20", "10.0.1.30", 5432), "api -> db");
+        // forwarding table: workloads with a port and MAC; the rest go to the uplink
+        let s = r.load();
+        assert_eq!(s.fib.lookup(addr_of("10.0.1.10".parse().unwrap())).map(|(_, d)| d.port), Some(1));
+        assert_eq!(s.uplink.map(|d| d.port), Some(0));
+        drop(s);
+
+        // quarantine api-1: its live flows are denied at the new generation
+        let g0 = p.gen();
+        let pb = p.quarantine("shop/api-1", true).unwrap();
+        assert_eq!(pb.gen, g0 + 1);
+        assert!(pb.inserts > 0);
+        assert_eq!(r.load().gen(), pb.gen);
+        assert!(!allowed(&r, "10.0.1.10", "10.0.1.20", 8080));
+        assert!(!allowed(&r, "10.0.1.20", "10.0.1.30", 5432));
+        p.quarantine("shop/api-1", false).unwrap();
+        assert!(allowed(&r, "10.0.1.20", "10.0.1.30", 5432));
+
+        // the api moves: policy follows it with address entries only, no rule
+        let pb = p.move_workload("shop/api-1", vec!["10.0.9.20".parse().unwrap()]).unwrap();
+        assert_eq!((pb.inserts, pb.deletes), (0, 0), "a move touches no rule: {pb}");
+        assert!(pb.addresses >= 2, "{pb}");
+        assert!(allowed(&r, "10.0.1.10", "10.0.9.20", 8080));
+        assert!(!allowed(&r, "10.0.1.10", "10.0.1.20", 8080), "the old address is unknown now (zero trust)");
+        let s = r.load();
+        assert_eq!(s.fib.lookup(addr_of("10.0.9.20".parse().unwrap())).map(|(_, d)| d.port), Some(3));
+        assert!(s.fib.lookup(addr_of("10.0.1.20".parse().unwrap())).is_none());
+        drop(s);
+
+        // relabel web-1 as a db client it is not allowed to be: web policy no longer selects it
+        let mut labels = p.compiler().model().workloads["shop/web-1"].labels.clone();
+        labels.insert("app".into(), "intruder".into());
+        p.label_workload("shop/web-1", labels).unwrap();
+        assert!(!allowed(&r, "10.0.1.10", "10.0.9.20", 8080));
+
+        // deleting a policy and an unknown one
+        assert!(p.delete_policy("no/such").is_err());
+        p.delete_policy("shop/db").unwrap();
+        assert!(!allowed(&r, "10.0.9.20", "10.0.1.30", 5432), "zero trust: nothing allows db ingress now");
+    }
+}
