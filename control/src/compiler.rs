@@ -190,6 +190,11 @@ struct PolicyState {
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 enum IndexKey {
     Label(String, String),
+    NsLabel(String, String, String),
+    /// A namespace-selector peer: first namespace label, first pod label.
+    NsSel(String, String, String, String),
+    /// A namespace-selector peer without pod labels: first namespace label.
+    NsSelOnly(String, String),
     Ns(String),
     General,
 }
@@ -217,9 +222,11 @@ pub struct Compiler<C = Classifier> {
     ids: IdentityAllocator,
     ipmap: PrefixMap<u32>,
     wl_id: HashMap<String, u32>,
+    addr_owner: HashMap<IpAddr, String>,
     id_wls: HashMap<u32, BTreeSet<String>>,
     by_ns: HashMap<String, BTreeSet<u32>>,
     by_label: HashMap<(String, String), BTreeSet<u32>>,
+    by_ns_label: HashMap<(String, String, String), BTreeSet<u32>>,
     policies: HashMap<String, PolicyState>,
     names: Vec<Option<String>>,
     pindex: HashMap<IndexKey, HashSet<String>>,
@@ -230,6 +237,8 @@ pub struct Compiler<C = Classifier> {
     quarantine: HashMap<u32, [RuleId; 2]>,
     tables: Tables<C>,
     next_rule: u32,
+    /// (policy, new identity) pairs waiting for [`Self::extend_for_identity`].
+    focus: Vec<(String, u32)>,
 }
 
 /// Priority of rule `idx` of a policy with priority `prio`.
@@ -256,9 +265,11 @@ impl<C: RuleTable> Compiler<C> {
             ids: IdentityAllocator::default(),
             ipmap: PrefixMap::new(),
             wl_id: HashMap::new(),
+            addr_owner: HashMap::new(),
             id_wls: HashMap::new(),
             by_ns: HashMap::new(),
             by_label: HashMap::new(),
+            by_ns_label: HashMap::new(),
             policies: HashMap::new(),
             names: Vec::new(),
             pindex: HashMap::new(),
@@ -268,6 +279,7 @@ impl<C: RuleTable> Compiler<C> {
             iso: HashMap::new(),
             quarantine: HashMap::new(),
             next_rule: 1,
+            focus: Vec::new(),
         };
         c.ipmap.insert(Prefix::ANY, identity::WORLD);
         for a in &model.host_addresses {
@@ -278,7 +290,7 @@ impl<C: RuleTable> Compiler<C> {
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
         for w in model.workloads.into_values() {
-            c.model.check_workload(&w).map_err(|e| Error::invalid("<model>", 0, w.key(), e))?;
+            c.check_workload(&w).map_err(|e| Error::invalid("<model>", 0, w.key(), e))?;
             c.attach(w, &mut diff, &mut touched)?;
         }
         Ok(c)
@@ -487,7 +499,7 @@ impl<C: RuleTable> Compiler<C> {
         if !self.model.namespaces.contains_key(&w.namespace) {
             return Err(Error::UnknownNamespace(w.namespace.clone()));
         }
-        self.model.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
+        self.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
         self.attach(w, &mut diff, &mut touched)?;
@@ -517,7 +529,7 @@ impl<C: RuleTable> Compiler<C> {
     pub fn move_workload(&mut self, key: &str, addresses: Vec<IpAddr>) -> Result<RuleDiff> {
         let mut w = self.model.find(key)?.clone();
         w.addresses = addresses;
-        self.model.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
+        self.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
         let k = w.key();
         let id = self.wl_id[&k];
         let old = std::mem::replace(self.model.workloads.get_mut(&k).expect("present"), w.clone());
@@ -525,9 +537,13 @@ impl<C: RuleTable> Compiler<C> {
             if self.ipmap.get(host_prefix(*a)) == Some(&id) {
                 self.ipmap.remove(host_prefix(*a));
             }
+            if self.addr_owner.get(a).is_some_and(|o| *o == k) {
+                self.addr_owner.remove(a);
+            }
         }
         for a in &w.addresses {
             self.ipmap.insert(host_prefix(*a), id);
+            self.addr_owner.insert(*a, k.clone());
         }
         let mut diff = RuleDiff::default();
         let mut touched: HashSet<String> = self.named_global.iter().cloned().collect();
@@ -542,7 +558,7 @@ impl<C: RuleTable> Compiler<C> {
         if !self.model.workloads.contains_key(&key) {
             return self.add_workload(w);
         }
-        self.model
+        self
             .check_workload(&w).map_err(|e| Error::BadArg { arg: key.clone(), msg: e })?;
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
@@ -601,6 +617,23 @@ impl<C: RuleTable> Compiler<C> {
 
     // ---- internals ----
 
+    /// Namespace exists and no address belongs to another workload (O(addresses)).
+    fn check_workload(&self, w: &Workload) -> std::result::Result<(), String> {
+        if w.name.is_empty() {
+            return Err("empty workload name".into());
+        }
+        if !self.model.namespaces.contains_key(&w.namespace) {
+            return Err(format!("namespace `{}` does not exist", w.namespace));
+        }
+        let key = w.key();
+        for a in &w.addresses {
+            if let Some(o) = self.addr_owner.get(a).filter(|o| **o != key) {
+                return Err(format!("address {a} already belongs to {o}"));
+            }
+        }
+        Ok(())
+    }
+
     fn attach(&mut self, w: Workload, diff: &mut RuleDiff, touched: &mut HashSet<String>) -> Result<()> {
         let key = w.key();
         let ik = IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() };
@@ -609,6 +642,7 @@ impl<C: RuleTable> Compiler<C> {
         self.id_wls.entry(id).or_default().insert(key.clone());
         for a in &w.addresses {
             self.ipmap.insert(host_prefix(*a), id);
+            self.addr_owner.insert(*a, key.clone());
         }
         let named = !w.named_ports.is_empty();
         self.model.workloads.insert(key, w);
@@ -616,8 +650,11 @@ impl<C: RuleTable> Compiler<C> {
             self.by_ns.entry(ik.namespace.clone()).or_default().insert(id);
             for (k, v) in &ik.labels {
                 self.by_label.entry((k.clone(), v.clone())).or_default().insert(id);
+                self.by_ns_label.entry((ik.namespace.clone(), k.clone(), v.clone())).or_default().insert(id);
             }
-            self.candidates(&ik, touched);
+            let mut cands = HashSet::new();
+            self.candidates(&ik, &mut cands);
+            self.focus.extend(cands.into_iter().map(|k| (k, id)));
             self.update_quarantine(id, diff);
         } else {
             self.named_refs(id, touched);
@@ -641,6 +678,9 @@ impl<C: RuleTable> Compiler<C> {
             if self.ipmap.get(host_prefix(*a)) == Some(&id) {
                 self.ipmap.remove(host_prefix(*a));
             }
+            if self.addr_owner.get(a).is_some_and(|o| o == key) {
+                self.addr_owner.remove(a);
+            }
         }
         if self.ids.release(id) {
             let ik = IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() };
@@ -652,6 +692,13 @@ impl<C: RuleTable> Compiler<C> {
                     s.remove(&id);
                     if s.is_empty() {
                         self.by_label.remove(&(k.clone(), v.clone()));
+                    }
+                }
+                let nk = (ik.namespace.clone(), k.clone(), v.clone());
+                if let Some(s) = self.by_ns_label.get_mut(&nk) {
+                    s.remove(&id);
+                    if s.is_empty() {
+                        self.by_ns_label.remove(&nk);
                     }
                 }
             }
@@ -716,7 +763,8 @@ impl<C: RuleTable> Compiler<C> {
 
     fn index_keys(p: &Policy) -> Vec<IndexKey> {
         let sel_key = |s: &LabelSelector, ns: Option<&String>| match (s.match_labels.iter().next(), ns) {
-            (Some((k, v)), _) => IndexKey::Label(k.clone(), v.clone()),
+            (Some((k, v)), Some(ns)) => IndexKey::NsLabel(ns.clone(), k.clone(), v.clone()),
+            (Some((k, v)), None) => IndexKey::Label(k.clone(), v.clone()),
             (None, Some(ns)) => IndexKey::Ns(ns.clone()),
             (None, None) => IndexKey::General,
         };
@@ -725,7 +773,13 @@ impl<C: RuleTable> Compiler<C> {
             for peer in r.peers.iter().flatten() {
                 match peer {
                     Peer::Pods { ns: NsScope::Same, pods } => keys.push(sel_key(pods, p.namespace.as_ref())),
-                    Peer::Pods { ns: NsScope::Select(_), pods } => keys.push(sel_key(pods, None)),
+                    Peer::Pods { ns: NsScope::Select(nsel), pods } => {
+                        keys.push(match (nsel.match_labels.iter().next(), pods.match_labels.iter().next()) {
+                            (Some((nk, nv)), Some((k, v))) => IndexKey::NsSel(nk.clone(), nv.clone(), k.clone(), v.clone()),
+                            (Some((nk, nv)), None) => IndexKey::NsSelOnly(nk.clone(), nv.clone()),
+                            (None, _) => sel_key(pods, None),
+                        })
+                    }
                     Peer::Entity(Entity::Cluster) => keys.push(IndexKey::General),
                     _ => {}
                 }
@@ -776,6 +830,15 @@ impl<C: RuleTable> Compiler<C> {
         consider(self.pindex.get(&IndexKey::Ns(ik.namespace.clone())));
         for (k, v) in &ik.labels {
             consider(self.pindex.get(&IndexKey::Label(k.clone(), v.clone())));
+            consider(self.pindex.get(&IndexKey::NsLabel(ik.namespace.clone(), k.clone(), v.clone())));
+        }
+        if let Some(nl) = self.ns_labels(&ik.namespace) {
+            for (nk, nv) in nl {
+                consider(self.pindex.get(&IndexKey::NsSelOnly(nk.clone(), nv.clone())));
+                for (k, v) in &ik.labels {
+                    consider(self.pindex.get(&IndexKey::NsSel(nk.clone(), nv.clone(), k.clone(), v.clone())));
+                }
+            }
         }
     }
 
@@ -812,14 +875,27 @@ impl<C: RuleTable> Compiler<C> {
     /// Identities among `cands` (or all) satisfying `f`.
     fn select(&self, sel: &LabelSelector, ns: Option<&str>, f: impl Fn(&IdentityKey) -> bool) -> Vec<u32> {
         let empty = BTreeSet::new();
-        let cands: Box<dyn Iterator<Item = u32> + '_> = if let Some((k, v)) =
-            sel.match_labels.iter().min_by_key(|(k, v)| self.by_label.get(&((*k).clone(), (*v).clone())).map_or(0, |s| s.len()))
-        {
-            Box::new(self.by_label.get(&(k.clone(), v.clone())).unwrap_or(&empty).iter().copied())
-        } else if let Some(ns) = ns {
-            Box::new(self.by_ns.get(ns).unwrap_or(&empty).iter().copied())
-        } else {
-            Box::new(self.ids.iter().map(|(i, _)| i))
+        let cands: Box<dyn Iterator<Item = u32> + '_> = match (sel.match_labels.iter().next(), ns) {
+            (Some(_), Some(ns)) => {
+                let best = sel
+                    .match_labels
+                    .iter()
+                    .map(|(k, v)| self.by_ns_label.get(&(ns.to_string(), k.clone(), v.clone())))
+                    .min_by_key(|s| s.map_or(0, |s| s.len()))
+                    .flatten();
+                Box::new(best.unwrap_or(&empty).iter().copied())
+            }
+            (Some(_), None) => {
+                let best = sel
+                    .match_labels
+                    .iter()
+                    .map(|(k, v)| self.by_label.get(&(k.clone(), v.clone())))
+                    .min_by_key(|s| s.map_or(0, |s| s.len()))
+                    .flatten();
+                Box::new(best.unwrap_or(&empty).iter().copied())
+            }
+            (None, Some(ns)) => Box::new(self.by_ns.get(ns).unwrap_or(&empty).iter().copied()),
+            (None, None) => Box::new(self.ids.iter().map(|(i, _)| i)),
         };
         let mut v: Vec<u32> = cands.filter(|i| self.ids.key(*i).is_some_and(&f)).collect();
         v.sort_unstable();
@@ -870,22 +946,23 @@ impl<C: RuleTable> Compiler<C> {
         Err(per)
     }
 
-    fn generate(&self, st: &PolicyState) -> Gen {
+    /// All rules of a policy, or with `focus`, only those involving that (new) identity.
+    fn generate(&self, st: &PolicyState, focus: Option<u32>) -> Gen {
         let p = &st.policy;
         let mut g = Gen::default();
         let targets = self.targets(p);
-        g.refs.extend(targets.iter().copied());
+        g.refs.extend(targets.iter().copied().filter(|t| focus.is_none_or(|f| f == *t)));
         let tier = p.tier.index() as u8;
         for (ingress, rules) in [(true, &p.ingress), (false, &p.egress)] {
             let Some(rules) = rules else { continue };
             let dir = if ingress { Direction::Ingress } else { Direction::Egress };
             if p.tier == TierKind::Application {
-                for t in &targets {
+                for t in targets.iter().filter(|t| focus.is_none_or(|f| f == **t)) {
                     g.isolates.push((TableRef { observe: p.audit, tier, dir }, *t));
                 }
             }
             for (ri, r) in rules.iter().enumerate() {
-                self.gen_rule(p, st.idx, ingress, dir, tier, ri, r, &targets, &mut g);
+                self.gen_rule(p, st.idx, ingress, dir, tier, ri, r, &targets, focus, &mut g);
             }
         }
         g
@@ -901,7 +978,8 @@ impl<C: RuleTable> Compiler<C> {
         tier: u8,
         ri: usize,
         r: &PolicyRule,
-        targets: &[u32],
+        all_targets: &[u32],
+        focus: Option<u32>,
         g: &mut Gen,
     ) {
         let observe = p.audit || r.action == RuleAction::Log;
@@ -915,18 +993,58 @@ impl<C: RuleTable> Compiler<C> {
         let prio = rule_priority(p.priority, ri, action);
         let ck = cookie::make(pidx, ingress, ri.min(0x7fff) as u16, flags);
         let table = TableRef { observe, tier, dir };
-        let mut remotes = Vec::new();
-        match &r.peers {
-            None => remotes.push(Remote::Any),
-            Some(peers) => {
-                for peer in peers {
-                    self.remotes(p, peer, &mut remotes);
+        let all_remotes = || {
+            let mut remotes = Vec::new();
+            match &r.peers {
+                None => remotes.push(Remote::Any),
+                Some(peers) => {
+                    for peer in peers {
+                        self.remotes(p, peer, &mut remotes);
+                    }
                 }
             }
+            remotes.sort_unstable_by_key(|r| format!("{r:?}"));
+            remotes.dedup();
+            remotes
+        };
+        // Full: every target x every remote. Focused on a new identity i: i as a
+        // target x every remote, plus every target x i as a remote.
+        let passes: Vec<(Vec<u32>, Vec<Remote>)> = match focus {
+            None => vec![(all_targets.to_vec(), all_remotes())],
+            Some(i) => {
+                let mut v = Vec::new();
+                if all_targets.contains(&i) {
+                    v.push((vec![i], all_remotes()));
+                }
+                let hit = self.ids.key(i).is_some_and(|ik| {
+                    r.peers.iter().flatten().any(|peer| self.peer_matches(p, peer, ik))
+                });
+                if hit {
+                    v.push((all_targets.to_vec(), vec![Remote::Id(i)]));
+                }
+                v
+            }
+        };
+        for (targets, remotes) in passes {
+            self.emit_rules(p, ingress, table, action, prio, ck, r, &targets, &remotes, g);
         }
-        remotes.sort_unstable_by_key(|r| format!("{r:?}"));
-        remotes.dedup();
-        for rm in &remotes {
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_rules(
+        &self,
+        _p: &Policy,
+        ingress: bool,
+        table: TableRef,
+        action: Action,
+        prio: u32,
+        ck: u64,
+        r: &PolicyRule,
+        targets: &[u32],
+        remotes: &[Remote],
+        g: &mut Gen,
+    ) {
+        for rm in remotes {
             if let Remote::Id(i) = rm {
                 g.refs.insert(*i);
             }
@@ -963,7 +1081,7 @@ impl<C: RuleTable> Compiler<C> {
             };
             if let Some(range) = range {
                 for t in targets {
-                    for rm in &remotes {
+                    for rm in remotes {
                         g.rules.push((table, mk(*t, rm, ps.proto, range, None), action, prio, ck));
                     }
                 }
@@ -982,13 +1100,13 @@ impl<C: RuleTable> Compiler<C> {
             };
             if ingress {
                 for t in targets {
-                    for rm in &remotes {
+                    for rm in remotes {
                         emit_for_dst(*t, rm, *t, g);
                     }
                 }
             } else {
                 for t in targets {
-                    for rm in &remotes {
+                    for rm in remotes {
                         match rm {
                             Remote::Id(d) => emit_for_dst(*t, rm, *d, g),
                             Remote::Any => {
@@ -1018,13 +1136,51 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn recompute_all(&mut self, touched: HashSet<String>, diff: &mut RuleDiff) {
-        let mut v: Vec<String> = touched.into_iter().collect();
+        let mut v: Vec<String> = touched.iter().cloned().collect();
         v.sort();
         for k in v {
             if self.policies.contains_key(&k) {
                 self.recompute(&k, diff);
             }
         }
+        // New identities: only their own rules, for policies not fully recomputed.
+        let mut focus = std::mem::take(&mut self.focus);
+        focus.sort();
+        for (k, id) in focus {
+            if !touched.contains(&k) && self.ids.key(id).is_some() {
+                self.extend_for_identity(&k, id, diff);
+            }
+        }
+    }
+
+    /// Adds the rules a new identity brings to a policy (no full recompute).
+    fn extend_for_identity(&mut self, key: &str, id: u32, diff: &mut RuleDiff) {
+        let Some(st) = self.policies.get(key) else { return };
+        let egress_named = st.policy.egress.iter().flatten().any(|r| r.ports.iter().any(|p| matches!(p.port, Some(PortRef::Named(_)))));
+        if egress_named || self.named_global.contains(key) {
+            return self.recompute(key, diff);
+        }
+        let g = self.generate(st, Some(id));
+        let mut st = self.policies.remove(key).expect("present");
+        let mut added: Vec<Sig> = g.rules.into_iter().filter(|s| !st.rules.contains_key(s)).collect();
+        added.sort_by_key(|s| (s.3, s.4, format!("{:?}", s.1)));
+        added.dedup();
+        for s in added {
+            let rid = self.ins(s.0, s.1, s.2, s.3, s.4, diff);
+            st.rules.insert(s, rid);
+        }
+        for x in g.isolates {
+            if !st.isolates.contains(&x) {
+                self.iso_inc(x, diff);
+                st.isolates.push(x);
+            }
+        }
+        for i in g.refs {
+            if st.refs.insert(i) {
+                self.id_refs.entry(i).or_default().insert(key.to_string());
+            }
+        }
+        self.policies.insert(key.to_string(), st);
     }
 
     fn recompute(&mut self, key: &str, diff: &mut RuleDiff) {
@@ -1033,7 +1189,7 @@ impl<C: RuleTable> Compiler<C> {
 
     fn recompute_with(&mut self, key: &str, diff: &mut RuleDiff, withdraw: bool) {
         let Some(st) = self.policies.get(key) else { return };
-        let g = if withdraw { Gen::default() } else { self.generate(st) };
+        let g = if withdraw { Gen::default() } else { self.generate(st, None) };
         let named = st.policy.uses_named_ports();
         let mut st = self.policies.remove(key).expect("present");
         st.named = named;

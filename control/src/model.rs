@@ -176,22 +176,6 @@ impl Model {
         let raw: NativeModel = toml::from_str(text).map_err(|e| from_toml(file, text, &e))?;
         raw.into_model(file, text)
     }
-
-    /// Checks a workload before it enters the model.
-    pub fn check_workload(&self, w: &Workload) -> std::result::Result<(), String> {
-        if w.name.is_empty() {
-            return Err("empty workload name".into());
-        }
-        if !self.namespaces.contains_key(&w.namespace) {
-            return Err(format!("namespace `{}` does not exist", w.namespace));
-        }
-        for a in &w.addresses {
-            if let Some(o) = self.workloads.values().find(|o| o.key() != w.key() && o.addresses.contains(a)) {
-                return Err(format!("address {a} already belongs to {}", o.key()));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
@@ -263,8 +247,10 @@ impl NativeModel {
             }
             m.add_namespace(&ns.name, ns.labels);
         }
+        let mut owners: std::collections::HashMap<IpAddr, String> = Default::default();
         for w in self.workloads {
-            let line = line_of(text, &w.name);
+            let wname = format!("\"{}\"", w.name);
+            let line = || line_of(text, &wname);
             if !m.namespaces.contains_key(&w.namespace) {
                 m.add_namespace(&w.namespace, Labels::new());
             }
@@ -290,9 +276,14 @@ impl NativeModel {
                 named_ports,
             };
             if m.workloads.contains_key(&wl.key()) {
-                return Err(Error::invalid(file, line, "workloads.name", format!("duplicate workload `{}`", wl.key())));
+                return Err(Error::invalid(file, line(), "workloads.name", format!("duplicate workload `{}`", wl.key())));
             }
-            m.check_workload(&wl).map_err(|e| Error::invalid(file, line, "workloads.addresses", e))?;
+            for a in &wl.addresses {
+                if let Some(o) = owners.insert(*a, wl.key()) {
+                    let msg = format!("address {a} already belongs to {o}");
+                    return Err(Error::invalid(file, line(), "workloads.addresses", msg));
+                }
+            }
             m.workloads.insert(wl.key(), wl);
         }
         Ok(m)
@@ -365,6 +356,7 @@ pub(crate) fn split_key<'a>(key: &'a str, default_ns: Option<&'a str>) -> (&'a s
 impl ConfModel {
     fn into_model(self, file: &str) -> Result<Model> {
         let mut m = Model::default();
+        let mut owners: std::collections::HashMap<IpAddr, String> = Default::default();
         for (n, l) in self.namespaces {
             m.add_namespace(&n, l);
         }
@@ -375,7 +367,11 @@ impl ConfModel {
                 m.add_namespace(&ns, Labels::new());
             }
             let w = p.workload(&ns, name).map_err(|e| Error::invalid(file, 0, format!("pods.{key}"), e))?;
-            m.check_workload(&w).map_err(|e| Error::invalid(file, 0, format!("pods.{key}"), e))?;
+            for a in &w.addresses {
+                if let Some(o) = owners.insert(*a, w.key()) {
+                    return Err(Error::invalid(file, 0, format!("pods.{key}.ip"), format!("address {a} already belongs to {o}")));
+                }
+            }
             m.workloads.insert(w.key(), w);
         }
         Ok(m)
