@@ -183,8 +183,8 @@ pub fn build(rules: &[Rule]) -> Classifier {
     c
 }
 
-/// The bursts of a trace: full bursts of 32 and a masked tail.
-fn bursts(keys: &[FlowKey]) -> Vec<([FlowKey; BURST], u32)> {
+/// The bursts of a trace: full bursts of 32 and a masked tail (lane mask).
+pub fn bursts(keys: &[FlowKey]) -> Vec<([FlowKey; BURST], u32)> {
     keys.chunks(BURST)
         .map(|c| {
             let mut b = [FlowKey::default(); BURST];

@@ -52,10 +52,31 @@ const ADDR_BITS: u32 = 12;
 const MAX_SPAN_BITS: u32 = 6;
 const ADDR_CHUNKS: usize = 1 << ADDR_BITS;
 /// Slots per field: chunks, then WILD, then V6.
-const FIELD_SLOTS: [usize; 5] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258];
-const OFFSETS: [usize; 5] = [0, ADDR_CHUNKS + 2, 2 * (ADDR_CHUNKS + 2), 2 * (ADDR_CHUNKS + 2) + 258, 2 * (ADDR_CHUNKS + 2) + 516];
+/// Address bits of each side in the (src, dst) pair field.
+const PAIR_BITS: u32 = 24;
+/// Pair slots (hashed).
+const PAIR_SLOT_BITS: u32 = 12;
+/// A rule spanning more than this many (src, dst) chunk pairs is WILD there.
+const MAX_PAIRS: u32 = 64;
+const PAIR_CHUNKS: usize = 1 << PAIR_SLOT_BITS;
+const NFIELDS: usize = 6;
+const FIELD_SLOTS: [usize; NFIELDS] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258, PAIR_CHUNKS + 2];
+const OFFSETS: [usize; NFIELDS] = [
+    0,
+    ADDR_CHUNKS + 2,
+    2 * (ADDR_CHUNKS + 2),
+    2 * (ADDR_CHUNKS + 2) + 258,
+    2 * (ADDR_CHUNKS + 2) + 516,
+    2 * (ADDR_CHUNKS + 2) + 774,
+];
+
+/// The slot of a (src, dst) pair of 24-bit address chunks.
+#[inline(always)]
+fn pair_slot(s: u32, d: u32) -> usize {
+    OFFSETS[5] + (((s as u64) << 32 | d as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_SLOT_BITS)) as usize
+}
 /// Total slots over all fields.
-pub(crate) const SLOTS: usize = 2 * (ADDR_CHUNKS + 2) + 3 * 258;
+pub(crate) const SLOTS: usize = OFFSETS[5] + PAIR_CHUNKS + 2;
 
 #[inline(always)]
 const fn wild(f: usize) -> usize {
@@ -68,7 +89,7 @@ const fn v6(f: usize) -> usize {
 
 /// Per-field slot indices of a key, computed once per lookup.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct KeySlots([u16; 5]);
+pub(crate) struct KeySlots([u16; NFIELDS]);
 
 impl KeySlots {
     #[inline(always)]
@@ -80,6 +101,11 @@ impl KeySlots {
             (OFFSETS[2] + (k.sport & 0xff) as usize) as u16,
             (OFFSETS[3] + (k.dport & 0xff) as usize) as u16,
             (OFFSETS[4] + k.proto as usize) as u16,
+            if is_v4(k.src) && is_v4(k.dst) {
+                pair_slot((k.src as u32) >> (32 - PAIR_BITS), (k.dst as u32) >> (32 - PAIR_BITS))
+            } else {
+                v6(5)
+            } as u16,
         ])
     }
 }
@@ -125,6 +151,28 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
         None => f(wild(4)),
         Some(p) => f(OFFSETS[4] + p as usize),
     }
+    // The pair field: only IPv4 prefixes on both sides are listed.
+    let side = |p: Prefix| -> Result<(u32, u32), bool> {
+        if p.len >= 96 && is_v4(p.addr) {
+            let l = (p.len - 96) as u32;
+            let n = if l >= PAIR_BITS { 1 } else { 1u32 << (PAIR_BITS - l).min(31) };
+            Ok(((p.addr as u32) >> (32 - PAIR_BITS), n))
+        } else {
+            // Err(true): may match IPv4 keys (WILD); Err(false): IPv6 only.
+            Err(p.len == 0 || (p.len < 96 && p.contains(V4_BLOCK)))
+        }
+    };
+    match (side(m.src), side(m.dst)) {
+        (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS => {
+            for a in s..s + ns {
+                for b in d..d + nd {
+                    f(pair_slot(a, b));
+                }
+            }
+        }
+        (Err(false), _) | (_, Err(false)) => f(v6(5)),
+        _ => f(wild(5)),
+    }
 }
 
 /// The candidate bitsets.
@@ -145,7 +193,7 @@ impl Prune {
     pub fn candidates(&self, s: &KeySlots) -> u128 {
         let b = &self.bits[..SLOTS];
         let mut c = u128::MAX;
-        for f in 0..5 {
+        for f in 0..NFIELDS {
             c &= b[s.0[f] as usize] | b[wild(f)];
         }
         c
