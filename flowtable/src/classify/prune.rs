@@ -59,8 +59,8 @@ const PAIR_SLOT_BITS: u32 = 12;
 /// A rule spanning more than this many (src, dst) chunk pairs is WILD there.
 const MAX_PAIRS: u32 = 64;
 const PAIR_CHUNKS: usize = 1 << PAIR_SLOT_BITS;
-const NFIELDS: usize = 6;
-const FIELD_SLOTS: [usize; NFIELDS] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258, PAIR_CHUNKS + 2];
+const NFIELDS: usize = 7;
+const FIELD_SLOTS: [usize; NFIELDS] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258, PAIR_CHUNKS + 2, PAIR_CHUNKS + 2];
 const OFFSETS: [usize; NFIELDS] = [
     0,
     ADDR_CHUNKS + 2,
@@ -68,15 +68,21 @@ const OFFSETS: [usize; NFIELDS] = [
     2 * (ADDR_CHUNKS + 2) + 258,
     2 * (ADDR_CHUNKS + 2) + 516,
     2 * (ADDR_CHUNKS + 2) + 774,
+    2 * (ADDR_CHUNKS + 2) + 774 + PAIR_CHUNKS + 2,
 ];
 
-/// The slot of a (src, dst) pair of 24-bit address chunks.
+/// The slot in pair field `f` (5: 24-bit chunks, 6: 16-bit) of a chunk pair.
 #[inline(always)]
-fn pair_slot(s: u32, d: u32) -> usize {
-    OFFSETS[5] + (((s as u64) << 32 | d as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_SLOT_BITS)) as usize
+fn pair_slot(f: usize, s: u32, d: u32) -> usize {
+    OFFSETS[f] + (((s as u64) << 32 | d as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_SLOT_BITS)) as usize
+}
+
+/// Address bits per side of pair field `f`.
+const fn pair_bits(f: usize) -> u32 {
+    if f == 5 { PAIR_BITS } else { 16 }
 }
 /// Total slots over all fields.
-pub(crate) const SLOTS: usize = OFFSETS[5] + PAIR_CHUNKS + 2;
+pub(crate) const SLOTS: usize = OFFSETS[NFIELDS - 1] + FIELD_SLOTS[NFIELDS - 1];
 
 #[inline(always)]
 const fn wild(f: usize) -> usize {
@@ -102,9 +108,14 @@ impl KeySlots {
             (OFFSETS[3] + (k.dport & 0xff) as usize) as u16,
             (OFFSETS[4] + k.proto as usize) as u16,
             if is_v4(k.src) && is_v4(k.dst) {
-                pair_slot((k.src as u32) >> (32 - PAIR_BITS), (k.dst as u32) >> (32 - PAIR_BITS))
+                pair_slot(5, (k.src as u32) >> (32 - PAIR_BITS), (k.dst as u32) >> (32 - PAIR_BITS))
             } else {
                 v6(5)
+            } as u16,
+            if is_v4(k.src) && is_v4(k.dst) {
+                pair_slot(6, (k.src as u32) >> 16, (k.dst as u32) >> 16)
+            } else {
+                v6(6)
             } as u16,
         ])
     }
@@ -151,27 +162,30 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
         None => f(wild(4)),
         Some(p) => f(OFFSETS[4] + p as usize),
     }
-    // The pair field: only IPv4 prefixes on both sides are listed.
-    let side = |p: Prefix| -> Result<(u32, u32), bool> {
-        if p.len >= 96 && is_v4(p.addr) {
-            let l = (p.len - 96) as u32;
-            let n = if l >= PAIR_BITS { 1 } else { 1u32 << (PAIR_BITS - l).min(31) };
-            Ok(((p.addr as u32) >> (32 - PAIR_BITS), n))
-        } else {
-            // Err(true): may match IPv4 keys (WILD); Err(false): IPv6 only.
-            Err(p.len == 0 || (p.len < 96 && p.contains(V4_BLOCK)))
-        }
-    };
-    match (side(m.src), side(m.dst)) {
-        (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS => {
-            for a in s..s + ns {
-                for b in d..d + nd {
-                    f(pair_slot(a, b));
+    // The pair fields: only IPv4 prefixes on both sides are listed.
+    for fi in [5, 6] {
+        let bits = pair_bits(fi);
+        let side = |p: Prefix| -> Result<(u32, u32), bool> {
+            if p.len >= 96 && is_v4(p.addr) {
+                let l = (p.len - 96) as u32;
+                let n = if l >= bits { 1 } else { 1u32 << (bits - l).min(31) };
+                Ok(((p.addr as u32) >> (32 - bits), n))
+            } else {
+                // Err(true): may match IPv4 keys (WILD); Err(false): IPv6 only.
+                Err(p.len == 0 || (p.len < 96 && p.contains(V4_BLOCK)))
+            }
+        };
+        match (side(m.src), side(m.dst)) {
+            (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS => {
+                for a in s..s + ns {
+                    for b in d..d + nd {
+                        f(pair_slot(fi, a, b));
+                    }
                 }
             }
+            (Err(false), _) | (_, Err(false)) => f(v6(fi)),
+            _ => f(wild(fi)),
         }
-        (Err(false), _) | (_, Err(false)) => f(v6(5)),
-        _ => f(wild(5)),
     }
 }
 
