@@ -7,7 +7,7 @@
 use super::state::{Dest, DpOp, DpState};
 use control::{Compiler, Model, PolicySet, RuleDiff, Workload};
 use flowtable::key::addr_of;
-use flowtable::leftright::{Reader, Writer};
+use flowtable::leftright::{Absorb, Reader, Writer};
 use flowtable::{Classifier, Prefix};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -55,7 +55,8 @@ fn host(a: IpAddr) -> Prefix {
 pub struct PolicyPlane {
     compiler: Compiler<Classifier>,
     writer: Writer<DpState>,
-    /// Address -> workload key (for destinations).
+    /// Address -> workload key (for destinations), kept current by every
+    /// workload operation.
     by_addr: HashMap<IpAddr, String>,
 }
 
@@ -67,21 +68,23 @@ impl PolicyPlane {
     pub fn new(model: Model, set: PolicySet, uplink: Option<Dest>) -> control::Result<Self> {
         let compiler: Compiler<Classifier> = Compiler::with_policies(model, set)?;
         let t = compiler.tables();
-        let mut st = DpState {
-            enforce: t.enforce.clone(),
-            observe: t.observe.clone(),
-            ipmap: compiler.ipmap().clone(),
-            fib: flowtable::PrefixMap::new(),
-            uplink,
-        };
+        let mut st = DpState::new(t.enforce.clone(), t.observe.clone());
+        st.ipmap = compiler.ipmap().clone();
         let mut by_addr = HashMap::new();
+        let mut ops = Vec::new();
+        if let Some(u) = uplink {
+            ops.push(DpOp::SetDest(Prefix::ANY, u));
+        }
         for (key, w) in &compiler.model().workloads {
             for a in &w.addresses {
                 by_addr.insert(*a, key.clone());
                 if let Some(d) = dest_of(w) {
-                    st.fib.insert(host(*a), d);
+                    ops.push(DpOp::SetDest(host(*a), d));
                 }
             }
+        }
+        for op in &ops {
+            st.absorb(op).map_err(|e| control::Error::BadArg { arg: "workloads".into(), msg: e.to_string() })?;
         }
         Ok(Self { compiler, writer: Writer::new(st), by_addr })
     }
@@ -124,17 +127,10 @@ impl PolicyPlane {
                 self.writer.apply(op).expect("address ops never fail");
                 addresses += 1;
             }
-            let wl = self.compiler.model().workloads.values().find(|w| w.addresses.contains(&a));
-            match wl {
-                Some(w) => {
-                    self.by_addr.insert(a, w.key());
-                }
-                None => {
-                    self.by_addr.remove(&a);
-                }
-            }
+            let wl = self.by_addr.get(&a).and_then(|k| self.compiler.model().workloads.get(k)).filter(|w| w.addresses.contains(&a));
             let want = wl.and_then(dest_of);
-            if self.writer.staged().fib.get(p).copied() != want {
+            let have = self.writer.staged().routes.get(p).map(|id| self.writer.staged().dests[*id as usize]);
+            if have != want {
                 let op = match want {
                     Some(d) => DpOp::SetDest(p, d),
                     None => DpOp::ClearDest(p),
@@ -153,8 +149,9 @@ impl PolicyPlane {
         Published { gen, inserts, deletes, addresses, compile, publish: t1.elapsed() }
     }
 
+    /// The addresses of a workload named `ns/name` or by a unique bare name.
     fn addresses_of(&self, key: &str) -> Vec<IpAddr> {
-        self.compiler.model().workloads.get(key).map(|w| w.addresses.clone()).unwrap_or_default()
+        self.compiler.model().find(key).map(|w| w.addresses.clone()).unwrap_or_default()
     }
 
     /// `policy load FILE...`: adds or replaces the policies in the files (all
@@ -204,8 +201,11 @@ impl PolicyPlane {
     /// A duplicate or invalid workload.
     pub fn add_workload(&mut self, w: Workload) -> control::Result<Published> {
         let t0 = Instant::now();
-        let addrs = w.addresses.clone();
+        let (addrs, key) = (w.addresses.clone(), w.key());
         let diff = self.compiler.add_workload(w)?;
+        for a in &addrs {
+            self.by_addr.insert(*a, key.clone());
+        }
         Ok(self.commit(diff, &addrs, t0))
     }
 
@@ -217,6 +217,9 @@ impl PolicyPlane {
         let t0 = Instant::now();
         let addrs = self.addresses_of(key);
         let diff = self.compiler.remove_workload(key)?;
+        for a in &addrs {
+            self.by_addr.remove(a);
+        }
         Ok(self.commit(diff, &addrs, t0))
     }
 
@@ -227,8 +230,15 @@ impl PolicyPlane {
     pub fn move_workload(&mut self, key: &str, addrs: Vec<IpAddr>) -> control::Result<Published> {
         let t0 = Instant::now();
         let mut touched = self.addresses_of(key);
-        touched.extend(addrs.iter().copied());
-        let diff = self.compiler.move_workload(key, addrs)?;
+        let diff = self.compiler.move_workload(key, addrs.clone())?;
+        for a in &touched {
+            self.by_addr.remove(a);
+        }
+        let key = self.compiler.model().find(key)?.key();
+        for a in &addrs {
+            self.by_addr.insert(*a, key.clone());
+        }
+        touched.extend(addrs);
         Ok(self.commit(diff, &touched, t0))
     }
 
@@ -301,8 +311,8 @@ mod tests {
         assert!(allowed(&r, "10.0.1.20", "10.0.1.30", 5432), "api -> db");
         // forwarding table: workloads with a port and MAC; the rest go to the uplink
         let s = r.load();
-        assert_eq!(s.fib.lookup(addr_of("10.0.1.10".parse().unwrap())).map(|(_, d)| d.port), Some(1));
-        assert_eq!(s.uplink.map(|d| d.port), Some(0));
+        assert_eq!(s.dest(addr_of("10.0.1.10".parse().unwrap())).map(|d| d.port), Some(1));
+        assert_eq!(s.dest(addr_of("192.0.2.1".parse().unwrap())).map(|d| d.port), Some(0), "the uplink is the default route");
         drop(s);
 
         // quarantine api-1: its live flows are denied at the new generation
@@ -323,8 +333,8 @@ mod tests {
         assert!(allowed(&r, "10.0.1.10", "10.0.9.20", 8080));
         assert!(!allowed(&r, "10.0.1.10", "10.0.1.20", 8080), "the old address is unknown now (zero trust)");
         let s = r.load();
-        assert_eq!(s.fib.lookup(addr_of("10.0.9.20".parse().unwrap())).map(|(_, d)| d.port), Some(3));
-        assert!(s.fib.lookup(addr_of("10.0.1.20".parse().unwrap())).is_none());
+        assert_eq!(s.dest(addr_of("10.0.9.20".parse().unwrap())).map(|d| d.port), Some(3));
+        assert_eq!(s.dest(addr_of("10.0.1.20".parse().unwrap())).map(|d| d.port), Some(0), "the old address now goes to the uplink");
         drop(s);
 
         // relabel web-1 as a db client it is not allowed to be: web policy no longer selects it

@@ -7,9 +7,10 @@
 use control::TableRef;
 use flowtable::leftright::Absorb;
 use flowtable::{Classifier, PolicyTables, Prefix, PrefixMap, Rule, RuleId};
+use std::collections::HashMap;
 
 /// Where traffic to an address goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Dest {
     /// Output port id.
     pub port: u16,
@@ -27,10 +28,16 @@ pub struct DpState {
     pub observe: PolicyTables<Classifier>,
     /// Address -> security identity.
     pub ipmap: PrefixMap<u32>,
-    /// Address -> destination (workload ports); a miss goes to the uplink.
-    pub fib: PrefixMap<Dest>,
-    /// Where traffic to addresses of no local workload goes (None: dropped).
-    pub uplink: Option<Dest>,
+    /// Address -> destination id (an index into [`DpState::dests`]): the
+    /// pipeline's routes. Local workloads have host entries; the uplink, when
+    /// set, is the default route (::/0).
+    pub routes: PrefixMap<u16>,
+    /// Destinations by id. Ids are interned per distinct destination and
+    /// allocated deterministically, so both left-right copies agree.
+    pub dests: Vec<Dest>,
+    dest_ids: HashMap<Dest, u16>,
+    dest_refs: Vec<u32>,
+    free_ids: Vec<u16>,
 }
 
 /// One change to the state.
@@ -48,8 +55,7 @@ pub enum DpOp {
     SetDest(Prefix, Dest),
     /// Forget an address's destination.
     ClearDest(Prefix),
-    /// Set the uplink.
-    SetUplink(Option<Dest>),
+    /// (The uplink is the destination of `Prefix::ANY`.)
     /// Set the enforcing tables' defaults (egress, ingress): zero trust or not.
     SetDefaults(flowtable::Action, flowtable::Action),
 }
@@ -63,9 +69,60 @@ pub enum DpError {
     /// No such rule in that table.
     #[error("rule {0:?} not in the table")]
     Missing(RuleId),
+    /// More distinct destinations than a route can name.
+    #[error("too many distinct destinations")]
+    TooManyDests,
 }
 
 impl DpState {
+    /// An empty state: empty tables (all tiers, allow defaults), no addresses.
+    pub fn new(enforce: PolicyTables<Classifier>, observe: PolicyTables<Classifier>) -> Self {
+        DpState {
+            enforce,
+            observe,
+            ipmap: PrefixMap::new(),
+            routes: PrefixMap::new(),
+            dests: Vec::new(),
+            dest_ids: HashMap::new(),
+            dest_refs: Vec::new(),
+            free_ids: Vec::new(),
+        }
+    }
+
+    /// The destination for an address (longest prefix), if any.
+    pub fn dest(&self, a: flowtable::key::Addr) -> Option<Dest> {
+        self.routes.lookup(a).map(|(_, id)| self.dests[*id as usize])
+    }
+
+    fn intern(&mut self, d: Dest) -> Result<u16, DpError> {
+        if let Some(&id) = self.dest_ids.get(&d) {
+            self.dest_refs[id as usize] += 1;
+            return Ok(id);
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                let id = u16::try_from(self.dests.len()).map_err(|_| DpError::TooManyDests)?;
+                self.dests.push(d);
+                self.dest_refs.push(0);
+                id
+            }
+        };
+        self.dests[id as usize] = d;
+        self.dest_refs[id as usize] = 1;
+        self.dest_ids.insert(d, id);
+        Ok(id)
+    }
+
+    fn release(&mut self, id: u16) {
+        let r = &mut self.dest_refs[id as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.dest_ids.remove(&self.dests[id as usize]);
+            self.free_ids.push(id);
+        }
+    }
+
     fn table_mut(&mut self, t: TableRef) -> &mut Classifier {
         let pt = if t.observe { &mut self.observe } else { &mut self.enforce };
         pt.tiers[t.tier as usize].table_mut(t.dir)
@@ -89,15 +146,16 @@ impl Absorb for DpState {
                 Ok(())
             }
             DpOp::SetDest(p, d) => {
-                self.fib.insert(*p, *d);
+                let id = self.intern(*d)?;
+                if let Some(old) = self.routes.insert(*p, id) {
+                    self.release(old);
+                }
                 Ok(())
             }
             DpOp::ClearDest(p) => {
-                self.fib.remove(*p);
-                Ok(())
-            }
-            DpOp::SetUplink(u) => {
-                self.uplink = *u;
+                if let Some(old) = self.routes.remove(*p) {
+                    self.release(old);
+                }
                 Ok(())
             }
             DpOp::SetDefaults(e, i) => {
