@@ -1,7 +1,7 @@
 //! Loading policy files: every file of a load parses and validates, or the
 //! whole load fails with the first error (file, line, field) and nothing applies.
 
-use super::{bulkhead, k8s, Policy, Settings};
+use super::{bulkhead, calico, k8s, Policy, Settings};
 use crate::error::{from_toml, from_yaml, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -147,6 +147,15 @@ fn parse_yaml(file: &str, text: &str) -> Result<Vec<Policy>> {
                     out.push(np.to_policy(file, line));
                 }
             }
+            ("projectcalico.org/v3", "NetworkPolicy") | ("projectcalico.org/v3", "GlobalNetworkPolicy") => {
+                let cp: calico::CalicoPolicy = serde_yaml::from_str(&doc).map_err(|e| from_yaml(file, start, &e))?;
+                let line = find_line(text, start, &format!("name: {}", cp.metadata.name)).unwrap_or(doc_line);
+                out.push(cp.to_policy(file, line).map_err(|e| split_err(file, line, "spec", &e))?);
+            }
+            ("projectcalico.org/v3", "Tier") => {
+                // Tiers need no declaration here: `default` is the application tier,
+                // every other tier the admin tier.
+            }
             ("", _) | (_, "") => {
                 return Err(Error::invalid(file, doc_line, "kind", "document has no apiVersion/kind"));
             }
@@ -157,10 +166,10 @@ fn parse_yaml(file: &str, text: &str) -> Result<Vec<Policy>> {
 }
 
 fn unsupported(file: &str, line: usize, kind: &str, api: &str) -> Error {
-    let hint = if api.starts_with("projectcalico.org") || api.starts_with("cilium.io") {
-        "write tiers, deny, pass and cluster-wide policies in Bulkhead TOML (docs/policy-format.md)"
+    let hint = if api.starts_with("cilium.io") {
+        "Cilium policies are not translated; write deny, entities and cluster-wide policies in Bulkhead TOML (docs/policy-format.md)"
     } else {
-        "supported: networking.k8s.io/v1 NetworkPolicy, List/NetworkPolicyList, Bulkhead TOML"
+        "supported: networking.k8s.io/v1 NetworkPolicy, List/NetworkPolicyList, projectcalico.org/v3 NetworkPolicy/GlobalNetworkPolicy/Tier, Bulkhead TOML"
     };
     Error::Unsupported { file: file.to_string(), line, kind: kind.to_string(), api: api.to_string(), hint: hint.to_string() }
 }

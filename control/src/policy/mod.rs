@@ -3,6 +3,7 @@
 //! nothing.
 
 pub mod bulkhead;
+pub mod calico;
 pub mod k8s;
 pub mod load;
 
