@@ -24,7 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::key::FlowKey;
 use crate::rule::{Rule, RuleId, RuleLookup};
 use hot::{Hot, KeyV4};
-use prune::{KeySlots, Prune, PRUNE_IDS};
+use prune::{Bits, KeySlots, Prune, PRUNE_IDS};
 use tuple::{Masks, Tuple, Words};
 
 /// Packets per burst.
@@ -336,9 +336,9 @@ impl Classifier {
         let mut cand = self.prune.candidates(&KeySlots::of(k));
         let mut best_rank = 0u64;
         let mut best = NIL;
-        while cand != 0 {
-            let pos = cand.trailing_zeros() as usize;
-            cand &= cand - 1;
+        while !cand.is_empty() {
+            let pos = cand.first();
+            cand.clear_first();
             let tb = &self.tables[self.order[pos] as usize];
             if best_rank > tb.max_rank {
                 return best;
@@ -363,11 +363,11 @@ impl Classifier {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
         let mut cand = self.prune.candidates(&KeySlots::of(k));
-        let n = cand.count_ones();
+        let n = cand.count();
         let (mut best_rank, mut probes, mut found_at, mut steps) = (0u64, 0u32, 0u32, 0u32);
-        while cand != 0 {
-            let pos = cand.trailing_zeros() as usize;
-            cand &= cand - 1;
+        while !cand.is_empty() {
+            let pos = cand.first();
+            cand.clear_first();
             let tb = &self.tables[self.order[pos] as usize];
             if best_rank > tb.max_rank {
                 break;
@@ -407,7 +407,7 @@ impl Classifier {
     ) -> u32 {
         let mut words = [Words::default(); BURST];
         let mut kv = [KeyV4::default(); BURST];
-        let mut cand = [0u128; BURST];
+        let mut cand = [Bits::default(); BURST];
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -427,13 +427,14 @@ impl Classifier {
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
-                let c = cand[i];
-                if c == 0 {
+                let c = &mut cand[i];
+                if c.is_empty() {
                     active &= !(1 << i);
                     continue;
                 }
-                cand[i] = c & (c - 1);
-                let tb = &self.tables[self.order[c.trailing_zeros() as usize] as usize];
+                let pos = c.first();
+                c.clear_first();
+                let tb = &self.tables[self.order[pos] as usize];
                 if best_rank[i] > tb.max_rank {
                     active &= !(1 << i);
                     done |= 1 << i;

@@ -39,12 +39,85 @@ use crate::rule::{Match, PortRange, Prefix};
 const V4_BLOCK: u128 = 0xffff_0000_0000;
 
 /// Subtable positions below this take part in pruning.
-pub(crate) const PRUNE_IDS: usize = 128;
+pub(crate) const PRUNE_IDS: usize = 256;
 
-/// Bits `lo..=hi` set.
-#[inline]
-fn range(lo: usize, hi: usize) -> u128 {
-    (u128::MAX >> (127 - hi)) & (u128::MAX << lo)
+/// A set of subtable positions `0..256`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bits {
+    lo: u128,
+    hi: u128,
+}
+
+impl core::ops::BitAnd for Bits {
+    type Output = Bits;
+    #[inline(always)]
+    fn bitand(self, o: Bits) -> Bits {
+        Bits { lo: self.lo & o.lo, hi: self.hi & o.hi }
+    }
+}
+impl core::ops::BitOr for Bits {
+    type Output = Bits;
+    #[inline(always)]
+    fn bitor(self, o: Bits) -> Bits {
+        Bits { lo: self.lo | o.lo, hi: self.hi | o.hi }
+    }
+}
+impl core::ops::Not for Bits {
+    type Output = Bits;
+    #[inline(always)]
+    fn not(self) -> Bits {
+        Bits { lo: !self.lo, hi: !self.hi }
+    }
+}
+
+impl Bits {
+    pub const ALL: Bits = Bits { lo: u128::MAX, hi: u128::MAX };
+    /// Only position `p`.
+    #[inline(always)]
+    pub fn bit(p: usize) -> Bits {
+        if p < 128 { Bits { lo: 1 << p, hi: 0 } } else { Bits { lo: 0, hi: 1 << (p - 128) } }
+    }
+    /// Positions `< a` (`a` in `0..=256`).
+    #[inline]
+    pub fn below(a: usize) -> Bits {
+        let m = |n: usize| if n == 0 { 0 } else if n >= 128 { u128::MAX } else { u128::MAX >> (128 - n) };
+        Bits { lo: m(a.min(128)), hi: m(a.saturating_sub(128)) }
+    }
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.lo == 0 && self.hi == 0
+    }
+    #[inline(always)]
+    pub fn test(&self, p: usize) -> bool {
+        !(*self & Bits::bit(p)).is_empty()
+    }
+    /// The lowest position (the set must not be empty).
+    #[inline(always)]
+    pub fn first(&self) -> usize {
+        if self.lo != 0 { self.lo.trailing_zeros() as usize } else { 128 + self.hi.trailing_zeros() as usize }
+    }
+    /// Removes the lowest position.
+    #[inline(always)]
+    pub fn clear_first(&mut self) {
+        if self.lo != 0 {
+            self.lo &= self.lo - 1;
+        } else {
+            self.hi &= self.hi.wrapping_sub(1);
+        }
+    }
+    pub fn count(&self) -> u32 {
+        self.lo.count_ones() + self.hi.count_ones()
+    }
+    /// Every position up one (255 drops off).
+    #[inline]
+    fn up(self) -> Bits {
+        Bits { lo: self.lo << 1, hi: self.hi << 1 | self.lo >> 127 }
+    }
+    /// Every position down one (0 drops off).
+    #[inline]
+    fn down(self) -> Bits {
+        Bits { lo: self.lo >> 1 | self.hi << 127, hi: self.hi >> 1 }
+    }
 }
 
 const ADDR_BITS: u32 = 12;
@@ -192,23 +265,23 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
 /// The candidate bitsets.
 #[derive(Clone, Debug)]
 pub(crate) struct Prune {
-    bits: Vec<u128>,
+    bits: Vec<Bits>,
 }
 
 impl Default for Prune {
     fn default() -> Self {
-        Prune { bits: vec![0; SLOTS] }
+        Prune { bits: vec![Bits::default(); SLOTS] }
     }
 }
 
 impl Prune {
     /// Subtables (ids < 128) compatible with a key in every field.
     #[inline(always)]
-    pub fn candidates(&self, s: &KeySlots) -> u128 {
+    pub fn candidates(&self, s: &KeySlots) -> Bits {
         let b = &self.bits[..SLOTS];
-        let mut c = u128::MAX;
+        let mut c = Bits::ALL;
         for f in 0..NFIELDS {
-            c &= b[s.0[f] as usize] | b[wild(f)];
+            c = c & (b[s.0[f] as usize] | b[wild(f)]);
         }
         c
     }
@@ -216,23 +289,21 @@ impl Prune {
     /// Adds or removes a rule of the subtable at position `pos` to `counts`
     /// (that subtable's occupancy, `SLOTS` long), keeping the bits exact.
     pub fn update(&mut self, pos: usize, counts: &mut Counts, m: &Match, add: bool) {
-        let bit = 1u128 << (pos % PRUNE_IDS);
         let live = pos < PRUNE_IDS;
+        let bit = if live { Bits::bit(pos) } else { Bits::default() };
         for_each_slot(m, |s| {
             if add {
                 let c = counts.entry(s as u16).or_insert(0);
                 *c += 1;
-                if *c == 1 && live {
-                    self.bits[s] |= bit;
+                if *c == 1 {
+                    self.bits[s] = self.bits[s] | bit;
                 }
             } else {
                 let c = counts.get_mut(&(s as u16)).expect("a present rule occupies its slots");
                 *c -= 1;
                 if *c == 0 {
                     counts.remove(&(s as u16));
-                    if live {
-                        self.bits[s] &= !bit;
-                    }
+                    self.bits[s] = self.bits[s] & !bit;
                 }
             }
         });
@@ -244,64 +315,64 @@ impl Prune {
         if a >= PRUNE_IDS {
             return;
         }
-        let keep = if a == 0 { 0 } else { range(0, a - 1) };
+        let keep = Bits::below(a);
         for w in &mut self.bits {
-            *w = (*w & keep) | ((*w >> 1) & !keep);
+            *w = (*w & keep) | (w.down() & !keep);
         }
     }
 
     /// A subtable enters the order at position `b` with occupancy `counts`:
-    /// positions from `b` up move up one (the one pushed to 128 is no longer
-    /// pruned).
+    /// positions from `b` up move up one (the one pushed past the pruned
+    /// range is no longer pruned).
     pub fn insert_pos(&mut self, b: usize, counts: &Counts) {
         if b >= PRUNE_IDS {
             return;
         }
-        let keep = if b == 0 { 0 } else { range(0, b - 1) };
+        let keep = Bits::below(b);
+        let clear = !keep & !Bits::bit(b);
         for w in self.bits.iter_mut() {
-            *w = (*w & keep) | ((*w << 1) & !keep & !(1 << b));
+            *w = (*w & keep) | (w.up() & clear);
         }
         for &s in counts.keys() {
-            self.bits[s as usize] |= 1 << b;
+            self.bits[s as usize] = self.bits[s as usize] | Bits::bit(b);
         }
     }
 
     /// Sets the bits of position `pos` from `counts` (a subtable that moved
-    /// down to position 127 from beyond the pruned range).
+    /// down into the pruned range).
     pub fn fill(&mut self, pos: usize, counts: &Counts) {
         if pos >= PRUNE_IDS {
             return;
         }
+        let clear = !Bits::bit(pos);
         for w in self.bits.iter_mut() {
-            *w &= !(1 << pos);
+            *w = *w & clear;
         }
         for &s in counts.keys() {
-            self.bits[s as usize] |= 1 << pos;
+            self.bits[s as usize] = self.bits[s as usize] | Bits::bit(pos);
         }
     }
 
     /// Moves position `a` to `b` (both pruned) in one pass.
     pub fn move_pos(&mut self, a: usize, b: usize) {
         debug_assert!(a < PRUNE_IDS && b < PRUNE_IDS);
-        if a < b {
-            let mid = range(a + 1, b);
-            let all = range(a, b);
-            for w in &mut self.bits {
-                let bit = (*w >> a) & 1;
-                *w = (*w & !all) | ((*w & mid) >> 1) | bit << b;
-            }
+        let (mid, all, up) = if a < b {
+            (Bits::below(b + 1) & !Bits::below(a + 1), Bits::below(b + 1) & !Bits::below(a), false)
         } else if a > b {
-            let mid = range(b, a - 1);
-            let all = range(b, a);
-            for w in &mut self.bits {
-                let bit = (*w >> a) & 1;
-                *w = (*w & !all) | ((*w & mid) << 1) | bit << b;
-            }
+            (Bits::below(a) & !Bits::below(b), Bits::below(a + 1) & !Bits::below(b), true)
+        } else {
+            return;
+        };
+        let bb = Bits::bit(b);
+        for w in &mut self.bits {
+            let moved = if w.test(a) { bb } else { Bits::default() };
+            let shifted = if up { (*w & mid).up() } else { (*w & mid).down() };
+            *w = (*w & !all) | shifted | moved;
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.bits.capacity() * 16
+        self.bits.capacity() * core::mem::size_of::<Bits>()
     }
 }
 
@@ -309,21 +380,34 @@ impl Prune {
 mod tests {
     use super::*;
 
+    fn b(lo: u128, hi: u128) -> Bits {
+        Bits { lo, hi }
+    }
+
     #[test]
     fn moves_keep_other_bits() {
-        let mut p = Prune { bits: vec![0b1011_0110u128, u128::MAX, 1 << 127 | 1] };
+        let mut p = Prune { bits: vec![b(0b1011_0110, 0), Bits::ALL, b(1 << 127 | 1, 1 << 127)] };
         p.move_pos(1, 5);
-        assert_eq!(p.bits[0], 0b1011_1010);
+        assert_eq!(p.bits[0], b(0b1011_1010, 0));
         p.move_pos(5, 1);
-        assert_eq!(p.bits[0], 0b1011_0110);
-        assert_eq!(p.bits[1], u128::MAX);
+        assert_eq!(p.bits[0], b(0b1011_0110, 0));
+        assert_eq!(p.bits[1], Bits::ALL);
+        p.move_pos(127, 200);
+        assert_eq!(p.bits[2], b(1, 1 << 127 | 1 << 72));
+        p.move_pos(200, 127);
+        assert_eq!(p.bits[2], b(1 << 127 | 1, 1 << 127));
         p.remove_pos(0);
-        assert_eq!(p.bits[2], 1 << 126);
+        assert_eq!(p.bits[2], b(1 << 126, 1 << 126));
         p.insert_pos(0, &[(0u16, 1u32), (2, 1)].into_iter().collect());
-        assert_eq!(p.bits[0], 0b1011_0111);
-        assert_eq!(p.bits[1], u128::MAX - 1);
-        assert_eq!(p.bits[2], 1 << 127 | 1);
+        assert_eq!(p.bits[0], b(0b1011_0111, 0));
+        assert_eq!(p.bits[1], !Bits::bit(0));
+        assert_eq!(p.bits[2], b(1 << 127 | 1, 1 << 127));
         p.fill(3, &[(2u16, 1u32)].into_iter().collect());
-        assert_eq!(p.bits[2], 1 << 127 | 1 << 3 | 1);
+        assert_eq!(p.bits[2], b(1 << 127 | 1 << 3 | 1, 1 << 127));
+        let mut c = b(1 << 5, 1 << 3);
+        assert_eq!((c.first(), c.count()), (5, 2));
+        c.clear_first();
+        assert_eq!(c.first(), 131);
+        assert_eq!(Bits::below(130), b(u128::MAX, 3));
     }
 }
