@@ -2,11 +2,13 @@
 //! steps of policy, label, workload and namespace changes, each followed by
 //! probe matrices decided through the compiled flowtable tables.
 //!
-//! A probe S -> D on port/proto is allowed when the forward packet's verdict
-//! (egress at S AND ingress at D, identities resolved through the IP ->
-//! identity map) allows. Replies of an allowed connection are allowed by
-//! connection tracking in the dataplane; the conformance matrices assert only
-//! the connection-opening direction, which is what is decided here.
+//! A probe S -> D on port/proto opens a connection as the dataplane would:
+//! the first packet (a SYN for TCP) gets its identities from the IP ->
+//! identity map and its verdict from the compiled tables (egress at S AND
+//! ingress at D); an allowed one is entered in flowtable's conntrack, and the
+//! reply (SYN-ACK) must then be admitted by conntrack as the Reply direction
+//! of that connection, whatever the policy says about the reverse direction.
+//! The cell is allowed when both happen.
 
 use crate::compiler::{Compiler, RuleTable};
 use crate::error::{from_yaml, Error, Result};
@@ -14,6 +16,8 @@ use crate::labels::Labels;
 use crate::model::{proto, split_key, ConfPod, Model};
 use crate::policy::k8s::NetworkPolicy;
 use serde::Deserialize;
+use flowtable::conntrack::{CtConfig, CtDir, Conntrack};
+use flowtable::parse::l4::tcp_flags::{ACK, SYN};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -252,8 +256,32 @@ pub fn probe<C: RuleTable>(c: &Compiler<C>, src: &str, dst: &str, proto: u8, por
         .iter()
         .find_map(|sa| d.addresses.iter().find(|da| da.is_ipv4() == sa.is_ipv4()).map(|da| (*sa, *da)))
         .ok_or_else(|| format!("{src} and {dst} share no address family"))?;
-    let k = c.flow_key(sa, da, proto, 40000, port);
-    Ok(c.decide(&k).allowed())
+    let mut k = c.flow_key(sa, da, proto, 40000, port);
+    let tcp = proto == crate::model::proto::TCP;
+    if tcp {
+        k.tcp_flags = SYN;
+    }
+    let mut ct = Conntrack::new(CtConfig { capacity: 16, ..Default::default() });
+    let now = 1_000;
+    if ct.lookup(&k, 0, now).is_some() {
+        return Err("conntrack: a fresh table already knows the flow".into());
+    }
+    let v = c.decide(&k);
+    if !v.allowed() {
+        return Ok(false);
+    }
+    let cookie = v.ingress.rule.or(v.egress.rule).map(|r| r.cookie).unwrap_or(0);
+    if ct.create(&k, 0, 1, cookie, 60, now).map_err(|_| "conntrack full".to_string())?.is_none() {
+        return Ok(false);
+    }
+    let mut reply = k.reversed();
+    if tcp {
+        reply.tcp_flags = SYN | ACK;
+    }
+    match ct.lookup(&reply, 0, now + 1) {
+        Some((r, CtDir::Reply)) => Ok(ct.update(r, CtDir::Reply, 0, reply.tcp_flags, 60, now + 1).is_some()),
+        _ => Ok(false),
+    }
 }
 
 /// Runs one case over a fresh compiler built from `model`.
