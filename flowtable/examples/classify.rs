@@ -48,7 +48,10 @@ fn main() -> ExitCode {
         if bench {
             classbench::bench(&rules, &trace, &opts).map(|r| {
                 println!("{r}");
-                eprintln!("subtables={} index_bytes_per_rule={:.0}", r.subtables, r.index_bytes_per_rule);
+                eprintln!(
+                    "subtables={} index_bytes_per_rule={:.0} lookup_mpps_mean={:.2}",
+                    r.subtables, r.index_bytes_per_rule, r.lookup_mpps_mean
+                );
                 if std::env::var_os("CLASSIFY_CPU").is_some() {
                     // Lookup rate per second of CPU time actually received
                     // (/proc/thread-self/schedstat), for A/B runs on a busy machine.
