@@ -52,6 +52,16 @@ pub enum Error {
     /// A port id that does not exist.
     #[error("port {0} does not exist")]
     NoSuchPort(PortNum),
+    /// A queue another poll loop of this process already uses.
+    #[error("port {port} {} queue {queue} is already used by another poll loop", if *rx { "rx" } else { "tx" })]
+    QueueBusy {
+        /// Port id.
+        port: PortNum,
+        /// Queue id.
+        queue: u16,
+        /// An rx queue (else tx).
+        rx: bool,
+    },
     /// More rx queues requested than the device has.
     #[error("port {port}: {want} rx queues requested, device max {max}")]
     TooManyRxQueues {

@@ -180,3 +180,54 @@ pub unsafe fn route_loop<H: RouteHandler>(
     st.loops.store(loops, Ordering::Relaxed);
     st.total_cycles.store(lcore::rdtsc().wrapping_sub(start), Ordering::Relaxed);
 }
+
+/// Exclusive use of some rx and tx queues by one routing loop, checked at run
+/// time: a queue can be claimed by one [`Claim`] at a time in this process.
+/// Dropping the claim releases its queues.
+#[derive(Debug)]
+pub struct Claim {
+    rxqs: Vec<RxQueue>,
+    outputs: Vec<Output>,
+}
+
+static CLAIMED: std::sync::Mutex<Vec<(u16, u16, bool)>> = std::sync::Mutex::new(Vec::new());
+
+impl Claim {
+    /// Claims `rxqs` for polling and `outputs` for transmitting.
+    ///
+    /// # Errors
+    /// [`crate::Error::QueueBusy`] naming the first queue another claim holds.
+    pub fn new(rxqs: &[RxQueue], outputs: &[Output]) -> crate::Result<Claim> {
+        let mut held = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        let want: Vec<(u16, u16, bool)> =
+            rxqs.iter().map(|r| (r.port, r.queue, true)).chain(outputs.iter().map(|o| (o.port, o.queue, false))).collect();
+        for (i, w) in want.iter().enumerate() {
+            if held.contains(w) || want[..i].contains(w) {
+                return Err(crate::Error::QueueBusy { port: w.0, queue: w.1, rx: w.2 });
+            }
+        }
+        held.extend(want);
+        Ok(Claim { rxqs: rxqs.to_vec(), outputs: outputs.to_vec() })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|h| {
+            !(self.rxqs.iter().any(|r| (r.port, r.queue, true) == *h) || self.outputs.iter().any(|o| (o.port, o.queue, false) == *h))
+        });
+    }
+}
+
+/// Runs [`route_loop`] over the queues of `claim` until `stop` is set.
+///
+/// The ports must stay started while the loop runs (stop the loop first, as
+/// the switch does); the claim guarantees no other routing loop of this
+/// process uses the same queues.
+pub fn run<H: RouteHandler>(claim: &Claim, handler: &mut H, burst_size: u16, stop: &AtomicBool, st: &RouteStats) {
+    // SAFETY: the claim registry guarantees that this loop is the only user of
+    // its rx and tx queues for as long as `claim` lives (it outlives the call);
+    // keeping the ports started meanwhile is the documented caller contract.
+    unsafe { route_loop(&claim.rxqs, &claim.outputs, handler, burst_size, stop, st) }
+}

@@ -1,5 +1,6 @@
 //! The policy switch's dataplane glue: the state lcores read ([`state`]) and
 //! the control thread's policy plane that publishes it ([`plane`]).
 
+pub mod handler;
 pub mod plane;
 pub mod state;
