@@ -333,7 +333,7 @@ impl Classifier {
     fn find(&self, k: &FlowKey) -> u32 {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
-        let mut cand = self.prune.candidates(&KeySlots::of(k));
+        let mut cand = self.prune.candidates(&KeySlots::of(k), self.order.len() > 128);
         let mut best_rank = 0u64;
         let mut best = NIL;
         while !cand.is_empty() {
@@ -362,7 +362,7 @@ impl Classifier {
     pub fn lookup_cost(&self, k: &FlowKey) -> (u32, u32) {
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
-        let mut cand = self.prune.candidates(&KeySlots::of(k));
+        let mut cand = self.prune.candidates(&KeySlots::of(k), self.order.len() > 128);
         let n = cand.count();
         let (mut best_rank, mut probes, mut found_at, mut steps) = (0u64, 0u32, 0u32, 0u32);
         while !cand.is_empty() {
@@ -408,13 +408,14 @@ impl Classifier {
         let mut words = [Words::default(); BURST];
         let mut kv = [KeyV4::default(); BURST];
         let mut cand = [Bits::default(); BURST];
+        let wide = self.order.len() > 128;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             words[i] = Words::of_key(&keys[i]);
             kv[i] = KeyV4::of(&keys[i]);
-            cand[i] = self.prune.candidates(&KeySlots::of(&keys[i]));
+            cand[i] = self.prune.candidates(&KeySlots::of(&keys[i]), wide);
         }
         let mut best_rank = [0u64; BURST];
         let mut best = [NIL; BURST];

@@ -71,6 +71,7 @@ impl core::ops::Not for Bits {
 }
 
 impl Bits {
+    #[cfg(test)]
     pub const ALL: Bits = Bits { lo: u128::MAX, hi: u128::MAX };
     /// Only position `p`.
     #[inline(always)]
@@ -265,25 +266,58 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
 /// The candidate bitsets.
 #[derive(Clone, Debug)]
 pub(crate) struct Prune {
-    bits: Vec<Bits>,
+    /// Positions 0..128 per slot (the only half a lookup reads while there
+    /// are at most 128 subtables: half the cache footprint).
+    lo: Vec<u128>,
+    /// Positions 128..256 per slot.
+    hi: Vec<u128>,
 }
 
 impl Default for Prune {
     fn default() -> Self {
-        Prune { bits: vec![Bits::default(); SLOTS] }
+        Prune { lo: vec![0; SLOTS], hi: vec![0; SLOTS] }
     }
 }
 
 impl Prune {
-    /// Subtables (ids < 128) compatible with a key in every field.
+    /// Subtables (positions < 256) compatible with a key in every field.
+    /// `wide`: some subtable sits at position 128 or beyond.
     #[inline(always)]
-    pub fn candidates(&self, s: &KeySlots) -> Bits {
-        let b = &self.bits[..SLOTS];
-        let mut c = Bits::ALL;
+    pub fn candidates(&self, s: &KeySlots, wide: bool) -> Bits {
+        let lo = &self.lo[..SLOTS];
+        let mut c = u128::MAX;
         for f in 0..NFIELDS {
-            c = c & (b[s.0[f] as usize] | b[wild(f)]);
+            c &= lo[s.0[f] as usize] | lo[wild(f)];
         }
-        c
+        let mut h = 0;
+        if wide {
+            let hi = &self.hi[..SLOTS];
+            h = u128::MAX;
+            for f in 0..NFIELDS {
+                h &= hi[s.0[f] as usize] | hi[wild(f)];
+            }
+        }
+        Bits { lo: c, hi: h }
+    }
+
+    #[inline]
+    fn get(&self, s: usize) -> Bits {
+        Bits { lo: self.lo[s], hi: self.hi[s] }
+    }
+
+    #[inline]
+    fn set(&mut self, s: usize, b: Bits) {
+        self.lo[s] = b.lo;
+        self.hi[s] = b.hi;
+    }
+
+    /// Applies `f` to every slot's bits.
+    fn map(&mut self, mut f: impl FnMut(Bits) -> Bits) {
+        for (l, h) in self.lo.iter_mut().zip(self.hi.iter_mut()) {
+            let b = f(Bits { lo: *l, hi: *h });
+            *l = b.lo;
+            *h = b.hi;
+        }
     }
 
     /// Adds or removes a rule of the subtable at position `pos` to `counts`
@@ -296,14 +330,14 @@ impl Prune {
                 let c = counts.entry(s as u16).or_insert(0);
                 *c += 1;
                 if *c == 1 {
-                    self.bits[s] = self.bits[s] | bit;
+                    self.set(s, self.get(s) | bit);
                 }
             } else {
                 let c = counts.get_mut(&(s as u16)).expect("a present rule occupies its slots");
                 *c -= 1;
                 if *c == 0 {
                     counts.remove(&(s as u16));
-                    self.bits[s] = self.bits[s] & !bit;
+                    self.set(s, self.get(s) & !bit);
                 }
             }
         });
@@ -316,9 +350,7 @@ impl Prune {
             return;
         }
         let keep = Bits::below(a);
-        for w in &mut self.bits {
-            *w = (*w & keep) | (w.down() & !keep);
-        }
+        self.map(|w| (w & keep) | (w.down() & !keep));
     }
 
     /// A subtable enters the order at position `b` with occupancy `counts`:
@@ -330,11 +362,9 @@ impl Prune {
         }
         let keep = Bits::below(b);
         let clear = !keep & !Bits::bit(b);
-        for w in self.bits.iter_mut() {
-            *w = (*w & keep) | (w.up() & clear);
-        }
+        self.map(|w| (w & keep) | (w.up() & clear));
         for &s in counts.keys() {
-            self.bits[s as usize] = self.bits[s as usize] | Bits::bit(b);
+            self.set(s as usize, self.get(s as usize) | Bits::bit(b));
         }
     }
 
@@ -345,11 +375,9 @@ impl Prune {
             return;
         }
         let clear = !Bits::bit(pos);
-        for w in self.bits.iter_mut() {
-            *w = *w & clear;
-        }
+        self.map(|w| w & clear);
         for &s in counts.keys() {
-            self.bits[s as usize] = self.bits[s as usize] | Bits::bit(pos);
+            self.set(s as usize, self.get(s as usize) | Bits::bit(pos));
         }
     }
 
@@ -364,15 +392,15 @@ impl Prune {
             return;
         };
         let bb = Bits::bit(b);
-        for w in &mut self.bits {
+        self.map(|w| {
             let moved = if w.test(a) { bb } else { Bits::default() };
-            let shifted = if up { (*w & mid).up() } else { (*w & mid).down() };
-            *w = (*w & !all) | shifted | moved;
-        }
+            let shifted = if up { (w & mid).up() } else { (w & mid).down() };
+            (w & !all) | shifted | moved
+        });
     }
 
     pub fn bytes(&self) -> usize {
-        self.bits.capacity() * core::mem::size_of::<Bits>()
+        (self.lo.capacity() + self.hi.capacity()) * 16
     }
 }
 
@@ -386,24 +414,24 @@ mod tests {
 
     #[test]
     fn moves_keep_other_bits() {
-        let mut p = Prune { bits: vec![b(0b1011_0110, 0), Bits::ALL, b(1 << 127 | 1, 1 << 127)] };
+        let mut p = Prune { lo: vec![0b1011_0110, u128::MAX, 1 << 127 | 1], hi: vec![0, u128::MAX, 1 << 127] };
         p.move_pos(1, 5);
-        assert_eq!(p.bits[0], b(0b1011_1010, 0));
+        assert_eq!(p.get(0), b(0b1011_1010, 0));
         p.move_pos(5, 1);
-        assert_eq!(p.bits[0], b(0b1011_0110, 0));
-        assert_eq!(p.bits[1], Bits::ALL);
+        assert_eq!(p.get(0), b(0b1011_0110, 0));
+        assert_eq!(p.get(1), Bits::ALL);
         p.move_pos(127, 200);
-        assert_eq!(p.bits[2], b(1, 1 << 127 | 1 << 72));
+        assert_eq!(p.get(2), b(1, 1 << 127 | 1 << 72));
         p.move_pos(200, 127);
-        assert_eq!(p.bits[2], b(1 << 127 | 1, 1 << 127));
+        assert_eq!(p.get(2), b(1 << 127 | 1, 1 << 127));
         p.remove_pos(0);
-        assert_eq!(p.bits[2], b(1 << 126, 1 << 126));
+        assert_eq!(p.get(2), b(1 << 126, 1 << 126));
         p.insert_pos(0, &[(0u16, 1u32), (2, 1)].into_iter().collect());
-        assert_eq!(p.bits[0], b(0b1011_0111, 0));
-        assert_eq!(p.bits[1], !Bits::bit(0));
-        assert_eq!(p.bits[2], b(1 << 127 | 1, 1 << 127));
+        assert_eq!(p.get(0), b(0b1011_0111, 0));
+        assert_eq!(p.get(1), !Bits::bit(0));
+        assert_eq!(p.get(2), b(1 << 127 | 1, 1 << 127));
         p.fill(3, &[(2u16, 1u32)].into_iter().collect());
-        assert_eq!(p.bits[2], b(1 << 127 | 1 << 3 | 1, 1 << 127));
+        assert_eq!(p.get(2), b(1 << 127 | 1 << 3 | 1, 1 << 127));
         let mut c = b(1 << 5, 1 << 3);
         assert_eq!((c.first(), c.count()), (5, 2));
         c.clear_first();
