@@ -7,7 +7,9 @@
 //! ```
 
 use control::model::{proto, Model, NamedPort, Workload};
-use control::policy::{NsScope, Origin, Peer, Policy, PolicyRule, PolicySet, PortRef, PortSpec, RuleAction, TierKind};
+use control::policy::{
+    NsScope, Origin, Peer, Policy, PolicyRule, PolicySet, PortRef, PortSpec, RuleAction, TierKind,
+};
 use control::{Compiler, LabelSelector, Labels};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -15,11 +17,17 @@ use std::time::{Duration, Instant};
 const APPS: usize = 100;
 
 fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn sel(k: &str, v: String) -> LabelSelector {
-    LabelSelector { match_labels: labels(&[(k, v)]), ..Default::default() }
+    LabelSelector {
+        match_labels: labels(&[(k, v)]),
+        ..Default::default()
+    }
 }
 
 fn addr(i: usize) -> IpAddr {
@@ -29,7 +37,11 @@ fn addr(i: usize) -> IpAddr {
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -45,7 +57,10 @@ struct StoreOnly(std::collections::HashMap<flowtable::RuleId, flowtable::Rule>);
 
 impl flowtable::RuleLookup for StoreOnly {
     fn lookup(&self, k: &flowtable::FlowKey) -> Option<&flowtable::Rule> {
-        self.0.values().filter(|r| r.m.matches(k)).max_by_key(|r| (r.priority, std::cmp::Reverse(r.id)))
+        self.0
+            .values()
+            .filter(|r| r.m.matches(k))
+            .max_by_key(|r| (r.priority, std::cmp::Reverse(r.id)))
     }
 }
 
@@ -69,7 +84,10 @@ fn main() {
 }
 
 fn run<C: control::RuleTable>() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n_pol = args.first().copied().unwrap_or(10_000);
     let n_wl = args.get(1).copied().unwrap_or(100_000);
     let n_ns = (n_pol / APPS).max(1);
@@ -78,7 +96,10 @@ fn run<C: control::RuleTable>() {
     // Model: n_ns namespaces, workloads spread over APPS apps per namespace.
     let mut model = Model::default();
     for n in 0..n_ns {
-        model.add_namespace(&format!("ns{n}"), labels(&[("team", format!("t{}", n % 20))]));
+        model.add_namespace(
+            &format!("ns{n}"),
+            labels(&[("team", format!("t{}", n % 20))]),
+        );
     }
     for i in 0..n_wl {
         let ns = i % n_ns;
@@ -86,9 +107,16 @@ fn run<C: control::RuleTable>() {
         let w = Workload {
             name: format!("w{i}"),
             namespace: format!("ns{ns}"),
-            labels: labels(&[("app", format!("a{app}")), ("tier", format!("t{}", app % 3))]),
+            labels: labels(&[
+                ("app", format!("a{app}")),
+                ("tier", format!("t{}", app % 3)),
+            ]),
             addresses: vec![addr(i)],
-            named_ports: vec![NamedPort { name: "http".into(), port: 8080, proto: proto::TCP }],
+            named_ports: vec![NamedPort {
+                name: "http".into(),
+                port: 8080,
+                proto: proto::TCP,
+            }],
             ..Default::default()
         };
         model.workloads.insert(w.key(), w);
@@ -101,15 +129,28 @@ fn run<C: control::RuleTable>() {
     for p in 0..n_pol {
         let ns = p % n_ns;
         let j = (p / n_ns) % APPS;
-        let mut peers = vec![Peer::Pods { ns: NsScope::Same, pods: sel("app", format!("a{}", (j + APPS - 1) % APPS)) }];
+        let mut peers = vec![Peer::Pods {
+            ns: NsScope::Same,
+            pods: sel("app", format!("a{}", (j + APPS - 1) % APPS)),
+        }];
         if p % 10 == 3 {
-            peers.push(Peer::Pods { ns: NsScope::Select(sel("team", format!("t{}", p % 20))), pods: sel("app", "a0".into()) });
+            peers.push(Peer::Pods {
+                ns: NsScope::Select(sel("team", format!("t{}", p % 20))),
+                pods: sel("app", "a0".into()),
+            });
         }
-        let port = if p % 10 == 7 { PortRef::Named("http".into()) } else { PortRef::Num(8080, None) };
+        let port = if p % 10 == 7 {
+            PortRef::Named("http".into())
+        } else {
+            PortRef::Num(8080, None)
+        };
         let ingress = vec![PolicyRule {
             action: RuleAction::Allow,
             peers: Some(peers),
-            ports: vec![PortSpec { proto: Some(proto::TCP), port: Some(port) }],
+            ports: vec![PortSpec {
+                proto: Some(proto::TCP),
+                port: Some(port),
+            }],
             log: false,
         }];
         let egress = (p % 25 == 5).then(|| {
@@ -119,7 +160,10 @@ fn run<C: control::RuleTable>() {
                     cidr: control::policy::parse_cidr("192.168.0.0/16").unwrap(),
                     except: vec![control::policy::parse_cidr("192.168.7.0/24").unwrap()],
                 }]),
-                ports: vec![PortSpec { proto: Some(proto::UDP), port: Some(PortRef::Num(53, None)) }],
+                ports: vec![PortSpec {
+                    proto: Some(proto::UDP),
+                    port: Some(PortRef::Num(53, None)),
+                }],
                 log: false,
             }]
         });
@@ -136,7 +180,10 @@ fn run<C: control::RuleTable>() {
             origin: Origin::default(),
         });
     }
-    let set = PolicySet { policies, settings: Default::default() };
+    let set = PolicySet {
+        policies,
+        settings: Default::default(),
+    };
 
     let t0 = Instant::now();
     let mut c: Compiler<C> = Compiler::new(model, Default::default()).expect("model");
@@ -191,13 +238,14 @@ fn run<C: control::RuleTable>() {
         rules_touched += d.inserts.len() + d.deletes.len();
         // Back to its old labels: an identity that exists (releases the canary one).
         let t = Instant::now();
-        c.set_workload_labels(&key, w.labels.clone()).expect("relabel back");
+        c.set_workload_labels(&key, w.labels.clone())
+            .expect("relabel back");
         existing_set.push(t.elapsed());
         // Move: a new address; only the IP -> identity map changes.
         let t = Instant::now();
         let d = c.move_workload(&key, vec![addr(n_wl + it)]).expect("move");
         moves.push(t.elapsed());
-        assert!(d.is_empty() || w.named_ports.len() > 0);
+        assert!(d.is_empty() || !w.named_ports.is_empty());
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
@@ -227,6 +275,10 @@ fn run<C: control::RuleTable>() {
         us(pct(&mut existing_set, 0.5)),
         us(pct(&mut existing_set, 0.99))
     );
-    println!("workload move (new address):         p50 {:.1} us  p99 {:.1} us", us(pct(&mut moves, 0.5)), us(pct(&mut moves, 0.99)));
+    println!(
+        "workload move (new address):         p50 {:.1} us  p99 {:.1} us",
+        us(pct(&mut moves, 0.5)),
+        us(pct(&mut moves, 0.99))
+    );
     println!("peak RSS at end: {} MB", peak_rss_kb() / 1024);
 }

@@ -72,10 +72,17 @@ fn build(model: &Path, policies: &[PathBuf]) -> Result<Compiler> {
 
 /// Parses `443/TCP`, `53/udp`, `80` into (proto, port).
 pub fn parse_port_proto(s: &str) -> Result<(u8, u16)> {
-    let bad = |m: &str| Error::BadArg { arg: format!("--port {s}"), msg: m.to_string() };
+    let bad = |m: &str| Error::BadArg {
+        arg: format!("--port {s}"),
+        msg: m.to_string(),
+    };
     let (p, pr) = s.split_once('/').unwrap_or((s, "TCP"));
-    let port: u16 = p.trim().parse().map_err(|_| bad("port must be a number 0-65535"))?;
-    let pr = proto::parse(pr.trim()).ok_or_else(|| bad("protocol must be TCP, UDP, SCTP or a number"))?;
+    let port: u16 = p
+        .trim()
+        .parse()
+        .map_err(|_| bad("port must be a number 0-65535"))?;
+    let pr = proto::parse(pr.trim())
+        .ok_or_else(|| bad("protocol must be TCP, UDP, SCTP or a number"))?;
     Ok((pr, port))
 }
 
@@ -116,7 +123,11 @@ pub fn policy_check(args: &CheckArgs, out: &mut dyn Write) -> Result<i32> {
         c.rule_count(),
         c.identities().len(),
         c.model().workloads.len(),
-        if args.model.is_none() { " (no model given: rules need workloads)" } else { "" }
+        if args.model.is_none() {
+            " (no model given: rules need workloads)"
+        } else {
+            ""
+        }
     )?;
     Ok(0)
 }
@@ -124,13 +135,23 @@ pub fn policy_check(args: &CheckArgs, out: &mut dyn Write) -> Result<i32> {
 struct Endpoint {
     name: String,
     addr: IpAddr,
-    wl: Option<Workload>,
 }
 
 fn endpoint(c: &Compiler, s: &str, family_of: Option<IpAddr>) -> Result<Endpoint> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        let wl = c.model().workloads.values().find(|w| w.addresses.contains(&ip)).cloned();
-        return Ok(Endpoint { name: wl.as_ref().map(|w| w.key()).unwrap_or_else(|| ip.to_string()), addr: ip, wl });
+        let wl = c
+            .model()
+            .workloads
+            .values()
+            .find(|w| w.addresses.contains(&ip))
+            .cloned();
+        return Ok(Endpoint {
+            name: wl
+                .as_ref()
+                .map(|w| w.key())
+                .unwrap_or_else(|| ip.to_string()),
+            addr: ip,
+        });
     }
     let w = c.model().find(s)?.clone();
     let addr = w
@@ -138,8 +159,14 @@ fn endpoint(c: &Compiler, s: &str, family_of: Option<IpAddr>) -> Result<Endpoint
         .iter()
         .find(|a| family_of.is_none_or(|f| f.is_ipv4() == a.is_ipv4()))
         .copied()
-        .ok_or_else(|| Error::BadArg { arg: s.to_string(), msg: "workload has no address (of that family)".into() })?;
-    Ok(Endpoint { name: w.key(), addr, wl: Some(w) })
+        .ok_or_else(|| Error::BadArg {
+            arg: s.to_string(),
+            msg: "workload has no address (of that family)".into(),
+        })?;
+    Ok(Endpoint {
+        name: w.key(),
+        addr,
+    })
 }
 
 fn id_text(c: &Compiler, id: u32) -> String {
@@ -147,13 +174,21 @@ fn id_text(c: &Compiler, id: u32) -> String {
         return format!("identity {id} ({n})");
     }
     match c.identities().key(id) {
-        Some(k) => format!("identity {id} ({}: {})", k.namespace, labels_string(&k.labels)),
+        Some(k) => format!(
+            "identity {id} ({}: {})",
+            k.namespace,
+            labels_string(&k.labels)
+        ),
         None => format!("identity {id}"),
     }
 }
 
 fn decision_text(c: &Compiler, d: &Decision, ingress: bool, k: &FlowKey) -> String {
-    let act = if d.action == flowtable::Action::Allow { "ALLOW" } else { "DENY" };
+    let act = if d.action == flowtable::Action::Allow {
+        "ALLOW"
+    } else {
+        "DENY"
+    };
     match &d.rule {
         Some(r) => {
             let o = c.origin(r);
@@ -161,11 +196,21 @@ fn decision_text(c: &Compiler, d: &Decision, ingress: bool, k: &FlowKey) -> Stri
             if o.policy == "<isolation>" {
                 let id = if ingress { k.dst_id } else { k.src_id };
                 let sel = c.selecting_policies(id, ingress);
-                s.push_str(&format!("; selected by {}; no rule of the tier allows", sel.join(", ")));
+                s.push_str(&format!(
+                    "; selected by {}; no rule of the tier allows",
+                    sel.join(", ")
+                ));
             }
             s
         }
-        None => format!("{act} by global default (no tier decided{})", if d.action == flowtable::Action::Deny { ", zero trust" } else { "" }),
+        None => format!(
+            "{act} by global default (no tier decided{})",
+            if d.action == flowtable::Action::Deny {
+                ", zero trust"
+            } else {
+                ""
+            }
+        ),
     }
 }
 
@@ -178,7 +223,15 @@ pub fn policy_explain(args: &ExplainArgs, out: &mut dyn Write) -> Result<i32> {
     let to = endpoint(&c, &args.to, Some(from.addr))?;
     let k = c.flow_key(from.addr, to.addr, pr, 40000, port);
     let v = c.decide(&k);
-    writeln!(out, "flow    {} ({}) -> {} ({}) {port}/{}", from.name, from.addr, to.name, to.addr, proto::name(pr))?;
+    writeln!(
+        out,
+        "flow    {} ({}) -> {} ({}) {port}/{}",
+        from.name,
+        from.addr,
+        to.name,
+        to.addr,
+        proto::name(pr)
+    )?;
     writeln!(out, "from    {}", id_text(&c, k.src_id))?;
     writeln!(out, "to      {}", id_text(&c, k.dst_id))?;
     writeln!(out, "egress  {}", decision_text(&c, &v.egress, false, &k))?;
@@ -186,32 +239,54 @@ pub fn policy_explain(args: &ExplainArgs, out: &mut dyn Write) -> Result<i32> {
     let o = c.observe(&k);
     for (d, name) in [(&o.egress, "egress"), (&o.ingress, "ingress")] {
         if let Some(r) = &d.rule {
-            let what = if r.cookie & crate::compiler::cookie::AUDIT as u64 != 0 { "audit" } else { "log" };
+            let what = if r.cookie & crate::compiler::cookie::AUDIT as u64 != 0 {
+                "audit"
+            } else {
+                "log"
+            };
             let act = match r.action {
                 flowtable::Action::Allow => "allow",
                 flowtable::Action::Deny => "deny",
                 flowtable::Action::Pass => "pass",
             };
-            writeln!(out, "{what:<7} {name}: {} would {act} (not enforced)", c.origin(r))?;
+            writeln!(
+                out,
+                "{what:<7} {name}: {} would {act} (not enforced)",
+                c.origin(r)
+            )?;
         }
     }
-    let _ = (&from.wl, &to.wl);
-    writeln!(out, "verdict {}", if v.allowed() { "ALLOW" } else { "DENY" })?;
+    writeln!(
+        out,
+        "verdict {}",
+        if v.allowed() { "ALLOW" } else { "DENY" }
+    )?;
     Ok(if v.allowed() { 0 } else { 1 })
 }
 
 fn select_workloads<'a>(c: &'a Compiler, sel: &Option<String>) -> Result<Vec<&'a Workload>> {
-    let Some(s) = sel else { return Ok(c.model().workloads.values().collect()) };
+    let Some(s) = sel else {
+        return Ok(c.model().workloads.values().collect());
+    };
     if s.contains('/') && !s.contains('=') {
         return Ok(vec![c.model().find(s)?]);
     }
-    let ls = LabelSelector::parse(s).map_err(|e| Error::BadArg { arg: s.clone(), msg: e })?;
-    Ok(c.model().workloads.values().filter(|w| ls.matches(&w.labels)).collect())
+    let ls = LabelSelector::parse(s).map_err(|e| Error::BadArg {
+        arg: s.clone(),
+        msg: e,
+    })?;
+    Ok(c.model()
+        .workloads
+        .values()
+        .filter(|w| ls.matches(&w.labels))
+        .collect())
 }
 
 fn origin_json(o: Option<RuleOrigin>) -> serde_json::Value {
     match o {
-        Some(o) => serde_json::json!({"policy": o.policy, "direction": if o.ingress {"ingress"} else {"egress"}, "rule": o.rule, "tier": o.tier}),
+        Some(o) => {
+            serde_json::json!({"policy": o.policy, "direction": if o.ingress {"ingress"} else {"egress"}, "rule": o.rule, "tier": o.tier})
+        }
         None => serde_json::json!("default"),
     }
 }
@@ -246,11 +321,12 @@ pub fn reach(args: &ReachArgs, out: &mut dyn Write) -> Result<i32> {
             if f.key() == t.key() {
                 continue;
             }
-            let Some((sa, da)) = f
-                .addresses
-                .iter()
-                .find_map(|sa| t.addresses.iter().find(|da| da.is_ipv4() == sa.is_ipv4()).map(|da| (*sa, *da)))
-            else {
+            let Some((sa, da)) = f.addresses.iter().find_map(|sa| {
+                t.addresses
+                    .iter()
+                    .find(|da| da.is_ipv4() == sa.is_ipv4())
+                    .map(|da| (*sa, *da))
+            }) else {
                 continue;
             };
             let mut all_ports_done = std::collections::HashSet::new();
@@ -287,12 +363,25 @@ pub fn reach(args: &ReachArgs, out: &mut dyn Write) -> Result<i32> {
             .map(|(f, t, p, e, i)| serde_json::json!({"from": f, "to": t, "port": p, "egress": origin_json(e), "ingress": origin_json(i)}))
             .collect();
         let reachable = !v.is_empty();
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )?;
         return Ok(if reachable { 0 } else { 1 });
     }
-    let show = |o: &Option<RuleOrigin>| o.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "default allow".into());
+    let show = |o: &Option<RuleOrigin>| {
+        o.as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "default allow".into())
+    };
     for (f, t, p, e, i) in &rows {
-        writeln!(out, "{f} -> {t} {p}: egress {}; ingress {}", show(e), show(i))?;
+        writeln!(
+            out,
+            "{f} -> {t} {p}: egress {}; ingress {}",
+            show(e),
+            show(i)
+        )?;
     }
     writeln!(out, "{} reachable (pair, port) entries", rows.len())?;
     Ok(if rows.is_empty() { 1 } else { 0 })
@@ -309,7 +398,13 @@ pub fn conformance(args: &ConformanceArgs, out: &mut dyn Write) -> Result<i32> {
             writeln!(out, "PASS {} ({} cells)", r.id, r.cells)?;
         } else {
             fail += 1;
-            writeln!(out, "FAIL {} ({} cells, {} differ)", r.id, r.cells, r.diffs.len())?;
+            writeln!(
+                out,
+                "FAIL {} ({} cells, {} differ)",
+                r.id,
+                r.cells,
+                r.diffs.len()
+            )?;
             if let Some(e) = &r.error {
                 writeln!(out, "  error: {e}")?;
             }
@@ -346,7 +441,10 @@ pub fn run_conformance(args: &ConformanceArgs) -> Result<Vec<CaseResult>> {
         let r = match load_case(case_path) {
             Ok(case) => run_case::<Classifier>(&case, model),
             Err(e) => CaseResult {
-                id: case_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                id: case_path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 error: Some(e.to_string()),
                 ..Default::default()
             },

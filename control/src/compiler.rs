@@ -25,9 +25,15 @@ use crate::error::{Error, Result};
 use crate::identity::{self, IdentityAllocator, IdentityKey};
 use crate::labels::{LabelSelector, Labels};
 use crate::model::{Model, Workload, NS_NAME_LABEL};
-use crate::policy::{subtract, Entity, NsScope, Peer, Policy, PolicyRule, PolicySet, PortRef, RuleAction, Settings, TierKind};
+use crate::policy::{
+    subtract, Entity, NsScope, Peer, Policy, PolicyRule, PolicySet, PortRef, RuleAction, Settings,
+    TierKind,
+};
 use flowtable::key::addr_of;
-use flowtable::{Action, Classifier, Direction, FlowKey, LinearClassifier, Match, PolicyTables, PortRange, Prefix, PrefixMap, Rule, RuleId, RuleLookup, Tier, Verdict};
+use flowtable::{
+    Action, Classifier, Direction, FlowKey, LinearClassifier, Match, PolicyTables, PortRange,
+    Prefix, PrefixMap, Rule, RuleId, RuleLookup, Tier, Verdict,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -99,19 +105,38 @@ impl<C: RuleTable> Tables<C> {
         let mk = || PolicyTables {
             tiers: TierKind::ALL
                 .iter()
-                .map(|t| Tier { name: t.name().to_string(), egress: C::default(), ingress: C::default() })
+                .map(|t| Tier {
+                    name: t.name().to_string(),
+                    egress: C::default(),
+                    ingress: C::default(),
+                })
                 .collect(),
-            default_egress: if s.default_deny_egress { Action::Deny } else { Action::Allow },
-            default_ingress: if s.default_deny_ingress { Action::Deny } else { Action::Allow },
+            default_egress: if s.default_deny_egress {
+                Action::Deny
+            } else {
+                Action::Allow
+            },
+            default_ingress: if s.default_deny_ingress {
+                Action::Deny
+            } else {
+                Action::Allow
+            },
         };
         let mut observe = mk();
         observe.default_egress = Action::Allow;
         observe.default_ingress = Action::Allow;
-        Tables { enforce: mk(), observe }
+        Tables {
+            enforce: mk(),
+            observe,
+        }
     }
 
     fn table_mut(&mut self, t: TableRef) -> &mut C {
-        let pt = if t.observe { &mut self.observe } else { &mut self.enforce };
+        let pt = if t.observe {
+            &mut self.observe
+        } else {
+            &mut self.enforce
+        };
         pt.tiers[t.tier as usize].table_mut(t.dir)
     }
 }
@@ -129,7 +154,10 @@ pub mod cookie {
 
     /// Packs a cookie.
     pub fn make(policy: u32, ingress: bool, rule: u16, flags: u8) -> u64 {
-        (policy as u64) << 32 | (ingress as u64) << 31 | ((rule as u64) & 0x7fff) << 16 | flags as u64
+        (policy as u64) << 32
+            | (ingress as u64) << 31
+            | ((rule as u64) & 0x7fff) << 16
+            | flags as u64
     }
     /// The policy index.
     pub fn policy(c: u64) -> u32 {
@@ -252,7 +280,7 @@ pub fn rule_priority(prio: u16, idx: usize, a: Action) -> u32 {
 }
 
 fn host_prefix(a: IpAddr) -> Prefix {
-    Prefix::new(addr_of(a), if a.is_ipv4() { 128 } else { 128 })
+    Prefix::new(addr_of(a), 128)
 }
 
 impl<C: RuleTable> Compiler<C> {
@@ -290,7 +318,8 @@ impl<C: RuleTable> Compiler<C> {
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
         for w in model.workloads.into_values() {
-            c.check_workload(&w).map_err(|e| Error::invalid("<model>", 0, w.key(), e))?;
+            c.check_workload(&w)
+                .map_err(|e| Error::invalid("<model>", 0, w.key(), e))?;
             c.attach(w, &mut diff, &mut touched)?;
         }
         Ok(c)
@@ -343,12 +372,17 @@ impl<C: RuleTable> Compiler<C> {
     }
     /// Total rules in all tables.
     pub fn rule_count(&self) -> usize {
-        self.policies.values().map(|s| s.rules.len()).sum::<usize>() + self.iso.len() + 2 * self.quarantine.len()
+        self.policies.values().map(|s| s.rules.len()).sum::<usize>()
+            + self.iso.len()
+            + 2 * self.quarantine.len()
     }
 
     /// The identity of an address (longest prefix; world when outside the model).
     pub fn identity_of(&self, a: IpAddr) -> u32 {
-        self.ipmap.lookup(addr_of(a)).map(|(_, v)| *v).unwrap_or(identity::WORLD)
+        self.ipmap
+            .lookup(addr_of(a))
+            .map(|(_, v)| *v)
+            .unwrap_or(identity::WORLD)
     }
 
     /// A flow key with both identities resolved.
@@ -375,12 +409,21 @@ impl<C: RuleTable> Compiler<C> {
         let policy = match pi {
             cookie::ISOLATION => "<isolation>".to_string(),
             cookie::QUARANTINE => "<quarantine>".to_string(),
-            i => self.names.get(i as usize).cloned().flatten().unwrap_or_else(|| format!("<policy #{i}>")),
+            i => self
+                .names
+                .get(i as usize)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| format!("<policy #{i}>")),
         };
         let tier = match pi {
             cookie::QUARANTINE => "quarantine",
             cookie::ISOLATION => "application",
-            _ => self.policies.get(&policy).map(|s| s.policy.tier.name()).unwrap_or("?"),
+            _ => self
+                .policies
+                .get(&policy)
+                .map(|s| s.policy.tier.name())
+                .unwrap_or("?"),
         };
         RuleOrigin {
             policy,
@@ -393,11 +436,19 @@ impl<C: RuleTable> Compiler<C> {
 
     /// Policies (keys) whose selector selects the identity for a direction.
     pub fn selecting_policies(&self, id: u32, ingress: bool) -> Vec<String> {
-        let Some(k) = self.ids.key(id) else { return vec![] };
+        let Some(k) = self.ids.key(id) else {
+            return vec![];
+        };
         let mut v: Vec<String> = self
             .policies
             .values()
-            .filter(|s| if ingress { s.policy.ingress.is_some() } else { s.policy.egress.is_some() })
+            .filter(|s| {
+                if ingress {
+                    s.policy.ingress.is_some()
+                } else {
+                    s.policy.egress.is_some()
+                }
+            })
             .filter(|s| self.target_matches(&s.policy, k))
             .map(|s| s.policy.key())
             .collect();
@@ -443,7 +494,9 @@ impl<C: RuleTable> Compiler<C> {
     /// Removes a policy; unknown keys change nothing.
     pub fn remove_policy(&mut self, key: &str) -> Result<RuleDiff> {
         let mut diff = RuleDiff::default();
-        let Some(st) = self.policies.get(key) else { return Ok(diff) };
+        let Some(st) = self.policies.get(key) else {
+            return Ok(diff);
+        };
         let (p, idx) = (st.policy.clone(), st.idx);
         self.unindex_policy(key, &p);
         // Withdraw everything the policy produced, then forget it.
@@ -458,7 +511,10 @@ impl<C: RuleTable> Compiler<C> {
         let mut diff = RuleDiff::default();
         if set.settings != self.settings {
             self.settings = set.settings.clone();
-            let (de, di) = (self.settings.default_deny_egress, self.settings.default_deny_ingress);
+            let (de, di) = (
+                self.settings.default_deny_egress,
+                self.settings.default_deny_ingress,
+            );
             self.tables.enforce.default_egress = if de { Action::Deny } else { Action::Allow };
             self.tables.enforce.default_ingress = if di { Action::Deny } else { Action::Allow };
             let ids: Vec<u32> = self.ids.iter().map(|(i, _)| i).collect();
@@ -467,7 +523,12 @@ impl<C: RuleTable> Compiler<C> {
             }
         }
         let new: HashSet<String> = set.policies.iter().map(|p| p.key()).collect();
-        let old: Vec<String> = self.policies.keys().filter(|k| !new.contains(*k)).cloned().collect();
+        let old: Vec<String> = self
+            .policies
+            .keys()
+            .filter(|k| !new.contains(*k))
+            .cloned()
+            .collect();
         for k in old {
             let d = self.remove_policy(&k)?;
             merge(&mut diff, d);
@@ -494,12 +555,18 @@ impl<C: RuleTable> Compiler<C> {
     /// Adds a workload.
     pub fn add_workload(&mut self, w: Workload) -> Result<RuleDiff> {
         if self.model.workloads.contains_key(&w.key()) {
-            return Err(Error::BadArg { arg: w.key(), msg: "workload exists".into() });
+            return Err(Error::BadArg {
+                arg: w.key(),
+                msg: "workload exists".into(),
+            });
         }
         if !self.model.namespaces.contains_key(&w.namespace) {
             return Err(Error::UnknownNamespace(w.namespace.clone()));
         }
-        self.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
+        self.check_workload(&w).map_err(|e| Error::BadArg {
+            arg: w.key(),
+            msg: e,
+        })?;
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
         self.attach(w, &mut diff, &mut touched)?;
@@ -529,10 +596,16 @@ impl<C: RuleTable> Compiler<C> {
     pub fn move_workload(&mut self, key: &str, addresses: Vec<IpAddr>) -> Result<RuleDiff> {
         let mut w = self.model.find(key)?.clone();
         w.addresses = addresses;
-        self.check_workload(&w).map_err(|e| Error::BadArg { arg: w.key(), msg: e })?;
+        self.check_workload(&w).map_err(|e| Error::BadArg {
+            arg: w.key(),
+            msg: e,
+        })?;
         let k = w.key();
         let id = self.wl_id[&k];
-        let old = std::mem::replace(self.model.workloads.get_mut(&k).expect("present"), w.clone());
+        let old = std::mem::replace(
+            self.model.workloads.get_mut(&k).expect("present"),
+            w.clone(),
+        );
         for a in &old.addresses {
             if self.ipmap.get(host_prefix(*a)) == Some(&id) {
                 self.ipmap.remove(host_prefix(*a));
@@ -558,8 +631,10 @@ impl<C: RuleTable> Compiler<C> {
         if !self.model.workloads.contains_key(&key) {
             return self.add_workload(w);
         }
-        self
-            .check_workload(&w).map_err(|e| Error::BadArg { arg: key.clone(), msg: e })?;
+        self.check_workload(&w).map_err(|e| Error::BadArg {
+            arg: key.clone(),
+            msg: e,
+        })?;
         let mut diff = RuleDiff::default();
         let mut touched = HashSet::new();
         self.detach(&key, &mut diff, &mut touched);
@@ -598,13 +673,23 @@ impl<C: RuleTable> Compiler<C> {
             return Err(Error::UnknownNamespace(name.to_string()));
         }
         let mut diff = RuleDiff::default();
-        let pols: Vec<String> =
-            self.policies.values().filter(|s| s.policy.namespace.as_deref() == Some(name)).map(|s| s.policy.key()).collect();
+        let pols: Vec<String> = self
+            .policies
+            .values()
+            .filter(|s| s.policy.namespace.as_deref() == Some(name))
+            .map(|s| s.policy.key())
+            .collect();
         for p in pols {
             let d = self.remove_policy(&p)?;
             merge(&mut diff, d);
         }
-        let wls: Vec<String> = self.model.workloads.values().filter(|w| w.namespace == name).map(|w| w.key()).collect();
+        let wls: Vec<String> = self
+            .model
+            .workloads
+            .values()
+            .filter(|w| w.namespace == name)
+            .map(|w| w.key())
+            .collect();
         let mut touched = HashSet::new();
         for w in wls {
             self.detach(&w, &mut diff, &mut touched);
@@ -634,9 +719,17 @@ impl<C: RuleTable> Compiler<C> {
         Ok(())
     }
 
-    fn attach(&mut self, w: Workload, diff: &mut RuleDiff, touched: &mut HashSet<String>) -> Result<()> {
+    fn attach(
+        &mut self,
+        w: Workload,
+        diff: &mut RuleDiff,
+        touched: &mut HashSet<String>,
+    ) -> Result<()> {
         let key = w.key();
-        let ik = IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() };
+        let ik = IdentityKey {
+            namespace: w.namespace.clone(),
+            labels: w.labels.clone(),
+        };
         let (id, new) = self.ids.acquire(&ik).ok_or(Error::IdentitiesExhausted)?;
         self.wl_id.insert(key.clone(), id);
         self.id_wls.entry(id).or_default().insert(key.clone());
@@ -647,10 +740,19 @@ impl<C: RuleTable> Compiler<C> {
         let named = !w.named_ports.is_empty();
         self.model.workloads.insert(key, w);
         if new {
-            self.by_ns.entry(ik.namespace.clone()).or_default().insert(id);
+            self.by_ns
+                .entry(ik.namespace.clone())
+                .or_default()
+                .insert(id);
             for (k, v) in &ik.labels {
-                self.by_label.entry((k.clone(), v.clone())).or_default().insert(id);
-                self.by_ns_label.entry((ik.namespace.clone(), k.clone(), v.clone())).or_default().insert(id);
+                self.by_label
+                    .entry((k.clone(), v.clone()))
+                    .or_default()
+                    .insert(id);
+                self.by_ns_label
+                    .entry((ik.namespace.clone(), k.clone(), v.clone()))
+                    .or_default()
+                    .insert(id);
             }
             let mut cands = HashSet::new();
             self.candidates(&ik, &mut cands);
@@ -666,8 +768,12 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn detach(&mut self, key: &str, diff: &mut RuleDiff, touched: &mut HashSet<String>) {
-        let Some(id) = self.wl_id.remove(key) else { return };
-        let Some(w) = self.model.workloads.remove(key) else { return };
+        let Some(id) = self.wl_id.remove(key) else {
+            return;
+        };
+        let Some(w) = self.model.workloads.remove(key) else {
+            return;
+        };
         if let Some(s) = self.id_wls.get_mut(&id) {
             s.remove(key);
             if s.is_empty() {
@@ -683,7 +789,10 @@ impl<C: RuleTable> Compiler<C> {
             }
         }
         if self.ids.release(id) {
-            let ik = IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() };
+            let ik = IdentityKey {
+                namespace: w.namespace.clone(),
+                labels: w.labels.clone(),
+            };
             if let Some(s) = self.by_ns.get_mut(&ik.namespace) {
                 s.remove(&id);
             }
@@ -706,8 +815,24 @@ impl<C: RuleTable> Compiler<C> {
                 touched.extend(r.iter().cloned());
             }
             if let Some([e, i]) = self.quarantine.remove(&id) {
-                self.del(TableRef { observe: false, tier: 0, dir: Direction::Egress }, e, diff);
-                self.del(TableRef { observe: false, tier: 0, dir: Direction::Ingress }, i, diff);
+                self.del(
+                    TableRef {
+                        observe: false,
+                        tier: 0,
+                        dir: Direction::Egress,
+                    },
+                    e,
+                    diff,
+                );
+                self.del(
+                    TableRef {
+                        observe: false,
+                        tier: 0,
+                        dir: Direction::Ingress,
+                    },
+                    i,
+                    diff,
+                );
             }
         } else {
             self.named_refs(id, touched);
@@ -719,23 +844,54 @@ impl<C: RuleTable> Compiler<C> {
 
     fn named_refs(&self, id: u32, touched: &mut HashSet<String>) {
         if let Some(r) = self.id_refs.get(&id) {
-            touched.extend(r.iter().filter(|k| self.policies.get(*k).is_some_and(|s| s.named)).cloned());
+            touched.extend(
+                r.iter()
+                    .filter(|k| self.policies.get(*k).is_some_and(|s| s.named))
+                    .cloned(),
+            );
         }
     }
 
     fn update_quarantine(&mut self, id: u32, diff: &mut RuleDiff) {
-        let q = self
-            .ids
-            .key(id)
-            .is_some_and(|k| k.labels.get(&self.settings.quarantine_key) == Some(&self.settings.quarantine_value));
-        let te = TableRef { observe: false, tier: 0, dir: Direction::Egress };
-        let ti = TableRef { observe: false, tier: 0, dir: Direction::Ingress };
+        let q = self.ids.key(id).is_some_and(|k| {
+            k.labels.get(&self.settings.quarantine_key) == Some(&self.settings.quarantine_value)
+        });
+        let te = TableRef {
+            observe: false,
+            tier: 0,
+            dir: Direction::Egress,
+        };
+        let ti = TableRef {
+            observe: false,
+            tier: 0,
+            dir: Direction::Ingress,
+        };
         match (q, self.quarantine.get(&id).copied()) {
             (true, None) => {
                 let c = cookie::make(cookie::QUARANTINE, false, 0, cookie::LOG);
-                let e = self.ins(te, Match { src_id: Some(id), ..Match::ANY }, Action::Deny, u32::MAX, c, diff);
+                let e = self.ins(
+                    te,
+                    Match {
+                        src_id: Some(id),
+                        ..Match::ANY
+                    },
+                    Action::Deny,
+                    u32::MAX,
+                    c,
+                    diff,
+                );
                 let c = cookie::make(cookie::QUARANTINE, true, 0, cookie::LOG);
-                let i = self.ins(ti, Match { dst_id: Some(id), ..Match::ANY }, Action::Deny, u32::MAX, c, diff);
+                let i = self.ins(
+                    ti,
+                    Match {
+                        dst_id: Some(id),
+                        ..Match::ANY
+                    },
+                    Action::Deny,
+                    u32::MAX,
+                    c,
+                    diff,
+                );
                 self.quarantine.insert(id, [e, i]);
             }
             (false, Some([e, i])) => {
@@ -747,10 +903,24 @@ impl<C: RuleTable> Compiler<C> {
         }
     }
 
-    fn ins(&mut self, t: TableRef, m: Match, action: Action, priority: u32, cookie: u64, diff: &mut RuleDiff) -> RuleId {
+    fn ins(
+        &mut self,
+        t: TableRef,
+        m: Match,
+        action: Action,
+        priority: u32,
+        cookie: u64,
+        diff: &mut RuleDiff,
+    ) -> RuleId {
         let id = RuleId(self.next_rule);
         self.next_rule += 1;
-        let r = Rule { id, priority, m, action, cookie };
+        let r = Rule {
+            id,
+            priority,
+            m,
+            action,
+            cookie,
+        };
         self.tables.table_mut(t).insert_rule(r);
         diff.inserts.push((t, r));
         id
@@ -762,24 +932,36 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn index_keys(p: &Policy) -> Vec<IndexKey> {
-        let sel_key = |s: &LabelSelector, ns: Option<&String>| match (s.match_labels.iter().next(), ns) {
-            (Some((k, v)), Some(ns)) => IndexKey::NsLabel(ns.clone(), k.clone(), v.clone()),
-            (Some((k, v)), None) => IndexKey::Label(k.clone(), v.clone()),
-            (None, Some(ns)) => IndexKey::Ns(ns.clone()),
-            (None, None) => IndexKey::General,
-        };
+        let sel_key =
+            |s: &LabelSelector, ns: Option<&String>| match (s.match_labels.iter().next(), ns) {
+                (Some((k, v)), Some(ns)) => IndexKey::NsLabel(ns.clone(), k.clone(), v.clone()),
+                (Some((k, v)), None) => IndexKey::Label(k.clone(), v.clone()),
+                (None, Some(ns)) => IndexKey::Ns(ns.clone()),
+                (None, None) => IndexKey::General,
+            };
         let mut keys = vec![sel_key(&p.selector, p.namespace.as_ref())];
         for (_, r) in p.rules() {
             for peer in r.peers.iter().flatten() {
                 match peer {
-                    Peer::Pods { ns: NsScope::Same, pods } => keys.push(sel_key(pods, p.namespace.as_ref())),
-                    Peer::Pods { ns: NsScope::Select(nsel), pods } => {
-                        keys.push(match (nsel.match_labels.iter().next(), pods.match_labels.iter().next()) {
-                            (Some((nk, nv)), Some((k, v))) => IndexKey::NsSel(nk.clone(), nv.clone(), k.clone(), v.clone()),
+                    Peer::Pods {
+                        ns: NsScope::Same,
+                        pods,
+                    } => keys.push(sel_key(pods, p.namespace.as_ref())),
+                    Peer::Pods {
+                        ns: NsScope::Select(nsel),
+                        pods,
+                    } => keys.push(
+                        match (
+                            nsel.match_labels.iter().next(),
+                            pods.match_labels.iter().next(),
+                        ) {
+                            (Some((nk, nv)), Some((k, v))) => {
+                                IndexKey::NsSel(nk.clone(), nv.clone(), k.clone(), v.clone())
+                            }
                             (Some((nk, nv)), None) => IndexKey::NsSelOnly(nk.clone(), nv.clone()),
                             (None, _) => sel_key(pods, None),
-                        })
-                    }
+                        },
+                    ),
                     Peer::Entity(Entity::Cluster) => keys.push(IndexKey::General),
                     _ => {}
                 }
@@ -830,13 +1012,25 @@ impl<C: RuleTable> Compiler<C> {
         consider(self.pindex.get(&IndexKey::Ns(ik.namespace.clone())));
         for (k, v) in &ik.labels {
             consider(self.pindex.get(&IndexKey::Label(k.clone(), v.clone())));
-            consider(self.pindex.get(&IndexKey::NsLabel(ik.namespace.clone(), k.clone(), v.clone())));
+            consider(self.pindex.get(&IndexKey::NsLabel(
+                ik.namespace.clone(),
+                k.clone(),
+                v.clone(),
+            )));
         }
         if let Some(nl) = self.ns_labels(&ik.namespace) {
             for (nk, nv) in nl {
-                consider(self.pindex.get(&IndexKey::NsSelOnly(nk.clone(), nv.clone())));
+                consider(
+                    self.pindex
+                        .get(&IndexKey::NsSelOnly(nk.clone(), nv.clone())),
+                );
                 for (k, v) in &ik.labels {
-                    consider(self.pindex.get(&IndexKey::NsSel(nk.clone(), nv.clone(), k.clone(), v.clone())));
+                    consider(self.pindex.get(&IndexKey::NsSel(
+                        nk.clone(),
+                        nv.clone(),
+                        k.clone(),
+                        v.clone(),
+                    )));
                 }
             }
         }
@@ -850,18 +1044,29 @@ impl<C: RuleTable> Compiler<C> {
         let ns_ok = match (&p.namespace, &p.ns_selector) {
             (Some(ns), _) => *ns == ik.namespace,
             (None, None) => true,
-            (None, Some(sel)) => self.ns_labels(&ik.namespace).is_some_and(|l| sel.matches(l)),
+            (None, Some(sel)) => self
+                .ns_labels(&ik.namespace)
+                .is_some_and(|l| sel.matches(l)),
         };
         ns_ok && p.selector.matches(&ik.labels)
     }
 
     fn peer_matches(&self, p: &Policy, peer: &Peer, ik: &IdentityKey) -> bool {
         match peer {
-            Peer::Pods { ns: NsScope::Same, pods } => {
-                p.namespace.as_ref().is_none_or(|ns| *ns == ik.namespace) && pods.matches(&ik.labels)
+            Peer::Pods {
+                ns: NsScope::Same,
+                pods,
+            } => {
+                p.namespace.as_ref().is_none_or(|ns| *ns == ik.namespace)
+                    && pods.matches(&ik.labels)
             }
-            Peer::Pods { ns: NsScope::Select(sel), pods } => {
-                self.ns_labels(&ik.namespace).is_some_and(|l| sel.matches(l)) && pods.matches(&ik.labels)
+            Peer::Pods {
+                ns: NsScope::Select(sel),
+                pods,
+            } => {
+                self.ns_labels(&ik.namespace)
+                    .is_some_and(|l| sel.matches(l))
+                    && pods.matches(&ik.labels)
             }
             Peer::Entity(Entity::Cluster) => true,
             _ => false,
@@ -869,18 +1074,32 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn mentions(&self, p: &Policy, ik: &IdentityKey) -> bool {
-        self.target_matches(p, ik) || p.rules().any(|(_, r)| r.peers.iter().flatten().any(|x| self.peer_matches(p, x, ik)))
+        self.target_matches(p, ik)
+            || p.rules().any(|(_, r)| {
+                r.peers
+                    .iter()
+                    .flatten()
+                    .any(|x| self.peer_matches(p, x, ik))
+            })
     }
 
     /// Identities among `cands` (or all) satisfying `f`.
-    fn select(&self, sel: &LabelSelector, ns: Option<&str>, f: impl Fn(&IdentityKey) -> bool) -> Vec<u32> {
+    fn select(
+        &self,
+        sel: &LabelSelector,
+        ns: Option<&str>,
+        f: impl Fn(&IdentityKey) -> bool,
+    ) -> Vec<u32> {
         let empty = BTreeSet::new();
         let cands: Box<dyn Iterator<Item = u32> + '_> = match (sel.match_labels.iter().next(), ns) {
             (Some(_), Some(ns)) => {
                 let best = sel
                     .match_labels
                     .iter()
-                    .map(|(k, v)| self.by_ns_label.get(&(ns.to_string(), k.clone(), v.clone())))
+                    .map(|(k, v)| {
+                        self.by_ns_label
+                            .get(&(ns.to_string(), k.clone(), v.clone()))
+                    })
                     .min_by_key(|s| s.map_or(0, |s| s.len()))
                     .flatten();
                 Box::new(best.unwrap_or(&empty).iter().copied())
@@ -903,7 +1122,9 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn targets(&self, p: &Policy) -> Vec<u32> {
-        self.select(&p.selector, p.namespace.as_deref(), |ik| self.target_matches(p, ik))
+        self.select(&p.selector, p.namespace.as_deref(), |ik| {
+            self.target_matches(p, ik)
+        })
     }
 
     fn remotes(&self, p: &Policy, peer: &Peer, out: &mut Vec<Remote>) {
@@ -913,20 +1134,35 @@ impl<C: RuleTable> Compiler<C> {
                     NsScope::Same => p.namespace.as_deref(),
                     NsScope::Select(_) => None,
                 };
-                out.extend(self.select(pods, scope, |ik| self.peer_matches(p, peer, ik)).into_iter().map(Remote::Id));
+                out.extend(
+                    self.select(pods, scope, |ik| self.peer_matches(p, peer, ik))
+                        .into_iter()
+                        .map(Remote::Id),
+                );
             }
-            Peer::Cidr { cidr, except } => out.extend(subtract(*cidr, except).into_iter().map(Remote::Net)),
+            Peer::Cidr { cidr, except } => {
+                out.extend(subtract(*cidr, except).into_iter().map(Remote::Net))
+            }
             Peer::Entity(Entity::World) => out.push(Remote::Id(identity::WORLD)),
             Peer::Entity(Entity::Host) => out.push(Remote::Id(identity::HOST)),
-            Peer::Entity(Entity::Cluster) => out.extend(self.ids.iter().map(|(i, _)| Remote::Id(i))),
+            Peer::Entity(Entity::Cluster) => {
+                out.extend(self.ids.iter().map(|(i, _)| Remote::Id(i)))
+            }
             Peer::Entity(Entity::All) => out.push(Remote::Any),
         }
     }
 
     /// (port, per-address exceptions) that workloads of identity `id` give a named port.
     /// Returns the common port if all agree, else per-address ports.
-    fn resolve_named(&self, id: u32, name: &str, proto: u8) -> Result<Option<u16>, Vec<(IpAddr, u16)>> {
-        let Some(wls) = self.id_wls.get(&id) else { return Ok(None) };
+    fn resolve_named(
+        &self,
+        id: u32,
+        name: &str,
+        proto: u8,
+    ) -> Result<Option<u16>, Vec<(IpAddr, u16)>> {
+        let Some(wls) = self.id_wls.get(&id) else {
+            return Ok(None);
+        };
         let mut ports = Vec::new();
         for k in wls {
             if let Some(w) = self.model.workloads.get(k) {
@@ -951,18 +1187,36 @@ impl<C: RuleTable> Compiler<C> {
         let p = &st.policy;
         let mut g = Gen::default();
         let targets = self.targets(p);
-        g.refs.extend(targets.iter().copied().filter(|t| focus.is_none_or(|f| f == *t)));
+        g.refs.extend(
+            targets
+                .iter()
+                .copied()
+                .filter(|t| focus.is_none_or(|f| f == *t)),
+        );
         let tier = p.tier.index() as u8;
         for (ingress, rules) in [(true, &p.ingress), (false, &p.egress)] {
             let Some(rules) = rules else { continue };
-            let dir = if ingress { Direction::Ingress } else { Direction::Egress };
+            let dir = if ingress {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
             if p.tier == TierKind::Application {
                 for t in targets.iter().filter(|t| focus.is_none_or(|f| f == **t)) {
-                    g.isolates.push((TableRef { observe: p.audit, tier, dir }, *t));
+                    g.isolates.push((
+                        TableRef {
+                            observe: p.audit,
+                            tier,
+                            dir,
+                        },
+                        *t,
+                    ));
                 }
             }
             for (ri, r) in rules.iter().enumerate() {
-                self.gen_rule(p, st.idx, ingress, dir, tier, ri, r, &targets, focus, &mut g);
+                self.gen_rule(
+                    p, st.idx, ingress, dir, tier, ri, r, &targets, focus, &mut g,
+                );
             }
         }
         g
@@ -988,8 +1242,11 @@ impl<C: RuleTable> Compiler<C> {
             RuleAction::Deny => Action::Deny,
             RuleAction::Pass => Action::Pass,
         };
-        let flags = if r.log || r.action == RuleAction::Log { cookie::LOG } else { 0 }
-            | if p.audit { cookie::AUDIT } else { 0 };
+        let flags = if r.log || r.action == RuleAction::Log {
+            cookie::LOG
+        } else {
+            0
+        } | if p.audit { cookie::AUDIT } else { 0 };
         let prio = rule_priority(p.priority, ri, action);
         let ck = cookie::make(pidx, ingress, ri.min(0x7fff) as u16, flags);
         let table = TableRef { observe, tier, dir };
@@ -1017,7 +1274,10 @@ impl<C: RuleTable> Compiler<C> {
                     v.push((vec![i], all_remotes()));
                 }
                 let hit = self.ids.key(i).is_some_and(|ik| {
-                    r.peers.iter().flatten().any(|peer| self.peer_matches(p, peer, ik))
+                    r.peers
+                        .iter()
+                        .flatten()
+                        .any(|peer| self.peer_matches(p, peer, ik))
                 });
                 if hit {
                     v.push((all_targets.to_vec(), vec![Remote::Id(i)]));
@@ -1026,7 +1286,9 @@ impl<C: RuleTable> Compiler<C> {
             }
         };
         for (targets, remotes) in passes {
-            self.emit_rules(p, ingress, table, action, prio, ck, r, &targets, &remotes, g);
+            self.emit_rules(
+                p, ingress, table, action, prio, ck, r, &targets, &remotes, g,
+            );
         }
     }
 
@@ -1049,8 +1311,16 @@ impl<C: RuleTable> Compiler<C> {
                 g.refs.insert(*i);
             }
         }
-        let mk = |local: u32, rm: &Remote, proto: Option<u8>, dport: PortRange, dst_addr: Option<IpAddr>| {
-            let mut m = Match { proto, dport, ..Match::ANY };
+        let mk = |local: u32,
+                  rm: &Remote,
+                  proto: Option<u8>,
+                  dport: PortRange,
+                  dst_addr: Option<IpAddr>| {
+            let mut m = Match {
+                proto,
+                dport,
+                ..Match::ANY
+            };
             if ingress {
                 m.dst_id = Some(local);
                 match rm {
@@ -1071,30 +1341,57 @@ impl<C: RuleTable> Compiler<C> {
             }
             m
         };
-        let any_port = [crate::policy::PortSpec { proto: None, port: None }];
-        let ports: &[crate::policy::PortSpec] = if r.ports.is_empty() { &any_port } else { &r.ports };
+        let any_port = [crate::policy::PortSpec {
+            proto: None,
+            port: None,
+        }];
+        let ports: &[crate::policy::PortSpec] = if r.ports.is_empty() {
+            &any_port
+        } else {
+            &r.ports
+        };
         for ps in ports {
             let range = match &ps.port {
                 None => Some(PortRange::ANY),
-                Some(PortRef::Num(a, e)) => Some(PortRange { lo: *a, hi: e.unwrap_or(*a) }),
+                Some(PortRef::Num(a, e)) => Some(PortRange {
+                    lo: *a,
+                    hi: e.unwrap_or(*a),
+                }),
                 Some(PortRef::Named(_)) => None,
             };
             if let Some(range) = range {
                 for t in targets {
                     for rm in remotes {
-                        g.rules.push((table, mk(*t, rm, ps.proto, range, None), action, prio, ck));
+                        g.rules
+                            .push((table, mk(*t, rm, ps.proto, range, None), action, prio, ck));
                     }
                 }
                 continue;
             }
-            let Some(PortRef::Named(name)) = &ps.port else { continue };
+            let Some(PortRef::Named(name)) = &ps.port else {
+                continue;
+            };
             let proto = ps.proto.unwrap_or(crate::model::proto::TCP);
-            let emit_for_dst = |local: u32, rm: &Remote, dst_id: u32, g: &mut Gen| match self.resolve_named(dst_id, name, proto) {
-                Ok(Some(port)) => g.rules.push((table, mk(local, rm, Some(proto), PortRange::exact(port), None), action, prio, ck)),
+            let emit_for_dst = |local: u32, rm: &Remote, dst_id: u32, g: &mut Gen| match self
+                .resolve_named(dst_id, name, proto)
+            {
+                Ok(Some(port)) => g.rules.push((
+                    table,
+                    mk(local, rm, Some(proto), PortRange::exact(port), None),
+                    action,
+                    prio,
+                    ck,
+                )),
                 Ok(None) => {}
                 Err(per) => {
                     for (a, port) in per {
-                        g.rules.push((table, mk(local, rm, Some(proto), PortRange::exact(port), Some(a)), action, prio, ck));
+                        g.rules.push((
+                            table,
+                            mk(local, rm, Some(proto), PortRange::exact(port), Some(a)),
+                            action,
+                            prio,
+                            ck,
+                        ));
                     }
                 }
             };
@@ -1119,10 +1416,18 @@ impl<C: RuleTable> Compiler<C> {
                             Remote::Net(n) => {
                                 g.named_global = true;
                                 for w in self.model.workloads.values() {
-                                    let Some(port) = w.resolve_port(name, proto) else { continue };
+                                    let Some(port) = w.resolve_port(name, proto) else {
+                                        continue;
+                                    };
                                     for a in &w.addresses {
                                         if n.contains(addr_of(*a)) {
-                                            let m = mk(*t, &Remote::Any, Some(proto), PortRange::exact(port), Some(*a));
+                                            let m = mk(
+                                                *t,
+                                                &Remote::Any,
+                                                Some(proto),
+                                                PortRange::exact(port),
+                                                Some(*a),
+                                            );
                                             g.rules.push((table, m, action, prio, ck));
                                         }
                                     }
@@ -1155,14 +1460,24 @@ impl<C: RuleTable> Compiler<C> {
 
     /// Adds the rules a new identity brings to a policy (no full recompute).
     fn extend_for_identity(&mut self, key: &str, id: u32, diff: &mut RuleDiff) {
-        let Some(st) = self.policies.get(key) else { return };
-        let egress_named = st.policy.egress.iter().flatten().any(|r| r.ports.iter().any(|p| matches!(p.port, Some(PortRef::Named(_)))));
+        let Some(st) = self.policies.get(key) else {
+            return;
+        };
+        let egress_named = st.policy.egress.iter().flatten().any(|r| {
+            r.ports
+                .iter()
+                .any(|p| matches!(p.port, Some(PortRef::Named(_))))
+        });
         if egress_named || self.named_global.contains(key) {
             return self.recompute(key, diff);
         }
         let g = self.generate(st, Some(id));
         let mut st = self.policies.remove(key).expect("present");
-        let mut added: Vec<Sig> = g.rules.into_iter().filter(|s| !st.rules.contains_key(s)).collect();
+        let mut added: Vec<Sig> = g
+            .rules
+            .into_iter()
+            .filter(|s| !st.rules.contains_key(s))
+            .collect();
         added.sort_by_key(|s| (s.3, s.4, format!("{:?}", s.1)));
         added.dedup();
         for s in added {
@@ -1188,20 +1503,34 @@ impl<C: RuleTable> Compiler<C> {
     }
 
     fn recompute_with(&mut self, key: &str, diff: &mut RuleDiff, withdraw: bool) {
-        let Some(st) = self.policies.get(key) else { return };
-        let g = if withdraw { Gen::default() } else { self.generate(st, None) };
+        let Some(st) = self.policies.get(key) else {
+            return;
+        };
+        let g = if withdraw {
+            Gen::default()
+        } else {
+            self.generate(st, None)
+        };
         let named = st.policy.uses_named_ports();
         let mut st = self.policies.remove(key).expect("present");
         st.named = named;
         // Rules: keep what is unchanged, delete what went, insert what came.
         let new: HashSet<Sig> = g.rules.into_iter().collect();
-        let gone: Vec<Sig> = st.rules.keys().filter(|s| !new.contains(*s)).cloned().collect();
+        let gone: Vec<Sig> = st
+            .rules
+            .keys()
+            .filter(|s| !new.contains(*s))
+            .cloned()
+            .collect();
         for s in gone {
             if let Some(id) = st.rules.remove(&s) {
                 self.del(s.0, id, diff);
             }
         }
-        let mut added: Vec<Sig> = new.into_iter().filter(|s| !st.rules.contains_key(s)).collect();
+        let mut added: Vec<Sig> = new
+            .into_iter()
+            .filter(|s| !st.rules.contains_key(s))
+            .collect();
         added.sort_by_key(|s| (s.3, s.4, format!("{:?}", s.1)));
         for s in added {
             let id = self.ins(s.0, s.1, s.2, s.3, s.4, diff);
@@ -1245,14 +1574,31 @@ impl<C: RuleTable> Compiler<C> {
         }
         let (t, id) = x;
         let ingress = t.dir == Direction::Ingress;
-        let m = if ingress { Match { dst_id: Some(id), ..Match::ANY } } else { Match { src_id: Some(id), ..Match::ANY } };
-        let c = cookie::make(cookie::ISOLATION, ingress, 0, if t.observe { cookie::AUDIT } else { 0 });
+        let m = if ingress {
+            Match {
+                dst_id: Some(id),
+                ..Match::ANY
+            }
+        } else {
+            Match {
+                src_id: Some(id),
+                ..Match::ANY
+            }
+        };
+        let c = cookie::make(
+            cookie::ISOLATION,
+            ingress,
+            0,
+            if t.observe { cookie::AUDIT } else { 0 },
+        );
         let rid = self.ins(t, m, Action::Deny, 0, c, diff);
         self.iso.insert(x, (1, rid));
     }
 
     fn iso_dec(&mut self, x: (TableRef, u32), diff: &mut RuleDiff) {
-        let Some(e) = self.iso.get_mut(&x) else { return };
+        let Some(e) = self.iso.get_mut(&x) else {
+            return;
+        };
         e.0 -= 1;
         if e.0 == 0 {
             let rid = e.1;

@@ -15,9 +15,9 @@ use crate::error::{from_yaml, Error, Result};
 use crate::labels::Labels;
 use crate::model::{proto, split_key, ConfPod, Model};
 use crate::policy::k8s::NetworkPolicy;
-use serde::Deserialize;
-use flowtable::conntrack::{CtConfig, CtDir, Conntrack};
+use flowtable::conntrack::{Conntrack, CtConfig, CtDir};
 use flowtable::parse::l4::tcp_flags::{ACK, SYN};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -124,7 +124,10 @@ impl CaseResult {
 
 /// Parses a case file.
 pub fn load_case(path: &Path) -> Result<Case> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.into(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        file: path.into(),
+        source: e,
+    })?;
     serde_yaml::from_str(&text).map_err(|e| from_yaml(&path.display().to_string(), 0, &e))
 }
 
@@ -141,18 +144,28 @@ fn policy_key(a: &CaseAction) -> Option<String> {
     if let Some(p) = &a.policy {
         let md = p.get("metadata")?;
         let name = md.get("name")?.as_str()?;
-        let ns = md.get("namespace").and_then(|n| n.as_str()).unwrap_or("default");
+        let ns = md
+            .get("namespace")
+            .and_then(|n| n.as_str())
+            .unwrap_or("default");
         return Some(format!("{ns}/{name}"));
     }
     let name = a.name.as_deref()?;
     if name.contains('/') {
         return Some(name.to_string());
     }
-    Some(format!("{}/{name}", a.namespace.as_deref().unwrap_or("default")))
+    Some(format!(
+        "{}/{name}",
+        a.namespace.as_deref().unwrap_or("default")
+    ))
 }
 
 fn pod_key(a: &CaseAction) -> Result<String, String> {
-    let p = a.pod.as_deref().or(a.name.as_deref()).ok_or("action needs `pod`")?;
+    let p = a
+        .pod
+        .as_deref()
+        .or(a.name.as_deref())
+        .ok_or("action needs `pod`")?;
     let (ns, n) = split_key(p, a.namespace.as_deref());
     Ok(format!("{ns}/{n}"))
 }
@@ -162,9 +175,13 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
     match a.op.as_str() {
         "create_policy" | "update_policy" => {
             let v = a.policy.clone().ok_or("action needs `policy`")?;
-            let np: NetworkPolicy = serde_yaml::from_value(v).map_err(|e| format!("policy: {e}"))?;
+            let np: NetworkPolicy =
+                serde_yaml::from_value(v).map_err(|e| format!("policy: {e}"))?;
             if np.api_version != "networking.k8s.io/v1" || np.kind != "NetworkPolicy" {
-                return Err(format!("unsupported policy kind {} {}", np.api_version, np.kind));
+                return Err(format!(
+                    "unsupported policy kind {} {}",
+                    np.api_version, np.kind
+                ));
             }
             c.set_policy(np.to_policy("<case>", 0)).map_err(err)?;
         }
@@ -183,18 +200,33 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
         }
         "set_pod_labels" => {
             let k = pod_key(a)?;
-            c.set_workload_labels(&k, a.labels.clone().unwrap_or_default()).map_err(err)?;
+            c.set_workload_labels(&k, a.labels.clone().unwrap_or_default())
+                .map_err(err)?;
         }
         "set_namespace_labels" => {
-            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
-            c.set_namespace_labels(ns, a.labels.clone().unwrap_or_default()).map_err(err)?;
+            let ns = a
+                .namespace
+                .as_deref()
+                .or(a.name.as_deref())
+                .ok_or("action needs `namespace`")?;
+            c.set_namespace_labels(ns, a.labels.clone().unwrap_or_default())
+                .map_err(err)?;
         }
         "create_namespace" => {
-            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
-            c.add_namespace(ns, a.labels.clone().unwrap_or_default()).map_err(err)?;
+            let ns = a
+                .namespace
+                .as_deref()
+                .or(a.name.as_deref())
+                .ok_or("action needs `namespace`")?;
+            c.add_namespace(ns, a.labels.clone().unwrap_or_default())
+                .map_err(err)?;
         }
         "delete_namespace" => {
-            let ns = a.namespace.as_deref().or(a.name.as_deref()).ok_or("action needs `namespace`")?;
+            let ns = a
+                .namespace
+                .as_deref()
+                .or(a.name.as_deref())
+                .ok_or("action needs `namespace`")?;
             c.remove_namespace(ns).map_err(err)?;
         }
         "create_pod" | "update_pod" | "set_pod_ip" | "move_pod" => {
@@ -212,7 +244,11 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
             }
             let pod = ConfPod {
                 namespace: Some(ns.to_string()),
-                labels: a.labels.clone().or_else(|| existing.as_ref().map(|w| w.labels.clone())).unwrap_or_default(),
+                labels: a
+                    .labels
+                    .clone()
+                    .or_else(|| existing.as_ref().map(|w| w.labels.clone()))
+                    .unwrap_or_default(),
                 ip: a.ip,
                 ips: a.ips.clone(),
                 container_ports: a.container_ports.clone(),
@@ -247,21 +283,43 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
 }
 
 /// Decides one probe cell: true when S may open a connection to D.
-pub fn probe<C: RuleTable>(c: &Compiler<C>, src: &str, dst: &str, proto: u8, port: u16) -> Result<bool, String> {
-    let s = c.model().workloads.get(src).ok_or_else(|| format!("no pod {src}"))?;
-    let d = c.model().workloads.get(dst).ok_or_else(|| format!("no pod {dst}"))?;
+pub fn probe<C: RuleTable>(
+    c: &Compiler<C>,
+    src: &str,
+    dst: &str,
+    proto: u8,
+    port: u16,
+) -> Result<bool, String> {
+    let s = c
+        .model()
+        .workloads
+        .get(src)
+        .ok_or_else(|| format!("no pod {src}"))?;
+    let d = c
+        .model()
+        .workloads
+        .get(dst)
+        .ok_or_else(|| format!("no pod {dst}"))?;
     // Same family: the first address of the destination's family the source has.
     let (sa, da) = s
         .addresses
         .iter()
-        .find_map(|sa| d.addresses.iter().find(|da| da.is_ipv4() == sa.is_ipv4()).map(|da| (*sa, *da)))
+        .find_map(|sa| {
+            d.addresses
+                .iter()
+                .find(|da| da.is_ipv4() == sa.is_ipv4())
+                .map(|da| (*sa, *da))
+        })
         .ok_or_else(|| format!("{src} and {dst} share no address family"))?;
     let mut k = c.flow_key(sa, da, proto, 40000, port);
     let tcp = proto == crate::model::proto::TCP;
     if tcp {
         k.tcp_flags = SYN;
     }
-    let mut ct = Conntrack::new(CtConfig { capacity: 16, ..Default::default() });
+    let mut ct = Conntrack::new(CtConfig {
+        capacity: 16,
+        ..Default::default()
+    });
     let now = 1_000;
     if ct.lookup(&k, 0, now).is_some() {
         return Err("conntrack: a fresh table already knows the flow".into());
@@ -270,8 +328,17 @@ pub fn probe<C: RuleTable>(c: &Compiler<C>, src: &str, dst: &str, proto: u8, por
     if !v.allowed() {
         return Ok(false);
     }
-    let cookie = v.ingress.rule.or(v.egress.rule).map(|r| r.cookie).unwrap_or(0);
-    if ct.create(&k, 0, 1, cookie, 60, now).map_err(|_| "conntrack full".to_string())?.is_none() {
+    let cookie = v
+        .ingress
+        .rule
+        .or(v.egress.rule)
+        .map(|r| r.cookie)
+        .unwrap_or(0);
+    if ct
+        .create(&k, 0, 1, cookie, 60, now)
+        .map_err(|_| "conntrack full".to_string())?
+        .is_none()
+    {
         return Ok(false);
     }
     let mut reply = k.reversed();
@@ -279,18 +346,25 @@ pub fn probe<C: RuleTable>(c: &Compiler<C>, src: &str, dst: &str, proto: u8, por
         reply.tcp_flags = SYN | ACK;
     }
     match ct.lookup(&reply, 0, now + 1) {
-        Some((r, CtDir::Reply)) => Ok(ct.update(r, CtDir::Reply, 0, reply.tcp_flags, 60, now + 1).is_some()),
+        Some((r, CtDir::Reply)) => Ok(ct
+            .update(r, CtDir::Reply, 0, reply.tcp_flags, 60, now + 1)
+            .is_some()),
         _ => Ok(false),
     }
 }
 
 /// Runs one case over a fresh compiler built from `model`.
 pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
-    let mut res = CaseResult { id: case.id.clone(), ..Default::default() };
+    let mut res = CaseResult {
+        id: case.id.clone(),
+        ..Default::default()
+    };
     let model = match &case.model {
-        Some(v) => match serde_yaml::to_string(v).map_err(|e| e.to_string()).and_then(|t| {
-            Model::from_yaml(&format!("{} model", case.id), &t).map_err(|e| e.to_string())
-        }) {
+        Some(v) => match serde_yaml::to_string(v)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                Model::from_yaml(&format!("{} model", case.id), &t).map_err(|e| e.to_string())
+            }) {
             Ok(m) => m,
             Err(e) => {
                 res.error = Some(e);
@@ -307,7 +381,12 @@ pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
         }
     };
     for (si, step) in case.steps.iter().enumerate() {
-        let sn = step.step.as_ref().and_then(|v| v.as_u64()).map(|n| n as usize).unwrap_or(si + 1);
+        let sn = step
+            .step
+            .as_ref()
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize)
+            .unwrap_or(si + 1);
         for a in &step.actions {
             if let Err(e) = apply(&mut c, a) {
                 res.error = Some(format!("step {sn}: {}: {e}", a.op));
@@ -326,7 +405,11 @@ pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
                 };
                 let cells: Vec<char> = row.chars().collect();
                 if cells.len() != p.columns.len() {
-                    res.error = Some(format!("step {sn}: row {src} has {} cells for {} columns", cells.len(), p.columns.len()));
+                    res.error = Some(format!(
+                        "step {sn}: row {src} has {} cells for {} columns",
+                        cells.len(),
+                        p.columns.len()
+                    ));
                     return res;
                 }
                 for (dst, want) in p.columns.iter().zip(cells) {

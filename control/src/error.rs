@@ -63,8 +63,18 @@ pub enum Error {
 
 impl Error {
     /// Builds an [`Error::Invalid`].
-    pub fn invalid(file: &str, line: usize, field: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Invalid { file: file.to_string(), line, field: field.into(), msg: msg.into() }
+    pub fn invalid(
+        file: &str,
+        line: usize,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            file: file.to_string(),
+            line,
+            field: field.into(),
+            msg: msg.into(),
+        }
     }
 
     /// The process exit code a command should use for this error: 2 for invalid
@@ -83,7 +93,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Converts a serde_yaml error into [`Error::Invalid`] with the file, line and field path.
 pub(crate) fn from_yaml(file: &str, line_base: usize, e: &serde_yaml::Error) -> Error {
-    let line = e.location().map(|l| l.line() + line_base).unwrap_or(line_base.max(1));
+    let line = e
+        .location()
+        .map(|l| l.line() + line_base)
+        .unwrap_or(line_base.max(1));
     let full = e.to_string();
     // serde_yaml renders "path.to.field: message at line L column C".
     let body = match full.rfind(" at line ") {
@@ -94,22 +107,39 @@ pub(crate) fn from_yaml(file: &str, line_base: usize, e: &serde_yaml::Error) -> 
     // Validation messages name their own field first ("endPort: ...").
     if let Some((f, rest)) = msg.split_once(": ") {
         if !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            field = if field == "-" { f.to_string() } else { format!("{field}.{f}") };
+            field = if field == "-" {
+                f.to_string()
+            } else {
+                format!("{field}.{f}")
+            };
             msg = rest.to_string();
         }
     }
-    Error::Invalid { file: file.to_string(), line, field, msg }
+    Error::Invalid {
+        file: file.to_string(),
+        line,
+        field,
+        msg,
+    }
 }
 
 /// Converts a toml error into [`Error::Invalid`].
 pub(crate) fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> Error {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(0);
     let msg = e.message().trim().to_string();
     let field = e
         .span()
         .and_then(|s| key_before(text, s.start))
         .unwrap_or_else(|| "-".to_string());
-    Error::Invalid { file: file.to_string(), line, field, msg }
+    Error::Invalid {
+        file: file.to_string(),
+        line,
+        field,
+        msg,
+    }
 }
 
 /// The key on the line holding byte `at` (TOML `key = value` or `[table]`).
@@ -124,7 +154,7 @@ fn key_before(text: &str, at: usize) -> Option<String> {
         let upto = &text[start..at];
         if let Some(eq2) = upto.rfind('=') {
             let seg = &upto[..eq2];
-            let k2 = seg.rsplit(|c: char| c == '{' || c == ',' || c == '[').next().unwrap_or("").trim();
+            let k2 = seg.rsplit(['{', ',', '[']).next().unwrap_or("").trim();
             if !k2.is_empty() {
                 return Some(k2.to_string());
             }

@@ -49,7 +49,12 @@ pub struct IdentityAllocator {
 
 impl Default for IdentityAllocator {
     fn default() -> Self {
-        Self { by_key: HashMap::new(), by_id: HashMap::new(), next: FIRST_DYNAMIC, free: Vec::new() }
+        Self {
+            by_key: HashMap::new(),
+            by_id: HashMap::new(),
+            next: FIRST_DYNAMIC,
+            free: Vec::new(),
+        }
     }
 }
 
@@ -72,13 +77,21 @@ impl IdentityAllocator {
             self.free.pop()?
         };
         self.by_key.insert(key.clone(), id);
-        self.by_id.insert(id, Entry { key: key.clone(), refs: 1 });
+        self.by_id.insert(
+            id,
+            Entry {
+                key: key.clone(),
+                refs: 1,
+            },
+        );
         Some((id, true))
     }
 
     /// Drops a reference; returns true when the identity was released.
     pub fn release(&mut self, id: u32) -> bool {
-        let Some(e) = self.by_id.get_mut(&id) else { return false };
+        let Some(e) = self.by_id.get_mut(&id) else {
+            return false;
+        };
         e.refs -= 1;
         if e.refs > 0 {
             return false;
@@ -122,7 +135,10 @@ mod tests {
     #[test]
     fn same_labels_share_and_release_on_last_ref() {
         let mut a = IdentityAllocator::default();
-        let k = IdentityKey { namespace: "x".into(), labels: [("app".to_string(), "web".to_string())].into() };
+        let k = IdentityKey {
+            namespace: "x".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+        };
         let (i1, new1) = a.acquire(&k).unwrap();
         let (i2, new2) = a.acquire(&k).unwrap();
         assert_eq!((i1, new1, new2), (i2, true, false));

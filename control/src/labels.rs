@@ -46,13 +46,19 @@ impl TryFrom<RawRequirement> for Requirement {
     fn try_from(r: RawRequirement) -> Result<Self, String> {
         let values = r.values.unwrap_or_default();
         match r.operator {
-            Operator::In | Operator::NotIn if values.is_empty() => {
-                Err(format!("matchExpressions key `{}`: operator {:?} needs values", r.key, r.operator))
-            }
-            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                Err(format!("matchExpressions key `{}`: operator {:?} takes no values", r.key, r.operator))
-            }
-            _ => Ok(Requirement { key: r.key, operator: r.operator, values }),
+            Operator::In | Operator::NotIn if values.is_empty() => Err(format!(
+                "matchExpressions key `{}`: operator {:?} needs values",
+                r.key, r.operator
+            )),
+            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => Err(format!(
+                "matchExpressions key `{}`: operator {:?} takes no values",
+                r.key, r.operator
+            )),
+            _ => Ok(Requirement {
+                key: r.key,
+                operator: r.operator,
+                values,
+            }),
         }
     }
 }
@@ -96,7 +102,9 @@ impl LabelSelector {
 
     /// True if `labels` are selected.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
@@ -116,11 +124,17 @@ impl LabelSelector {
                 return Err(format!("empty term in selector `{s}`"));
             }
             if let Some(rest) = t.strip_prefix("!has(").and_then(|r| r.strip_suffix(')')) {
-                sel.match_expressions.push(req(key(rest)?, Operator::DoesNotExist, vec![]));
+                sel.match_expressions
+                    .push(req(key(rest)?, Operator::DoesNotExist, vec![]));
             } else if let Some(rest) = t.strip_prefix("has(").and_then(|r| r.strip_suffix(')')) {
-                sel.match_expressions.push(req(key(rest)?, Operator::Exists, vec![]));
+                sel.match_expressions
+                    .push(req(key(rest)?, Operator::Exists, vec![]));
             } else if let Some(i) = t.find("!=") {
-                sel.match_expressions.push(req(key(&t[..i])?, Operator::NotIn, vec![value(&t[i + 2..])?]));
+                sel.match_expressions.push(req(
+                    key(&t[..i])?,
+                    Operator::NotIn,
+                    vec![value(&t[i + 2..])?],
+                ));
             } else if let Some(i) = t.find("==") {
                 sel.match_labels.insert(key(&t[..i])?, value(&t[i + 2..])?);
             } else if let Some(i) = t.find('=') {
@@ -130,9 +144,11 @@ impl LabelSelector {
             } else if let Some((k, vs)) = set_term(t, " in ")? {
                 sel.match_expressions.push(req(k, Operator::In, vs));
             } else if let Some(k) = t.strip_prefix('!') {
-                sel.match_expressions.push(req(key(k)?, Operator::DoesNotExist, vec![]));
+                sel.match_expressions
+                    .push(req(key(k)?, Operator::DoesNotExist, vec![]));
             } else {
-                sel.match_expressions.push(req(key(t)?, Operator::Exists, vec![]));
+                sel.match_expressions
+                    .push(req(key(t)?, Operator::Exists, vec![]));
             }
         }
         Ok(sel)
@@ -140,7 +156,11 @@ impl LabelSelector {
 }
 
 fn req(key: String, operator: Operator, values: Vec<String>) -> Requirement {
-    Requirement { key, operator, values }
+    Requirement {
+        key,
+        operator,
+        values,
+    }
 }
 
 fn split_terms(s: &str) -> Result<Vec<String>, String> {
@@ -190,7 +210,8 @@ fn key(s: &str) -> Result<String, String> {
     let k = s.trim();
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
         && k.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && k.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
@@ -202,7 +223,10 @@ fn key(s: &str) -> Result<String, String> {
 
 fn value(s: &str) -> Result<String, String> {
     let v = s.trim().trim_matches(|c| c == '"' || c == '\'');
-    if v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         Ok(v.to_string())
     } else {
         Err(format!("bad label value `{v}`"))
@@ -239,7 +263,10 @@ impl fmt::Display for LabelSelector {
 
 /// Renders a label set as `k=v,k=v`.
 pub fn labels_string(l: &Labels) -> String {
-    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -247,7 +274,10 @@ mod tests {
     use super::*;
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -255,7 +285,12 @@ mod tests {
         let s = LabelSelector::parse("app=web, env in (prod,staging), !legacy, tier").unwrap();
         assert!(s.matches(&l(&[("app", "web"), ("env", "prod"), ("tier", "x")])));
         assert!(!s.matches(&l(&[("app", "web"), ("env", "dev"), ("tier", "x")])));
-        assert!(!s.matches(&l(&[("app", "web"), ("env", "prod"), ("tier", "x"), ("legacy", "1")])));
+        assert!(!s.matches(&l(&[
+            ("app", "web"),
+            ("env", "prod"),
+            ("tier", "x"),
+            ("legacy", "1")
+        ])));
         let n = LabelSelector::parse("env notin (prod)").unwrap();
         assert!(n.matches(&l(&[])));
         assert!(!n.matches(&l(&[("env", "prod")])));
@@ -272,8 +307,12 @@ mod tests {
         let ok: LabelSelector =
             serde_yaml::from_str("matchExpressions: [{key: a, operator: DoesNotExist}]").unwrap();
         assert!(ok.matches(&l(&[("b", "1")])));
-        let e = serde_yaml::from_str::<LabelSelector>("matchExpressions: [{key: a, operator: Maybe}]");
-        assert!(e.unwrap_err().to_string().contains("unknown variant `Maybe`"));
+        let e =
+            serde_yaml::from_str::<LabelSelector>("matchExpressions: [{key: a, operator: Maybe}]");
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant `Maybe`"));
         let e = serde_yaml::from_str::<LabelSelector>("matchExpressions: [{key: a, operator: In}]");
         assert!(e.unwrap_err().to_string().contains("needs values"));
     }

@@ -70,12 +70,19 @@ impl NamedPort {
     pub fn parse(name: &str, spec: &str) -> std::result::Result<Self, String> {
         let spec = spec.trim();
         let (p, pr) = spec.split_once('/').unwrap_or((spec, "TCP"));
-        let port: u16 = p.trim().parse().map_err(|_| format!("bad port `{p}` for named port `{name}`"))?;
+        let port: u16 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad port `{p}` for named port `{name}`"))?;
         if port == 0 {
             return Err(format!("port 0 for named port `{name}`"));
         }
         let proto = proto::parse(pr.trim()).ok_or_else(|| format!("bad protocol `{pr}`"))?;
-        Ok(NamedPort { name: name.trim().to_string(), port, proto })
+        Ok(NamedPort {
+            name: name.trim().to_string(),
+            port,
+            proto,
+        })
     }
 }
 
@@ -114,7 +121,10 @@ impl Workload {
     }
     /// Resolves a named port for `proto`.
     pub fn resolve_port(&self, name: &str, proto: u8) -> Option<u16> {
-        self.named_ports.iter().find(|n| n.name == name && n.proto == proto).map(|n| n.port)
+        self.named_ports
+            .iter()
+            .find(|n| n.name == name && n.proto == proto)
+            .map(|n| n.port)
     }
 }
 
@@ -133,7 +143,13 @@ impl Model {
     /// Adds a namespace (its name label is set).
     pub fn add_namespace(&mut self, name: &str, mut labels: Labels) {
         labels.insert(NS_NAME_LABEL.to_string(), name.to_string());
-        self.namespaces.insert(name.to_string(), Namespace { name: name.to_string(), labels });
+        self.namespaces.insert(
+            name.to_string(),
+            Namespace {
+                name: name.to_string(),
+                labels,
+            },
+        );
     }
 
     /// Finds a workload by `ns/name`, or by bare name when that is unique.
@@ -150,7 +166,10 @@ impl Model {
 
     /// Loads a model file (YAML or TOML by extension; YAML otherwise).
     pub fn load(path: &Path) -> Result<Model> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.into(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            file: path.into(),
+            source: e,
+        })?;
         let file = path.display().to_string();
         if path.extension().is_some_and(|e| e == "toml") {
             Self::from_toml(&file, &text)
@@ -161,12 +180,14 @@ impl Model {
 
     /// Parses a YAML model (native or conformance schema).
     pub fn from_yaml(file: &str, text: &str) -> Result<Model> {
-        let v: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| from_yaml(file, 0, &e))?;
+        let v: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| from_yaml(file, 0, &e))?;
         if v.get("pods").is_some() {
             let raw: ConfModel = serde_yaml::from_str(text).map_err(|e| from_yaml(file, 0, &e))?;
             raw.into_model(file)
         } else {
-            let raw: NativeModel = serde_yaml::from_str(text).map_err(|e| from_yaml(file, 0, &e))?;
+            let raw: NativeModel =
+                serde_yaml::from_str(text).map_err(|e| from_yaml(file, 0, &e))?;
             raw.into_model(file, text)
         }
     }
@@ -179,7 +200,10 @@ impl Model {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).unwrap_or(0)
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or(0)
 }
 
 /// Parses `02:00:00:00:00:01`.
@@ -239,11 +263,19 @@ fn default_ns() -> String {
 
 impl NativeModel {
     fn into_model(self, file: &str, text: &str) -> Result<Model> {
-        let mut m = Model { host_addresses: self.host_addresses, ..Default::default() };
+        let mut m = Model {
+            host_addresses: self.host_addresses,
+            ..Default::default()
+        };
         for ns in self.namespaces {
             if m.namespaces.contains_key(&ns.name) {
                 let line = line_of(text, &ns.name);
-                return Err(Error::invalid(file, line, "namespaces.name", format!("duplicate namespace `{}`", ns.name)));
+                return Err(Error::invalid(
+                    file,
+                    line,
+                    "namespaces.name",
+                    format!("duplicate namespace `{}`", ns.name),
+                ));
             }
             m.add_namespace(&ns.name, ns.labels);
         }
@@ -255,16 +287,21 @@ impl NativeModel {
                 m.add_namespace(&w.namespace, Labels::new());
             }
             let mac = match &w.mac {
-                Some(s) => Some(
-                    parse_mac(s).ok_or_else(|| Error::invalid(file, line_of(text, s), "workloads.mac", format!("bad MAC `{s}`")))?,
-                ),
+                Some(s) => Some(parse_mac(s).ok_or_else(|| {
+                    Error::invalid(
+                        file,
+                        line_of(text, s),
+                        "workloads.mac",
+                        format!("bad MAC `{s}`"),
+                    )
+                })?),
                 None => None,
             };
             let mut named_ports = Vec::new();
             for (n, spec) in &w.named_ports {
-                named_ports.push(
-                    NamedPort::parse(n, spec).map_err(|e| Error::invalid(file, line_of(text, n), "workloads.named_ports", e))?,
-                );
+                named_ports.push(NamedPort::parse(n, spec).map_err(|e| {
+                    Error::invalid(file, line_of(text, n), "workloads.named_ports", e)
+                })?);
             }
             let wl = Workload {
                 name: w.name,
@@ -276,7 +313,12 @@ impl NativeModel {
                 named_ports,
             };
             if m.workloads.contains_key(&wl.key()) {
-                return Err(Error::invalid(file, line(), "workloads.name", format!("duplicate workload `{}`", wl.key())));
+                return Err(Error::invalid(
+                    file,
+                    line(),
+                    "workloads.name",
+                    format!("duplicate workload `{}`", wl.key()),
+                ));
             }
             for a in &wl.addresses {
                 if let Some(o) = owners.insert(*a, wl.key()) {
@@ -328,7 +370,9 @@ impl ConfPod {
     pub(crate) fn workload(&self, ns: &str, name: &str) -> std::result::Result<Workload, String> {
         let mut named_ports = Vec::new();
         for cp in &self.container_ports {
-            let (n, spec) = cp.split_once(':').ok_or_else(|| format!("bad containerPort `{cp}` (want `name: 80/TCP`)"))?;
+            let (n, spec) = cp
+                .split_once(':')
+                .ok_or_else(|| format!("bad containerPort `{cp}` (want `name: 80/TCP`)"))?;
             named_ports.push(NamedPort::parse(n, spec)?);
         }
         let mut addresses: Vec<IpAddr> = self.ip.into_iter().collect();
@@ -366,10 +410,17 @@ impl ConfModel {
             if !m.namespaces.contains_key(&ns) {
                 m.add_namespace(&ns, Labels::new());
             }
-            let w = p.workload(&ns, name).map_err(|e| Error::invalid(file, 0, format!("pods.{key}"), e))?;
+            let w = p
+                .workload(&ns, name)
+                .map_err(|e| Error::invalid(file, 0, format!("pods.{key}"), e))?;
             for a in &w.addresses {
                 if let Some(o) = owners.insert(*a, w.key()) {
-                    return Err(Error::invalid(file, 0, format!("pods.{key}.ip"), format!("address {a} already belongs to {o}")));
+                    return Err(Error::invalid(
+                        file,
+                        0,
+                        format!("pods.{key}.ip"),
+                        format!("address {a} already belongs to {o}"),
+                    ));
                 }
             }
             m.workloads.insert(w.key(), w);

@@ -21,7 +21,10 @@ fn cases() -> Vec<PathBuf> {
 fn every_shared_case_passes() {
     let cases = cases();
     assert!(cases.len() >= 30, "found {} cases", cases.len());
-    let args = ConformanceArgs { model: Some(shared().join("model.yaml")), cases };
+    let args = ConformanceArgs {
+        model: Some(shared().join("model.yaml")),
+        cases,
+    };
     let res = run_conformance(&args).unwrap();
     let failed: Vec<String> = res
         .iter()
@@ -34,7 +37,10 @@ fn every_shared_case_passes() {
 
 #[test]
 fn command_prints_summary_line_last() {
-    let args = ConformanceArgs { model: None, cases: cases() };
+    let args = ConformanceArgs {
+        model: None,
+        cases: cases(),
+    };
     let mut out = Vec::new();
     let code = conformance(&args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();

@@ -9,7 +9,11 @@ use control::{Compiler, Labels};
 use std::net::IpAddr;
 
 fn labels(s: &str) -> Labels {
-    s.split(',').filter(|t| !t.is_empty()).map(|t| t.split_once('=').unwrap()).map(|(k, v)| (k.into(), v.into())).collect()
+    s.split(',')
+        .filter(|t| !t.is_empty())
+        .map(|t| t.split_once('=').unwrap())
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 fn wl(ns: &str, name: &str, l: &str, ip: &str, ports: &[(&str, u16)]) -> Workload {
@@ -18,7 +22,14 @@ fn wl(ns: &str, name: &str, l: &str, ip: &str, ports: &[(&str, u16)]) -> Workloa
         namespace: ns.into(),
         labels: labels(l),
         addresses: vec![ip.parse().unwrap()],
-        named_ports: ports.iter().map(|(n, p)| NamedPort { name: n.to_string(), port: *p, proto: proto::TCP }).collect(),
+        named_ports: ports
+            .iter()
+            .map(|(n, p)| NamedPort {
+                name: n.to_string(),
+                port: *p,
+                proto: proto::TCP,
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -85,14 +96,23 @@ fn ip_block_except_and_world() {
 
 #[test]
 fn quarantine_label_cuts_workload_off() {
-    let set = parse_text("q.toml", "[[policy]]\nname = \"open\"\nnamespace = \"x\"\n[[policy.ingress]]\n").unwrap();
+    let set = parse_text(
+        "q.toml",
+        "[[policy]]\nname = \"open\"\nnamespace = \"x\"\n[[policy.ingress]]\n",
+    )
+    .unwrap();
     let mut c: Compiler = Compiler::with_policies(model(), set).unwrap();
     assert!(allowed(&c, "x/a", "x/b", 80));
-    let d = c.set_workload_labels("x/a", labels("pod=a,bulkhead.io/quarantine=true")).unwrap();
+    let d = c
+        .set_workload_labels("x/a", labels("pod=a,bulkhead.io/quarantine=true"))
+        .unwrap();
     assert!(!d.inserts.is_empty());
     assert!(!allowed(&c, "x/a", "x/b", 80));
     assert!(!allowed(&c, "y/a", "x/a", 80));
-    assert!(allowed(&c, "x/a2", "x/b", 80), "same old labels, not quarantined");
+    assert!(
+        allowed(&c, "x/a2", "x/b", 80),
+        "same old labels, not quarantined"
+    );
     c.set_workload_labels("x/a", labels("pod=a")).unwrap();
     assert!(allowed(&c, "x/a", "x/b", 80));
 }
@@ -103,10 +123,18 @@ fn workload_move_touches_only_the_map() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: b}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {pod: a}}}]\n",
     );
     let mut c: Compiler = Compiler::with_policies(model(), set).unwrap();
-    let d = c.move_workload("y/b", vec!["10.244.9.9".parse().unwrap()]).unwrap();
+    let d = c
+        .move_workload("y/b", vec!["10.244.9.9".parse().unwrap()])
+        .unwrap();
     assert!(d.is_empty(), "{d:?}");
-    assert_eq!(c.identity_of("10.244.9.9".parse().unwrap()), c.workload_identity("y/b").unwrap());
-    assert_eq!(c.identity_of("10.244.2.11".parse().unwrap()), control::identity::WORLD);
+    assert_eq!(
+        c.identity_of("10.244.9.9".parse().unwrap()),
+        c.workload_identity("y/b").unwrap()
+    );
+    assert_eq!(
+        c.identity_of("10.244.2.11".parse().unwrap()),
+        control::identity::WORLD
+    );
     // A label change to an existing label set changes no rule either.
     let d = c.set_workload_labels("y/b", labels("pod=a")).unwrap();
     assert!(d.is_empty(), "{d:?}");
@@ -193,7 +221,10 @@ steps:
     // The same case with one cell flipped reports exactly that cell.
     let bad: Case = serde_yaml::from_str(&yaml.replace("x/b: 1-0", "x/b: 1-1")).unwrap();
     let r = run_case::<flowtable::Classifier>(&bad, &model());
-    assert_eq!(r.diffs, vec!["step 3 80/TCP x/b->y/a: expected allow, got deny".to_string()]);
+    assert_eq!(
+        r.diffs,
+        vec!["step 3 80/TCP x/b->y/a: expected allow, got deny".to_string()]
+    );
 }
 
 /// Decisions of every pair on a few ports, for comparing two compilers.
@@ -204,7 +235,10 @@ fn fingerprint<C: control::RuleTable>(c: &Compiler<C>) -> Vec<(String, bool)> {
         for d in &keys {
             if s != d {
                 for (pr, port) in [(proto::TCP, 80), (proto::TCP, 8080), (proto::UDP, 80)] {
-                    v.push((format!("{s}->{d} {port}/{pr}"), probe(c, s, d, pr, port).unwrap()));
+                    v.push((
+                        format!("{s}->{d} {port}/{pr}"),
+                        probe(c, s, d, pr, port).unwrap(),
+                    ));
                 }
             }
         }
@@ -234,13 +268,17 @@ fn incremental_vs_fresh<C: control::RuleTable>() {
         assert_eq!(c.rule_count(), fresh.rule_count(), "after {what}");
     };
     check(&c, "load");
-    c.set_workload_labels("x/b", labels("pod=b,role=client")).unwrap();
+    c.set_workload_labels("x/b", labels("pod=b,role=client"))
+        .unwrap();
     check(&c, "relabel to a new identity");
-    c.set_namespace_labels("y", labels("ns=y,open=yes")).unwrap();
+    c.set_namespace_labels("y", labels("ns=y,open=yes"))
+        .unwrap();
     check(&c, "namespace relabel");
-    c.add_workload(wl("y", "c", "pod=c", "10.244.2.12", &[("web", 81)])).unwrap();
+    c.add_workload(wl("y", "c", "pod=c", "10.244.2.12", &[("web", 81)]))
+        .unwrap();
     check(&c, "add workload");
-    c.move_workload("x/a2", vec!["10.244.1.99".parse().unwrap()]).unwrap();
+    c.move_workload("x/a2", vec!["10.244.1.99".parse().unwrap()])
+        .unwrap();
     check(&c, "move a workload with a per-pod named port");
     c.set_workload_labels("x/a2", labels("pod=b")).unwrap();
     check(&c, "relabel to an existing identity");
@@ -248,11 +286,20 @@ fn incremental_vs_fresh<C: control::RuleTable>() {
     check(&c, "remove workload");
     c.remove_namespace("y").unwrap();
     let set2 = control::PolicySet {
-        policies: set.policies.iter().filter(|p| p.namespace.as_deref() != Some("y")).cloned().collect(),
+        policies: set
+            .policies
+            .iter()
+            .filter(|p| p.namespace.as_deref() != Some("y"))
+            .cloned()
+            .collect(),
         settings: set.settings.clone(),
     };
     let fresh: Compiler<C> = Compiler::with_policies(c.model().clone(), set2).unwrap();
-    assert_eq!(fingerprint(&c), fingerprint(&fresh), "after namespace delete");
+    assert_eq!(
+        fingerprint(&c),
+        fingerprint(&fresh),
+        "after namespace delete"
+    );
     assert_eq!(c.rule_count(), fresh.rule_count());
 }
 
@@ -310,7 +357,11 @@ selector = "!role"
 fn incremental_random<C: control::RuleTable>(seed: u64) {
     let set = parse_text("mixed.toml", MIXED).unwrap();
     let mut m = model();
-    m.namespaces.get_mut("x").unwrap().labels.insert("env".into(), "prod".into());
+    m.namespaces
+        .get_mut("x")
+        .unwrap()
+        .labels
+        .insert("env".into(), "prod".into());
     let mut c: Compiler<C> = Compiler::with_policies(m, set.clone()).unwrap();
     let mut x = seed;
     let mut rnd = move |n: usize| {
@@ -319,21 +370,35 @@ fn incremental_random<C: control::RuleTable>(seed: u64) {
         x ^= x << 17;
         (x % n as u64) as usize
     };
-    let roles = ["role=web", "role=api", "role=db", "", "role=web,bulkhead.io/quarantine=true"];
+    let roles = [
+        "role=web",
+        "role=api",
+        "role=db",
+        "",
+        "role=web,bulkhead.io/quarantine=true",
+    ];
     let mut next_ip = 50;
     for step in 0..120 {
         let keys: Vec<String> = c.model().workloads.keys().cloned().collect();
         let what = match rnd(6) {
             0 | 1 if !keys.is_empty() => {
                 let k = &keys[rnd(keys.len())];
-                c.set_workload_labels(k, labels(roles[rnd(roles.len())])).unwrap();
+                c.set_workload_labels(k, labels(roles[rnd(roles.len())]))
+                    .unwrap();
                 format!("relabel {k}")
             }
             2 => {
                 next_ip += 1;
                 let ns = ["x", "y"][rnd(2)];
-                let ports: &[(&str, u16)] = [&[("web", 80)][..], &[("web", 8080)][..], &[][..]][rnd(3)];
-                let w = wl(ns, &format!("n{next_ip}"), roles[rnd(roles.len())], &format!("10.244.{}.{next_ip}", 1 + rnd(3)), ports);
+                let ports: &[(&str, u16)] =
+                    [&[("web", 80)][..], &[("web", 8080)][..], &[][..]][rnd(3)];
+                let w = wl(
+                    ns,
+                    &format!("n{next_ip}"),
+                    roles[rnd(roles.len())],
+                    &format!("10.244.{}.{next_ip}", 1 + rnd(3)),
+                    ports,
+                );
                 c.add_workload(w).unwrap();
                 format!("add n{next_ip}")
             }
@@ -345,7 +410,11 @@ fn incremental_random<C: control::RuleTable>(seed: u64) {
             4 if !keys.is_empty() => {
                 next_ip += 1;
                 let k = &keys[rnd(keys.len())];
-                c.move_workload(k, vec![format!("10.244.{}.{next_ip}", 1 + rnd(3)).parse().unwrap()]).unwrap();
+                c.move_workload(
+                    k,
+                    vec![format!("10.244.{}.{next_ip}", 1 + rnd(3)).parse().unwrap()],
+                )
+                .unwrap();
                 format!("move {k}")
             }
             _ => {
@@ -358,8 +427,15 @@ fn incremental_random<C: control::RuleTable>(seed: u64) {
         let fresh: Compiler<C> = Compiler::with_policies(c.model().clone(), set.clone()).unwrap();
         let (a, b) = (fingerprint(&c), fingerprint(&fresh));
         let differ: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).collect();
-        assert!(differ.is_empty(), "seed {seed} step {step} after {what}: {differ:?}");
-        assert_eq!(c.rule_count(), fresh.rule_count(), "seed {seed} step {step} after {what}");
+        assert!(
+            differ.is_empty(),
+            "seed {seed} step {step} after {what}: {differ:?}"
+        );
+        assert_eq!(
+            c.rule_count(),
+            fresh.rule_count(),
+            "seed {seed} step {step} after {what}"
+        );
     }
 }
 

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 fn recipes() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/policy-recipes");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -36,21 +39,39 @@ fn recipes_load_or_fail_clearly() {
 
 #[test]
 fn calico_tiered_recipe_decides_like_calico() {
-    let f = recipes().into_iter().find(|p| p.to_string_lossy().contains("calico")).unwrap();
+    let f = recipes()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("calico"))
+        .unwrap();
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/model.toml");
     let run = |from: &str, to: &str| {
-        let args = ExplainArgs { model: model.clone(), policies: vec![f.clone()], from: from.into(), to: to.into(), port: "443/TCP".into() };
+        let args = ExplainArgs {
+            model: model.clone(),
+            policies: vec![f.clone()],
+            from: from.into(),
+            to: to.into(),
+            port: "443/TCP".into(),
+        };
         let mut out = Vec::new();
         let code = policy_explain(&args, &mut out).unwrap();
         (code, String::from_utf8(out).unwrap())
     };
     let (code, out) = run("api-1", "pay-1");
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("ingress DENY by policy security.pci-isolation ingress rule 2 (tier admin)"), "{out}");
-    assert!(out.contains("log     ingress: policy security.pci-isolation ingress rule 1"), "{out}");
+    assert!(
+        out.contains("ingress DENY by policy security.pci-isolation ingress rule 2 (tier admin)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("log     ingress: policy security.pci-isolation ingress rule 1"),
+        "{out}"
+    );
     let (code, out) = run("pay-1", "card-db");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("ingress ALLOW by policy security.pci-isolation ingress rule 0"), "{out}");
+    assert!(
+        out.contains("ingress ALLOW by policy security.pci-isolation ingress rule 0"),
+        "{out}"
+    );
     let (code, out) = run("web-1", "api-1");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ingress ALLOW by global default"), "{out}");

@@ -18,7 +18,12 @@ fn write(name: &str, text: &str) -> PathBuf {
 fn err(name: &str, text: &str) -> (String, usize, String, String) {
     let p = write(name, text);
     match load_files(&[&p]) {
-        Err(Error::Invalid { file, line, field, msg }) => {
+        Err(Error::Invalid {
+            file,
+            line,
+            field,
+            msg,
+        }) => {
             assert_eq!(file, p.display().to_string());
             (file, line, field, msg)
         }
@@ -49,7 +54,10 @@ fn bad_selector_operator() {
     );
     let (_, line, field, msg) = err("op.yaml", &text);
     assert!((13..=14).contains(&line), "{line} {field}: {msg}");
-    assert!(field.starts_with("spec.ingress[0].from[0].podSelector.matchExpressions[0]"), "{field}");
+    assert!(
+        field.starts_with("spec.ingress[0].from[0].podSelector.matchExpressions[0]"),
+        "{field}"
+    );
     assert!(msg.contains("unknown variant `Maybe`"), "{msg}");
 }
 
@@ -100,17 +108,27 @@ fn duplicate_policy_name() {
 
 #[test]
 fn toml_errors_name_line_and_field() {
-    let (_, line, field, msg) = err("u.toml", "[[policy]]\nname = \"a\"\nselectr = \"app=web\"\n");
+    let (_, line, field, msg) = err(
+        "u.toml",
+        "[[policy]]\nname = \"a\"\nselectr = \"app=web\"\n",
+    );
     assert_eq!((line, field.as_str()), (3, "selectr"), "{msg}");
     assert!(msg.contains("unknown field `selectr`"), "{msg}");
-    let (_, line, field, msg) = err("s.toml", "[[policy]]\nname = \"a\"\nselector = \"app in web\"\n");
+    let (_, line, field, msg) = err(
+        "s.toml",
+        "[[policy]]\nname = \"a\"\nselector = \"app in web\"\n",
+    );
     assert_eq!((line, field.as_str()), (3, "selector"), "{msg}");
-    let (_, line, field, msg) =
-        err("p.toml", "[[policy]]\nname = \"a\"\n[[policy.ingress]]\nports = [\"99999/tcp\"]\n");
+    let (_, line, field, msg) = err(
+        "p.toml",
+        "[[policy]]\nname = \"a\"\n[[policy.ingress]]\nports = [\"99999/tcp\"]\n",
+    );
     assert_eq!((line, field.as_str()), (4, "ports"), "{msg}");
     assert!(msg.contains("out of range"), "{msg}");
-    let (_, line, field, msg) =
-        err("c.toml", "[[policy]]\nname = \"a\"\n[[policy.egress]]\nto = [{ cidr = \"10.1.2.3/8\" }]\n");
+    let (_, line, field, msg) = err(
+        "c.toml",
+        "[[policy]]\nname = \"a\"\n[[policy.egress]]\nto = [{ cidr = \"10.1.2.3/8\" }]\n",
+    );
     assert_eq!((line, field.as_str()), (4, "cidr"), "{msg}");
     assert!(msg.contains("host bits"), "{msg}");
     let (_, line, _, msg) = err("y.toml", "[[policy]\nname = 1\n");
@@ -120,7 +138,10 @@ fn toml_errors_name_line_and_field() {
 #[test]
 fn failed_load_applies_nothing() {
     let good = write("good.yaml", HEAD);
-    let bad = write("bad-second.yaml", &format!("{HEAD}  ingress:\n  - ports:\n    - port: 0\n"));
+    let bad = write(
+        "bad-second.yaml",
+        &format!("{HEAD}  ingress:\n  - ports:\n    - port: 0\n"),
+    );
     let model = Model::from_yaml(
         "m.yaml",
         "namespaces: [{name: x}]\nworkloads: [{name: a, namespace: x, addresses: [10.0.0.1]}]\n",
@@ -131,6 +152,10 @@ fn failed_load_applies_nothing() {
     let before = (c.policies().len(), c.rule_count());
     assert_eq!(before, (1, 1)); // one isolation rule for the selected identity
     let e = c.reload(&[&good, &bad]).unwrap_err();
-    assert!(e.to_string().contains("bad-second.yaml:10: spec.ingress[0].ports.port"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("bad-second.yaml:10: spec.ingress[0].ports.port"),
+        "{e}"
+    );
     assert_eq!((c.policies().len(), c.rule_count()), before);
 }

@@ -3,7 +3,10 @@
 //! and global settings (zero trust, quarantine label). See docs/policy-format.md.
 
 use super::k8s::{valid_port_name, Cidr};
-use super::{Entity, NsScope, Origin, Peer, Policy, PolicyRule, PortRef, PortSpec, RuleAction, Settings, TierKind};
+use super::{
+    Entity, NsScope, Origin, Peer, Policy, PolicyRule, PortRef, PortSpec, RuleAction, Settings,
+    TierKind,
+};
 use crate::labels::LabelSelector;
 use crate::model::proto;
 use serde::{Deserialize, Deserializer};
@@ -70,7 +73,9 @@ pub struct Sel(pub LabelSelector);
 impl<'de> Deserialize<'de> for Sel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        LabelSelector::parse(&s).map(Sel).map_err(serde::de::Error::custom)
+        LabelSelector::parse(&s)
+            .map(Sel)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -81,9 +86,9 @@ pub struct TierName(pub TierKind);
 impl<'de> Deserialize<'de> for TierName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        TierKind::parse(&s)
-            .map(TierName)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown tier `{s}` (admin, application, baseline)")))
+        TierKind::parse(&s).map(TierName).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown tier `{s}` (admin, application, baseline)"))
+        })
     }
 }
 
@@ -104,21 +109,32 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
     };
     if pr.is_none() && !p.chars().next().is_some_and(|c| c.is_ascii_digit()) {
         if let Some(n) = proto::parse(p) {
-            return Ok(PortSpec { proto: Some(n), port: None });
+            return Ok(PortSpec {
+                proto: Some(n),
+                port: None,
+            });
         }
         if p == "any" {
-            return Ok(PortSpec { proto: None, port: None });
+            return Ok(PortSpec {
+                proto: None,
+                port: None,
+            });
         }
     }
     let num = |t: &str| -> Result<u16, String> {
-        let n: i64 = t.trim().parse().map_err(|_| format!("bad port `{t}` in `{s}`"))?;
+        let n: i64 = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad port `{t}` in `{s}`"))?;
         if (1..=65535).contains(&n) {
             Ok(n as u16)
         } else {
             Err(format!("port {n} out of range 1-65535"))
         }
     };
-    let port = if p.chars().all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+    let port = if p
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
         && p.chars().next().is_some_and(|c| c.is_ascii_digit())
     {
         match p.split_once('-') {
@@ -133,18 +149,26 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
         }
     } else if valid_port_name(p) {
         PortRef::Named(p.to_string())
-    } else if p.contains('-') && p.split('-').all(|x| x.chars().all(|c| c.is_ascii_alphanumeric())) {
+    } else if p.contains('-')
+        && p.split('-')
+            .all(|x| x.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
         return Err(format!("named port `{p}` cannot be a range"));
     } else {
         return Err(format!("bad port `{p}`"));
     };
-    Ok(PortSpec { proto: Some(pr_num.unwrap_or(proto::TCP)), port: Some(port) })
+    Ok(PortSpec {
+        proto: Some(pr_num.unwrap_or(proto::TCP)),
+        port: Some(port),
+    })
 }
 
 impl<'de> Deserialize<'de> for PortStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_port(&s).map(PortStr).map_err(serde::de::Error::custom)
+        parse_port(&s)
+            .map(PortStr)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -226,20 +250,33 @@ pub struct TomlPolicy {
 }
 
 fn peer(p: &TomlPeer, what: &str) -> Result<Peer, String> {
-    let n = [p.selector.is_some() || p.namespaces.is_some(), p.cidr.is_some(), p.entity.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let n = [
+        p.selector.is_some() || p.namespaces.is_some(),
+        p.cidr.is_some(),
+        p.entity.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if n != 1 {
-        return Err(format!("{what}: a peer has exactly one of selector/namespaces, cidr, entity"));
+        return Err(format!(
+            "{what}: a peer has exactly one of selector/namespaces, cidr, entity"
+        ));
     }
     if let Some(c) = &p.cidr {
         for e in &p.except {
             if !(e.0.len > c.0.len && c.0.contains(e.0.addr)) {
-                return Err(format!("except: {} is not inside {}", super::show_prefix(&e.0), super::show_prefix(&c.0)));
+                return Err(format!(
+                    "except: {} is not inside {}",
+                    super::show_prefix(&e.0),
+                    super::show_prefix(&c.0)
+                ));
             }
         }
-        return Ok(Peer::Cidr { cidr: c.0, except: p.except.iter().map(|e| e.0).collect() });
+        return Ok(Peer::Cidr {
+            cidr: c.0,
+            except: p.except.iter().map(|e| e.0).collect(),
+        });
     }
     if !p.except.is_empty() {
         return Err("except: only with cidr".into());
@@ -250,7 +287,11 @@ fn peer(p: &TomlPeer, what: &str) -> Result<Peer, String> {
             "host" => Entity::Host,
             "cluster" => Entity::Cluster,
             "all" => Entity::All,
-            x => return Err(format!("entity: unknown entity `{x}` (world, host, cluster, all)")),
+            x => {
+                return Err(format!(
+                    "entity: unknown entity `{x}` (world, host, cluster, all)"
+                ))
+            }
         };
         return Ok(Peer::Entity(e));
     }
@@ -269,18 +310,38 @@ fn rule(r: &TomlRule, ingress: bool) -> Result<PolicyRule, String> {
         "deny" => RuleAction::Deny,
         "pass" => RuleAction::Pass,
         "log" => RuleAction::Log,
-        x => return Err(format!("action: unknown action `{x}` (allow, deny, pass, log)")),
+        x => {
+            return Err(format!(
+                "action: unknown action `{x}` (allow, deny, pass, log)"
+            ))
+        }
     };
-    let (peers, wrong, field) = if ingress { (&r.from, &r.to, "to") } else { (&r.to, &r.from, "from") };
+    let (peers, wrong, field) = if ingress {
+        (&r.from, &r.to, "to")
+    } else {
+        (&r.to, &r.from, "from")
+    };
     if wrong.is_some() {
-        return Err(format!("{field}: not allowed in an {} rule", if ingress { "ingress" } else { "egress" }));
+        return Err(format!(
+            "{field}: not allowed in an {} rule",
+            if ingress { "ingress" } else { "egress" }
+        ));
     }
     let peers = match peers {
         None => None,
         Some(v) if v.is_empty() => None,
-        Some(v) => Some(v.iter().map(|p| peer(p, if ingress { "from" } else { "to" })).collect::<Result<Vec<_>, _>>()?),
+        Some(v) => Some(
+            v.iter()
+                .map(|p| peer(p, if ingress { "from" } else { "to" }))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
     };
-    Ok(PolicyRule { action, peers, ports: r.ports.iter().map(|p| p.0.clone()).collect(), log: r.log })
+    Ok(PolicyRule {
+        action,
+        peers,
+        ports: r.ports.iter().map(|p| p.0.clone()).collect(),
+        log: r.log,
+    })
 }
 
 impl TomlPolicy {
@@ -301,8 +362,26 @@ impl TomlPolicy {
         if self.namespace.is_some() && self.namespaces.is_some() {
             return Err("namespaces: only for cluster-wide policies (without namespace)".into());
         }
-        let ingress = if ing { Some(self.ingress.iter().map(|r| rule(r, true)).collect::<Result<_, _>>()?) } else { None };
-        let egress = if eg { Some(self.egress.iter().map(|r| rule(r, false)).collect::<Result<_, _>>()?) } else { None };
+        let ingress = if ing {
+            Some(
+                self.ingress
+                    .iter()
+                    .map(|r| rule(r, true))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
+        let egress = if eg {
+            Some(
+                self.egress
+                    .iter()
+                    .map(|r| rule(r, false))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
         Ok(Policy {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
@@ -313,7 +392,11 @@ impl TomlPolicy {
             ns_selector: self.namespaces.clone().map(|s| s.0),
             ingress,
             egress,
-            origin: Origin { file: file.to_string(), line, kind: "bulkhead".into() },
+            origin: Origin {
+                file: file.to_string(),
+                line,
+                kind: "bulkhead".into(),
+            },
         })
     }
 }

@@ -23,11 +23,18 @@ impl<'de> Deserialize<'de> for CalicoSel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if s.contains("||") {
-            return Err(serde::de::Error::custom(format!("selector `{s}`: `||` is not supported (split into rules)")));
+            return Err(serde::de::Error::custom(format!(
+                "selector `{s}`: `||` is not supported (split into rules)"
+            )));
         }
         // `k in {"a", "b"}` -> `k in (a,b)`; `k not in {..}` -> notin.
-        let t = s.replace(" not in ", " notin ").replace('{', "(").replace('}', ")");
-        LabelSelector::parse(&t).map(CalicoSel).map_err(serde::de::Error::custom)
+        let t = s
+            .replace(" not in ", " notin ")
+            .replace('{', "(")
+            .replace('}', ")");
+        LabelSelector::parse(&t)
+            .map(CalicoSel)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -134,7 +141,9 @@ fn peers(e: &Option<EntityRule>, what: &str) -> Result<Option<Vec<Peer>>, String
     let mut v = Vec::new();
     if e.selector.is_some() || e.namespace_selector.is_some() {
         if !e.nets.is_empty() {
-            return Err(format!("{what}: selector and nets together are not supported"));
+            return Err(format!(
+                "{what}: selector and nets together are not supported"
+            ));
         }
         v.push(Peer::Pods {
             ns: match &e.namespace_selector {
@@ -145,7 +154,12 @@ fn peers(e: &Option<EntityRule>, what: &str) -> Result<Option<Vec<Peer>>, String
         });
     }
     for n in &e.nets {
-        let except = e.not_nets.iter().filter(|x| x.0.len > n.0.len && n.0.contains(x.0.addr)).map(|x| x.0).collect();
+        let except = e
+            .not_nets
+            .iter()
+            .filter(|x| x.0.len > n.0.len && n.0.contains(x.0.addr))
+            .map(|x| x.0)
+            .collect();
         v.push(Peer::Cidr { cidr: n.0, except });
     }
     if e.nets.is_empty() && !e.not_nets.is_empty() {
@@ -164,11 +178,21 @@ fn rule(r: &CalicoRule, ingress: bool) -> Result<PolicyRule, String> {
     };
     let pr = match &r.protocol {
         None => None,
-        Some(serde_yaml::Value::Number(n)) => Some(n.as_u64().filter(|n| *n < 256).ok_or("protocol: out of range")? as u8),
-        Some(serde_yaml::Value::String(s)) => Some(proto::parse(s).ok_or_else(|| format!("protocol: unknown `{s}`"))?),
+        Some(serde_yaml::Value::Number(n)) => Some(
+            n.as_u64()
+                .filter(|n| *n < 256)
+                .ok_or("protocol: out of range")? as u8,
+        ),
+        Some(serde_yaml::Value::String(s)) => {
+            Some(proto::parse(s).ok_or_else(|| format!("protocol: unknown `{s}`"))?)
+        }
         Some(_) => return Err("protocol: expected a name or number".into()),
     };
-    let (local, remote) = if ingress { (&r.destination, &r.source) } else { (&r.source, &r.destination) };
+    let (local, remote) = if ingress {
+        (&r.destination, &r.source)
+    } else {
+        (&r.source, &r.destination)
+    };
     if let Some(l) = local {
         if l.selector.is_some() || l.namespace_selector.is_some() || !l.nets.is_empty() {
             return Err(format!(
@@ -186,10 +210,18 @@ fn rule(r: &CalicoRule, ingress: bool) -> Result<PolicyRule, String> {
     }
     if ports.is_empty() {
         if let Some(pr) = pr {
-            ports.push(PortSpec { proto: Some(pr), port: None });
+            ports.push(PortSpec {
+                proto: Some(pr),
+                port: None,
+            });
         }
     }
-    Ok(PolicyRule { action, peers: peers(remote, if ingress { "source" } else { "destination" })?, ports, log: false })
+    Ok(PolicyRule {
+        action,
+        peers: peers(remote, if ingress { "source" } else { "destination" })?,
+        ports,
+        log: false,
+    })
 }
 
 impl CalicoPolicy {
@@ -208,22 +240,60 @@ impl CalicoPolicy {
         } else if !ing && !eg {
             ing = true;
         }
-        let ingress = if ing { Some(s.ingress.iter().map(|r| rule(r, true)).collect::<Result<_, _>>()?) } else { None };
-        let egress = if eg { Some(s.egress.iter().map(|r| rule(r, false)).collect::<Result<_, _>>()?) } else { None };
+        let ingress = if ing {
+            Some(
+                s.ingress
+                    .iter()
+                    .map(|r| rule(r, true))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
+        let egress = if eg {
+            Some(
+                s.egress
+                    .iter()
+                    .map(|r| rule(r, false))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
         if !global && s.namespace_selector.is_some() {
             return Err("namespaceSelector: only for GlobalNetworkPolicy".into());
         }
         Ok(Policy {
             name: self.metadata.name.clone(),
-            namespace: if global { None } else { Some(self.metadata.namespace.clone().unwrap_or_else(|| "default".into())) },
+            namespace: if global {
+                None
+            } else {
+                Some(
+                    self.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                )
+            },
             tier,
-            priority: s.order.map(|o| o.clamp(0.0, 65535.0).round() as u16).unwrap_or(super::DEFAULT_PRIORITY),
-            audit: self.metadata.annotations.get("bulkhead.io/audit").is_some_and(|v| v == "true"),
+            priority: s
+                .order
+                .map(|o| o.clamp(0.0, 65535.0).round() as u16)
+                .unwrap_or(super::DEFAULT_PRIORITY),
+            audit: self
+                .metadata
+                .annotations
+                .get("bulkhead.io/audit")
+                .is_some_and(|v| v == "true"),
             selector: s.selector.clone().unwrap_or_default().0,
             ns_selector: s.namespace_selector.clone().map(|x| x.0),
             ingress,
             egress,
-            origin: Origin { file: file.to_string(), line, kind: self.kind.clone() },
+            origin: Origin {
+                file: file.to_string(),
+                line,
+                kind: self.kind.clone(),
+            },
         })
     }
 }

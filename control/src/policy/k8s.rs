@@ -2,7 +2,9 @@
 //! translation to [`Policy`]. Validation happens while deserializing, so every
 //! error carries the line and field path of the offending value.
 
-use super::{parse_cidr, NsScope, Origin, Peer, Policy, PolicyRule, PortRef, PortSpec, RuleAction, TierKind};
+use super::{
+    parse_cidr, NsScope, Origin, Peer, Policy, PolicyRule, PortRef, PortSpec, RuleAction, TierKind,
+};
 use crate::labels::{LabelSelector, Labels};
 use crate::model::proto;
 use flowtable::Prefix;
@@ -135,12 +137,20 @@ impl TryFrom<RawPeer> for PolicyPeer {
     type Error = String;
     fn try_from(r: RawPeer) -> Result<Self, String> {
         if r.ip_block.is_some() && (r.pod_selector.is_some() || r.namespace_selector.is_some()) {
-            return Err("ipBlock: ipBlock cannot be combined with podSelector or namespaceSelector".into());
+            return Err(
+                "ipBlock: ipBlock cannot be combined with podSelector or namespaceSelector".into(),
+            );
         }
         if r.ip_block.is_none() && r.pod_selector.is_none() && r.namespace_selector.is_none() {
-            return Err("podSelector: a peer needs podSelector, namespaceSelector or ipBlock".into());
+            return Err(
+                "podSelector: a peer needs podSelector, namespaceSelector or ipBlock".into(),
+            );
         }
-        Ok(PolicyPeer { pod_selector: r.pod_selector, namespace_selector: r.namespace_selector, ip_block: r.ip_block })
+        Ok(PolicyPeer {
+            pod_selector: r.pod_selector,
+            namespace_selector: r.namespace_selector,
+            ip_block: r.ip_block,
+        })
     }
 }
 
@@ -187,7 +197,10 @@ impl TryFrom<RawIpBlock> for IpBlock {
                 ));
             }
         }
-        Ok(IpBlock { cidr: r.cidr, except })
+        Ok(IpBlock {
+            cidr: r.cidr,
+            except,
+        })
     }
 }
 
@@ -241,7 +254,8 @@ fn check_port(field: &str, p: i64) -> Result<u16, String> {
 pub fn valid_port_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.chars().any(|c| c.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -263,7 +277,9 @@ impl TryFrom<RawPort> for NetworkPolicyPort {
                 Ok(n) => Some(num(n, e)?),
                 Err(_) => {
                     if e.is_some() {
-                        return Err(format!("endPort: endPort cannot be used with named port `{s}`"));
+                        return Err(format!(
+                            "endPort: endPort cannot be used with named port `{s}`"
+                        ));
                     }
                     if !valid_port_name(&s) {
                         return Err(format!("port: `{s}` is not a valid port name"));
@@ -310,19 +326,34 @@ fn peers(v: &Option<Vec<PolicyPeer>>) -> Option<Vec<Peer>> {
     let v = v.as_ref().filter(|v| !v.is_empty())?;
     Some(
         v.iter()
-            .map(|p| match (&p.ip_block, &p.pod_selector, &p.namespace_selector) {
-                (Some(b), _, _) => Peer::Cidr { cidr: b.cidr.0, except: b.except.iter().map(|c| c.0).collect() },
-                (None, pods, None) => Peer::Pods { ns: NsScope::Same, pods: pods.clone().unwrap_or_default() },
-                (None, pods, Some(ns)) => {
-                    Peer::Pods { ns: NsScope::Select(ns.clone()), pods: pods.clone().unwrap_or_default() }
-                }
-            })
+            .map(
+                |p| match (&p.ip_block, &p.pod_selector, &p.namespace_selector) {
+                    (Some(b), _, _) => Peer::Cidr {
+                        cidr: b.cidr.0,
+                        except: b.except.iter().map(|c| c.0).collect(),
+                    },
+                    (None, pods, None) => Peer::Pods {
+                        ns: NsScope::Same,
+                        pods: pods.clone().unwrap_or_default(),
+                    },
+                    (None, pods, Some(ns)) => Peer::Pods {
+                        ns: NsScope::Select(ns.clone()),
+                        pods: pods.clone().unwrap_or_default(),
+                    },
+                },
+            )
             .collect(),
     )
 }
 
 fn ports(v: &Option<Vec<NetworkPolicyPort>>) -> Vec<PortSpec> {
-    v.iter().flatten().map(|p| PortSpec { proto: Some(p.protocol), port: p.port.clone() }).collect()
+    v.iter()
+        .flatten()
+        .map(|p| PortSpec {
+            proto: Some(p.protocol),
+            port: p.port.clone(),
+        })
+        .collect()
 }
 
 impl NetworkPolicy {
@@ -339,17 +370,39 @@ impl NetworkPolicy {
                 t
             }
         };
-        let rule = |peers, ports| PolicyRule { action: RuleAction::Allow, peers, ports, log: false };
-        let ingress = types
-            .contains(&PolicyType::Ingress)
-            .then(|| s.ingress.iter().flatten().map(|r| rule(peers(&r.from), ports(&r.ports))).collect());
-        let egress = types
-            .contains(&PolicyType::Egress)
-            .then(|| s.egress.iter().flatten().map(|r| rule(peers(&r.to), ports(&r.ports))).collect());
-        let audit = self.metadata.annotations.get("bulkhead.io/audit").is_some_and(|v| v == "true");
+        let rule = |peers, ports| PolicyRule {
+            action: RuleAction::Allow,
+            peers,
+            ports,
+            log: false,
+        };
+        let ingress = types.contains(&PolicyType::Ingress).then(|| {
+            s.ingress
+                .iter()
+                .flatten()
+                .map(|r| rule(peers(&r.from), ports(&r.ports)))
+                .collect()
+        });
+        let egress = types.contains(&PolicyType::Egress).then(|| {
+            s.egress
+                .iter()
+                .flatten()
+                .map(|r| rule(peers(&r.to), ports(&r.ports)))
+                .collect()
+        });
+        let audit = self
+            .metadata
+            .annotations
+            .get("bulkhead.io/audit")
+            .is_some_and(|v| v == "true");
         Policy {
             name: self.metadata.name.clone(),
-            namespace: Some(self.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+            namespace: Some(
+                self.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
             tier: TierKind::Application,
             priority: super::DEFAULT_PRIORITY,
             audit,
@@ -357,7 +410,11 @@ impl NetworkPolicy {
             ns_selector: None,
             ingress,
             egress,
-            origin: Origin { file: file.to_string(), line, kind: "NetworkPolicy".into() },
+            origin: Origin {
+                file: file.to_string(),
+                line,
+                kind: "NetworkPolicy".into(),
+            },
         }
     }
 }

@@ -32,7 +32,12 @@ pub enum TierKind {
 
 impl TierKind {
     /// All tiers, in evaluation order (index = tier index in the tables).
-    pub const ALL: [TierKind; 4] = [TierKind::Quarantine, TierKind::Admin, TierKind::Application, TierKind::Baseline];
+    pub const ALL: [TierKind; 4] = [
+        TierKind::Quarantine,
+        TierKind::Admin,
+        TierKind::Application,
+        TierKind::Baseline,
+    ];
 
     /// Index in the tables.
     pub fn index(self) -> usize {
@@ -197,14 +202,26 @@ impl Policy {
 
     /// True if any rule uses a named port.
     pub fn uses_named_ports(&self) -> bool {
-        self.rules().any(|(_, r)| r.ports.iter().any(|p| matches!(p.port, Some(PortRef::Named(_)))))
+        self.rules().any(|(_, r)| {
+            r.ports
+                .iter()
+                .any(|p| matches!(p.port, Some(PortRef::Named(_))))
+        })
     }
 
     /// True if any selector depends on namespace labels.
     pub fn uses_ns_labels(&self) -> bool {
         self.ns_selector.is_some()
             || self.rules().any(|(_, r)| {
-                r.peers.iter().flatten().any(|p| matches!(p, Peer::Pods { ns: NsScope::Select(_), .. }))
+                r.peers.iter().flatten().any(|p| {
+                    matches!(
+                        p,
+                        Peer::Pods {
+                            ns: NsScope::Select(_),
+                            ..
+                        }
+                    )
+                })
             })
     }
 
@@ -244,7 +261,10 @@ impl Default for Settings {
 
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pr = self.proto.map(crate::model::proto::name).unwrap_or_else(|| "any".into());
+        let pr = self
+            .proto
+            .map(crate::model::proto::name)
+            .unwrap_or_else(|| "any".into());
         match &self.port {
             None => write!(f, "{pr}"),
             Some(PortRef::Num(p, None)) => write!(f, "{p}/{pr}"),
@@ -261,10 +281,18 @@ pub fn parse_cidr(s: &str) -> Result<Prefix, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let ip: std::net::IpAddr = a.trim().parse().map_err(|_| format!("bad CIDR `{s}`: bad address"))?;
+    let ip: std::net::IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad CIDR `{s}`: bad address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len: u8 = match l {
-        Some(l) => l.trim().parse().ok().filter(|&n: &u8| n <= max).ok_or_else(|| format!("bad CIDR `{s}`: prefix length"))?,
+        Some(l) => l
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &u8| n <= max)
+            .ok_or_else(|| format!("bad CIDR `{s}`: prefix length"))?,
         None => max,
     };
     let p = match ip {
@@ -272,7 +300,10 @@ pub fn parse_cidr(s: &str) -> Result<Prefix, String> {
         std::net::IpAddr::V6(_) => Prefix::new(flowtable::key::addr_of(ip), len),
     };
     if p.addr != flowtable::key::addr_of(ip) {
-        return Err(format!("bad CIDR `{s}`: host bits set (network is {})", show_prefix(&p)));
+        return Err(format!(
+            "bad CIDR `{s}`: host bits set (network is {})",
+            show_prefix(&p)
+        ));
     }
     Ok(p)
 }
@@ -307,7 +338,11 @@ pub fn subtract(cidr: Prefix, except: &[Prefix]) -> Vec<Prefix> {
                     let bit = 1u128 << (128 - l as u32);
                     let lo = Prefix::new(cur.addr, l);
                     let hi = Prefix::new(cur.addr | bit, l);
-                    let (towards, other) = if hi.contains(e.addr) { (hi, lo) } else { (lo, hi) };
+                    let (towards, other) = if hi.contains(e.addr) {
+                        (hi, lo)
+                    } else {
+                        (lo, hi)
+                    };
                     next.push(other);
                     cur = towards;
                 }
