@@ -266,9 +266,21 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                     return Ok(());
                 }
             } else if a.container_ports.is_empty() {
-                // A new pod with no ports given serves what the model's pods serve.
-                if let Some(any) = c.model().workloads.values().next() {
-                    w.named_ports = any.named_ports.clone();
+                // A new pod with no ports given serves what every pod of the
+                // conformance topology serves: 80 and 81 on TCP, UDP and SCTP.
+                for port in [80u16, 81] {
+                    for (pn, pr) in [
+                        ("tcp", proto::TCP),
+                        ("udp", proto::UDP),
+                        ("sctp", proto::SCTP),
+                    ] {
+                        let name = format!("serve-{port}-{pn}");
+                        w.named_ports.push(crate::model::NamedPort {
+                            name,
+                            port,
+                            proto: pr,
+                        });
+                    }
                 }
             }
             c.replace_workload(w).map_err(err)?;

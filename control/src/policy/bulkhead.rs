@@ -2,7 +2,7 @@
 //! deny, log and pass, tiers and priorities, cluster-wide policies, audit mode,
 //! and global settings (zero trust, quarantine label). See docs/policy-format.md.
 
-use super::k8s::{valid_port_name, Cidr};
+use super::k8s::{valid_port_name, StrictCidr as Cidr};
 use super::{
     Entity, NsScope, Origin, Peer, Policy, PolicyRule, PortRef, PortSpec, RuleAction, Settings,
     TierKind,

@@ -154,14 +154,30 @@ impl TryFrom<RawPeer> for PolicyPeer {
     }
 }
 
-/// A CIDR that was checked while parsing.
+/// A CIDR checked while parsing, host bits cleared (Kubernetes accepts
+/// `10.0.0.1/24` as `10.0.0.0/24`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr(pub Prefix);
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_cidr(&s).map(Cidr).map_err(serde::de::Error::custom)
+        super::parse_cidr_masked(&s)
+            .map(Cidr)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A CIDR checked while parsing, host bits must be zero (Bulkhead TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrictCidr(pub Prefix);
+
+impl<'de> Deserialize<'de> for StrictCidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_cidr(&s)
+            .map(StrictCidr)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -277,6 +277,25 @@ impl fmt::Display for PortSpec {
 /// Parses a CIDR (`10.0.0.0/8`, `fd00::/64`, or a bare address) into a key prefix.
 /// Host bits must be zero, as Kubernetes requires.
 pub fn parse_cidr(s: &str) -> Result<Prefix, String> {
+    let p = parse_cidr_masked(s)?;
+    let ip: std::net::IpAddr = s
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad CIDR `{s}`"))?;
+    if p.addr != flowtable::key::addr_of(ip) {
+        return Err(format!(
+            "bad CIDR `{s}`: host bits set (network is {})",
+            show_prefix(&p)
+        ));
+    }
+    Ok(p)
+}
+
+/// Parses a CIDR, clearing host bits as Kubernetes (Go's `net.ParseCIDR`) does.
+pub fn parse_cidr_masked(s: &str) -> Result<Prefix, String> {
     let (a, l) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
@@ -299,12 +318,6 @@ pub fn parse_cidr(s: &str) -> Result<Prefix, String> {
         std::net::IpAddr::V4(v4) => Prefix::v4(u32::from(v4), len),
         std::net::IpAddr::V6(_) => Prefix::new(flowtable::key::addr_of(ip), len),
     };
-    if p.addr != flowtable::key::addr_of(ip) {
-        return Err(format!(
-            "bad CIDR `{s}`: host bits set (network is {})",
-            show_prefix(&p)
-        ));
-    }
     Ok(p)
 }
 
