@@ -280,5 +280,30 @@ fn run<C: control::RuleTable>() {
         us(pct(&mut moves, 0.5)),
         us(pct(&mut moves, 0.99))
     );
+    // One policy changed (its port), then changed back.
+    let mut pol = Vec::with_capacity(iters);
+    for _ in 0..iters / 2 {
+        let p = rnd() % n_pol;
+        let key = format!("ns{}/p{p}", p % n_ns);
+        let old = c.policy(&key).expect("policy").clone();
+        let mut new = old.clone();
+        if let Some(r) = new.ingress.as_mut().and_then(|v| v.first_mut()) {
+            r.ports = vec![PortSpec {
+                proto: Some(proto::TCP),
+                port: Some(PortRef::Num(9090, None)),
+            }];
+        }
+        let t = Instant::now();
+        c.set_policy(new).expect("policy change");
+        pol.push(t.elapsed());
+        let t = Instant::now();
+        c.set_policy(old).expect("policy change back");
+        pol.push(t.elapsed());
+    }
+    println!(
+        "one policy changed:                  p50 {:.1} us  p99 {:.1} us",
+        us(pct(&mut pol, 0.5)),
+        us(pct(&mut pol, 0.99))
+    );
     println!("peak RSS at end: {} MB", peak_rss_kb() / 1024);
 }
