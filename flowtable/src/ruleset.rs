@@ -77,7 +77,8 @@ enum Op {
 pub struct RuleSetWriter {
     shared: Arc<ArcSwap<Snapshot>>,
     /// The copy no reader can see; always uniquely owned between calls.
-    spare: Arc<Snapshot>,
+    /// `None` only inside `publish`.
+    spare: Option<Arc<Snapshot>>,
     /// Ops applied to `spare` since the last publish.
     log: Vec<Op>,
     gen: u64,
@@ -107,7 +108,7 @@ impl RuleSetWriter {
     pub fn new(initial: Classifier) -> Self {
         let live = Arc::new(Snapshot { gen: 0, cls: initial.clone() });
         let spare = Arc::new(Snapshot { gen: 0, cls: initial });
-        RuleSetWriter { shared: Arc::new(ArcSwap::new(live)), spare, log: Vec::new(), gen: 0 }
+        RuleSetWriter { shared: Arc::new(ArcSwap::new(live)), spare: Some(spare), log: Vec::new(), gen: 0 }
     }
 
     /// A new reader handle.
@@ -115,8 +116,9 @@ impl RuleSetWriter {
         RuleSetReader { shared: self.shared.clone() }
     }
 
-    fn spare(&mut self) -> &mut Classifier {
-        &mut Arc::get_mut(&mut self.spare).expect("the spare snapshot is never shared").cls
+    fn spare(&mut self) -> &mut Snapshot {
+        let s = self.spare.as_mut().expect("a spare exists outside publish");
+        Arc::get_mut(s).expect("the spare snapshot is never shared")
     }
 
     /// Stages an insert (visible to readers at the next [`Self::publish`]).
@@ -124,21 +126,21 @@ impl RuleSetWriter {
     /// # Errors
     /// [`ClassifyError::DuplicateId`] if the id is present in the staged set.
     pub fn insert(&mut self, rule: Rule) -> Result<(), ClassifyError> {
-        self.spare().insert(rule)?;
+        self.spare().cls.insert(rule)?;
         self.log.push(Op::Insert(rule));
         Ok(())
     }
 
     /// Stages a removal; returns the rule if it was present in the staged set.
     pub fn remove(&mut self, id: RuleId) -> Option<Rule> {
-        let r = self.spare().remove(id)?;
+        let r = self.spare().cls.remove(id)?;
         self.log.push(Op::Remove(id));
         Some(r)
     }
 
     /// The staged rule set (what the next publish makes visible).
     pub fn staged(&self) -> &Classifier {
-        &self.spare.cls
+        &self.spare.as_ref().expect("a spare exists outside publish").cls
     }
 
     /// The generation of the last publish.
@@ -157,11 +159,10 @@ impl RuleSetWriter {
     /// on that copy.
     pub fn publish(&mut self) -> u64 {
         self.gen += 1;
-        Arc::get_mut(&mut self.spare).expect("the spare snapshot is never shared").gen = self.gen;
+        self.spare().gen = self.gen;
         // The writer keeps no reference to the published copy (it gets it back
-        // as `old` at the next publish); an empty placeholder allocates nothing
-        // but the Arc.
-        let fresh = core::mem::replace(&mut self.spare, Arc::new(Snapshot { gen: 0, cls: Classifier::new() }));
+        // as `old` at the next publish).
+        let fresh = self.spare.take().expect("a spare exists outside publish");
         // The swap settles arc-swap's outstanding debts on `old`: from here on
         // its strong count counts every reader still holding it.
         let mut old = self.shared.swap(fresh);
@@ -187,7 +188,7 @@ impl RuleSetWriter {
                 }
             }
         }
-        self.spare = old;
+        self.spare = Some(old);
         self.gen
     }
 }

@@ -228,6 +228,7 @@ impl Classifier {
         if self.ids.contains_key(&rule.id) {
             return Err(ClassifyError::DuplicateId(rule.id));
         }
+        self.prune.ensure();
         let w = Words::of_match(&rule.m);
         let t = self.pick_table(&rule, &w);
         let rk = rank(&rule);
@@ -331,6 +332,9 @@ impl Classifier {
     /// stop at the first whose max rank is below the best match so far.
     #[inline(always)]
     fn find(&self, k: &FlowKey) -> u32 {
+        if self.order.is_empty() {
+            return NIL;
+        }
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
         let mut cand = self.prune.candidates(&KeySlots::of(k), self.order.len() > 128);
@@ -360,6 +364,9 @@ impl Classifier {
     /// probed). For tuning and design notes.
     #[doc(hidden)]
     pub fn lookup_cost(&self, k: &FlowKey) -> (u32, u32) {
+        if self.order.is_empty() {
+            return (0, 0);
+        }
         let w = Words::of_key(k);
         let kv = KeyV4::of(k);
         let mut cand = self.prune.candidates(&KeySlots::of(k), self.order.len() > 128);
@@ -405,6 +412,14 @@ impl Classifier {
         live: u32,
         out: &mut [Option<&'a Rule>; BURST],
     ) -> u32 {
+        if self.order.is_empty() {
+            let mut m = live;
+            while m != 0 {
+                out[m.trailing_zeros() as usize] = None;
+                m &= m - 1;
+            }
+            return live;
+        }
         let mut words = [Words::default(); BURST];
         let mut kv = [KeyV4::default(); BURST];
         let mut cand = [Bits::default(); BURST];
@@ -673,6 +688,16 @@ mod tests {
 
     fn rule(id: u32, priority: u32, m: Match) -> Rule {
         Rule { id: RuleId(id), priority, m, action: Action::Allow, cookie: id as u64 }
+    }
+
+    #[test]
+    fn empty_classifier_misses_every_lane() {
+        let c = Classifier::new();
+        let keys = [FlowKey::default(); BURST];
+        let mut out = [Some(&Rule::default()); BURST];
+        assert_eq!(c.lookup_batch(&keys, 0b1011, &mut out), 0b1011);
+        assert_eq!((out[0], out[1], out[2], out[3]), (None, None, Some(&Rule::default()), None));
+        assert!(c.lookup(&keys[0]).is_none());
     }
 
     #[test]

@@ -275,12 +275,22 @@ pub(crate) struct Prune {
 
 impl Default for Prune {
     fn default() -> Self {
-        Prune { lo: vec![0; SLOTS], hi: vec![0; SLOTS] }
+        Prune { lo: Vec::new(), hi: Vec::new() }
     }
 }
 
 impl Prune {
+    /// Allocates the bitsets (an empty classifier holds none: there are many
+    /// small ones, one per tier and direction).
+    pub fn ensure(&mut self) {
+        if self.lo.is_empty() {
+            self.lo = vec![0; SLOTS];
+            self.hi = vec![0; SLOTS];
+        }
+    }
+
     /// Subtables (positions < 256) compatible with a key in every field.
+    /// Only called when some subtable exists (so the bitsets are allocated).
     /// `wide`: some subtable sits at position 128 or beyond.
     #[inline(always)]
     pub fn candidates(&self, s: &KeySlots, wide: bool) -> Bits {
