@@ -694,9 +694,10 @@ mod tests {
     fn empty_classifier_misses_every_lane() {
         let c = Classifier::new();
         let keys = [FlowKey::default(); BURST];
-        let mut out = [Some(&Rule::default()); BURST];
+        let d = Rule::default();
+        let mut out = [Some(&d); BURST];
         assert_eq!(c.lookup_batch(&keys, 0b1011, &mut out), 0b1011);
-        assert_eq!((out[0], out[1], out[2], out[3]), (None, None, Some(&Rule::default()), None));
+        assert_eq!((out[0], out[1], out[2], out[3]), (None, None, Some(&d), None));
         assert!(c.lookup(&keys[0]).is_none());
     }
 
