@@ -167,7 +167,7 @@ pub struct CtCounters {
     pub removed: u64,
 }
 
-/// One tracked connection, as the control plane sees it.
+/// One tracked connection, as the control plane sees it (a copy).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Connection {
     /// The initiator's key (identities as resolved when decided; `tcp_flags` 0).
@@ -190,7 +190,6 @@ pub struct Connection {
     pub packets: [u64; 2],
     /// Bytes per direction (`[Orig, Reply]`).
     pub bytes: [u64; 2],
-    fin: u8,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -199,10 +198,29 @@ struct Bucket {
     sig: [u32; WAYS],
 }
 
+/// What every packet of a connection reads and writes: one cache line.
 #[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    conn: Connection,
+#[repr(C, align(64))]
+struct Hot {
     tag: u32,
+    echo_id: u16,
+    state: Option<CtState>,
+    fin: u8,
+    live: bool,
+    proto: u8,
+    expires: u64,
+    last_seen: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+}
+
+/// What only the miss path and the control plane read.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cold {
+    orig: FlowKey,
+    gen: u64,
+    cookie: u64,
+    created: u64,
 }
 
 /// The connection table of one lcore.
@@ -210,7 +228,8 @@ struct Slot {
 pub struct Conntrack {
     cfg: CtConfig,
     buckets: Box<[Bucket]>,
-    slots: Box<[Slot]>,
+    hot: Box<[Hot]>,
+    cold: Box<[Cold]>,
     mask: usize,
     len: usize,
     cursor: usize,
@@ -237,13 +256,12 @@ pub fn trackable(k: &FlowKey) -> bool {
 }
 
 #[inline]
-fn dir_of(c: &Connection, k: &FlowKey, echo_id: u16) -> Option<CtDir> {
-    let o = &c.orig;
+fn dir_of(o: &FlowKey, conn_echo: u16, k: &FlowKey, echo_id: u16) -> Option<CtDir> {
     if o.proto != k.proto || o.vlan != k.vlan {
         return None;
     }
     if is_echo(k) {
-        if c.echo_id != echo_id {
+        if conn_echo != echo_id {
             return None;
         }
         if k.src == o.src && k.dst == o.dst {
@@ -291,6 +309,29 @@ pub fn tcp_next(st: CtState, fin: &mut u8, dir: CtDir, flags: u8) -> (CtState, b
     }
 }
 
+#[inline]
+fn timeout(t: &CtTimeouts, st: CtState, proto: u8) -> u64 {
+    match st {
+        CtState::SynSent => t.tcp_syn_sent,
+        CtState::SynRecv => t.tcp_syn_recv,
+        CtState::Established => t.tcp_established,
+        CtState::FinWait => t.tcp_fin_wait,
+        CtState::TimeWait => t.tcp_time_wait,
+        CtState::Close => t.tcp_close,
+        CtState::New | CtState::Replied => match proto {
+            l4::proto::UDP | l4::proto::UDPLITE => {
+                if st == CtState::New {
+                    t.udp_new
+                } else {
+                    t.udp_replied
+                }
+            }
+            l4::proto::ICMP | l4::proto::ICMPV6 => t.icmp,
+            _ => t.other,
+        },
+    }
+}
+
 impl Conntrack {
     /// An empty table.
     pub fn new(cfg: CtConfig) -> Self {
@@ -298,7 +339,8 @@ impl Conntrack {
         Conntrack {
             cfg,
             buckets: vec![Bucket::default(); n / WAYS].into_boxed_slice(),
-            slots: vec![Slot::default(); n].into_boxed_slice(),
+            hot: vec![Hot::default(); n].into_boxed_slice(),
+            cold: vec![Cold::default(); n].into_boxed_slice(),
             mask: n / WAYS - 1,
             len: 0,
             cursor: 0,
@@ -312,7 +354,7 @@ impl Conntrack {
     }
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.hot.len()
     }
     /// Connections held (some may have expired but not yet been reclaimed).
     pub fn len(&self) -> usize {
@@ -328,46 +370,37 @@ impl Conntrack {
     }
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
-        self.buckets.len() * core::mem::size_of::<Bucket>() + self.slots.len() * core::mem::size_of::<Slot>()
-    }
-
-    fn timeout(&self, st: CtState, proto: u8) -> u64 {
-        let t = &self.cfg.timeouts;
-        match st {
-            CtState::SynSent => t.tcp_syn_sent,
-            CtState::SynRecv => t.tcp_syn_recv,
-            CtState::Established => t.tcp_established,
-            CtState::FinWait => t.tcp_fin_wait,
-            CtState::TimeWait => t.tcp_time_wait,
-            CtState::Close => t.tcp_close,
-            CtState::New | CtState::Replied => match proto {
-                l4::proto::UDP | l4::proto::UDPLITE => {
-                    if st == CtState::New {
-                        t.udp_new
-                    } else {
-                        t.udp_replied
-                    }
-                }
-                l4::proto::ICMP | l4::proto::ICMPV6 => t.icmp,
-                _ => t.other,
-            },
-        }
-    }
-
-    #[inline]
-    fn live(&self, i: usize) -> bool {
-        self.buckets[i / WAYS].sig[i % WAYS] != 0
+        self.buckets.len() * core::mem::size_of::<Bucket>()
+            + self.hot.len() * (core::mem::size_of::<Hot>() + core::mem::size_of::<Cold>())
     }
 
     fn free(&mut self, i: usize) {
         self.buckets[i / WAYS].sig[i % WAYS] = 0;
+        self.hot[i].live = false;
         self.len -= 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_of(&self, r: CtRef) -> Option<usize> {
         let i = r.slot as usize;
-        (i < self.slots.len() && self.live(i) && self.slots[i].tag == r.tag).then_some(i)
+        let h = self.hot.get(i)?;
+        (h.live && h.tag == r.tag).then_some(i)
+    }
+
+    fn connection(&self, i: usize) -> Connection {
+        let (h, c) = (&self.hot[i], &self.cold[i]);
+        Connection {
+            orig: c.orig,
+            echo_id: h.echo_id,
+            state: h.state,
+            gen: c.gen,
+            cookie: c.cookie,
+            created: c.created,
+            last_seen: h.last_seen,
+            expires: h.expires,
+            packets: h.packets,
+            bytes: h.bytes,
+        }
     }
 
     /// Finds the connection of `key` (with its ICMP `echo_id`); an expired
@@ -381,13 +414,13 @@ impl Conntrack {
                 continue;
             }
             let i = b * WAYS + w;
-            if let Some(d) = dir_of(&self.slots[i].conn, key, echo_id) {
-                if now >= self.slots[i].conn.expires {
+            if let Some(d) = dir_of(&self.cold[i].orig, self.hot[i].echo_id, key, echo_id) {
+                if now >= self.hot[i].expires {
                     self.free(i);
                     self.counters.expired += 1;
                     return None;
                 }
-                return Some((CtRef { slot: i as u32, tag: self.slots[i].tag }, d));
+                return Some((CtRef { slot: i as u32, tag: self.hot[i].tag }, d));
             }
         }
         None
@@ -439,23 +472,22 @@ impl Conntrack {
         self.counters.created += 1;
         let mut orig = *key;
         orig.tcp_flags = 0;
-        let expires = now.saturating_add(self.timeout(state, key.proto));
-        let s = &mut self.slots[i];
-        s.tag = s.tag.wrapping_add(1);
-        s.conn = Connection {
-            orig,
+        let expires = now.saturating_add(timeout(&self.cfg.timeouts, state, key.proto));
+        let tag = self.hot[i].tag.wrapping_add(1);
+        self.hot[i] = Hot {
+            tag,
             echo_id,
             state: Some(state),
-            gen,
-            cookie,
-            created: now,
-            last_seen: now,
+            fin,
+            live: true,
+            proto: key.proto,
             expires,
+            last_seen: now,
             packets: [1, 0],
             bytes: [u64::from(len), 0],
-            fin,
         };
-        Ok(Some(CtRef { slot: i as u32, tag: s.tag }))
+        self.cold[i] = Cold { orig, gen, cookie, created: now };
+        Ok(Some(CtRef { slot: i as u32, tag }))
     }
 
     fn pick_way(&mut self, b: usize, now: u64) -> Option<usize> {
@@ -463,7 +495,7 @@ impl Conntrack {
         if let Some(w) = bucket.sig.iter().position(|&s| s == 0) {
             return Some(w);
         }
-        if let Some(w) = (0..WAYS).find(|&w| now >= self.slots[b * WAYS + w].conn.expires) {
+        if let Some(w) = (0..WAYS).find(|&w| now >= self.hot[b * WAYS + w].expires) {
             self.free(b * WAYS + w);
             self.counters.expired += 1;
             return Some(w);
@@ -472,8 +504,8 @@ impl Conntrack {
             return None;
         }
         let w = (0..WAYS).min_by_key(|&w| {
-            let c = &self.slots[b * WAYS + w].conn;
-            (c.state.is_some_and(|s| s == CtState::Established), c.last_seen)
+            let h = &self.hot[b * WAYS + w];
+            (h.state == Some(CtState::Established), h.last_seen)
         })?;
         self.free(b * WAYS + w);
         self.counters.evicted += 1;
@@ -484,54 +516,61 @@ impl Conntrack {
     /// on the connection of a cached handle, and returns the new state.
     /// `None` when the handle is stale (slot reclaimed or reused), the echo
     /// identifier differs, or the connection has just expired (reclaimed).
+    /// Touches one cache line.
     #[inline]
     pub fn update(&mut self, r: CtRef, dir: CtDir, echo_id: u16, tcp_flags: u8, len: u32, now: u64) -> Option<CtState> {
         let i = self.slot_of(r)?;
-        let c = &self.slots[i].conn;
-        if c.echo_id != echo_id {
+        let h = &mut self.hot[i];
+        if h.echo_id != echo_id {
             return None;
         }
-        if now >= c.expires {
+        if now >= h.expires {
             self.free(i);
             self.counters.expired += 1;
             return None;
         }
-        let proto = c.orig.proto;
-        let st = c.state.unwrap_or(CtState::New);
-        let c = &mut self.slots[i].conn;
-        let next = if proto == l4::proto::TCP {
-            let (n, ok) = tcp_next(st, &mut c.fin, dir, tcp_flags);
-            if !ok {
-                self.counters.invalid += 1;
+        let st = h.state.unwrap_or(CtState::New);
+        let next = if h.proto == l4::proto::TCP {
+            if st == CtState::Established && tcp_flags & (SYN | FIN | RST) == 0 {
+                st // the common case, without the state machine
+            } else {
+                let (n, ok) = tcp_next(st, &mut h.fin, dir, tcp_flags);
+                if !ok {
+                    self.counters.invalid += 1;
+                }
+                n
             }
-            n
         } else if dir == CtDir::Reply {
             CtState::Replied
         } else {
             st
         };
         let d = dir as usize;
-        c.packets[d] += 1;
-        c.bytes[d] += u64::from(len);
-        c.last_seen = now;
-        c.state = Some(next);
-        let t = self.timeout(next, proto);
-        let c = &mut self.slots[i].conn;
-        c.expires = now.saturating_add(t);
+        h.packets[d] += 1;
+        h.bytes[d] += u64::from(len);
+        h.last_seen = now;
+        h.state = Some(next);
+        h.expires = now.saturating_add(timeout(&self.cfg.timeouts, next, h.proto));
         Some(next)
     }
 
-    /// The connection of a handle, if the handle is current.
-    pub fn get(&self, r: CtRef) -> Option<&Connection> {
-        self.slot_of(r).map(|i| &self.slots[i].conn)
+    /// A copy of the connection of a handle, if the handle is current.
+    pub fn get(&self, r: CtRef) -> Option<Connection> {
+        self.slot_of(r).map(|i| self.connection(i))
+    }
+
+    /// The generation a connection was last decided under (cheaper than [`get`](Self::get)).
+    #[inline]
+    pub fn gen_of(&self, r: CtRef) -> Option<u64> {
+        self.slot_of(r).map(|i| self.cold[i].gen)
     }
 
     /// Records that the connection was re-decided (still allowed) under `gen`.
     pub fn restamp(&mut self, r: CtRef, gen: u64, cookie: u64) -> bool {
         match self.slot_of(r) {
             Some(i) => {
-                self.slots[i].conn.gen = gen;
-                self.slots[i].conn.cookie = cookie;
+                self.cold[i].gen = gen;
+                self.cold[i].cookie = cookie;
                 true
             }
             None => false,
@@ -553,12 +592,12 @@ impl Conntrack {
     /// Reclaims expired connections among the next `budget` slots (round
     /// robin), returning how many. Call it once per burst with a small budget.
     pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
-        let n = self.slots.len();
+        let n = self.hot.len();
         let mut freed = 0;
         for _ in 0..budget.min(n) {
             let i = self.cursor;
             self.cursor = (self.cursor + 1) & (n - 1);
-            if self.live(i) && now >= self.slots[i].conn.expires {
+            if self.hot[i].live && now >= self.hot[i].expires {
                 self.free(i);
                 self.counters.expired += 1;
                 freed += 1;
@@ -571,14 +610,15 @@ impl Conntrack {
     pub fn flush(&mut self) {
         self.counters.removed += self.len as u64;
         self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
+        self.hot.iter_mut().for_each(|h| h.live = false);
         self.len = 0;
     }
 
-    /// Every connection held, with its handle.
-    pub fn iter(&self) -> impl Iterator<Item = (CtRef, &Connection)> + '_ {
-        (0..self.slots.len())
-            .filter(|&i| self.live(i))
-            .map(|i| (CtRef { slot: i as u32, tag: self.slots[i].tag }, &self.slots[i].conn))
+    /// Every connection held, with its handle (copies).
+    pub fn iter(&self) -> impl Iterator<Item = (CtRef, Connection)> + '_ {
+        (0..self.hot.len())
+            .filter(|&i| self.hot[i].live)
+            .map(|i| (CtRef { slot: i as u32, tag: self.hot[i].tag }, self.connection(i)))
     }
 }
 

@@ -140,7 +140,9 @@ impl<V: Copy + Default> Emc<V> {
 
     /// Looks up every lane set in `live` (bit i = `keys[i]`, `hashes[i]`),
     /// writing hits to `out` and returning the lanes that missed (absent or
-    /// of another generation). Buckets are prefetched for the whole burst first.
+    /// of another generation). Three passes so that memory latency overlaps
+    /// across the burst: prefetch the buckets; match signatures and prefetch
+    /// the candidate entries; compare keys and generations.
     #[inline]
     pub fn lookup_batch(
         &self,
@@ -156,12 +158,41 @@ impl<V: Copy + Default> Emc<V> {
             m &= m - 1;
             prefetch(&self.buckets[hashes[i] as usize & self.mask]);
         }
+        let mut cand = [0u32; BURST];
+        let mut ways = [0u8; BURST];
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let b = hashes[i] as usize & self.mask;
+            let sig = sig_of(hashes[i]);
+            let mut w = 0u8;
+            for (j, &s) in self.buckets[b].sig.iter().enumerate() {
+                w |= u8::from(s == sig) << j;
+            }
+            ways[i] = w;
+            if w != 0 {
+                let e = b * WAYS + w.trailing_zeros() as usize;
+                cand[i] = e as u32;
+                prefetch(&self.entries[e]);
+            }
+        }
         let mut miss = 0u32;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            match self.find(&keys[i], hashes[i]) {
+            let e = &self.entries[cand[i] as usize];
+            if ways[i] != 0 && same_flow(&e.key, &keys[i]) {
+                if e.gen == gen {
+                    out[i] = e.val;
+                } else {
+                    miss |= 1 << i;
+                }
+                continue;
+            }
+            // No signature, or a signature collision on the first candidate.
+            match (ways[i] & (ways[i].wrapping_sub(1)) != 0).then(|| self.find(&keys[i], hashes[i])).flatten() {
                 Some(e) if self.entries[e].gen == gen => out[i] = self.entries[e].val,
                 _ => miss |= 1 << i,
             }

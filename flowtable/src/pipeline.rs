@@ -327,10 +327,12 @@ impl Pipeline {
     /// Brings a tracked connection up to the current generation. Returns
     /// false (and removes it) when the current policy no longer allows it.
     fn revalidate<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, r: crate::conntrack::CtRef) -> bool {
-        let Some(c) = self.ct.get(r) else { return false };
-        if c.gen == policy.gen {
-            return true;
+        match self.ct.gen_of(r) {
+            None => return false,
+            Some(g) if g == policy.gen => return true,
+            Some(_) => {}
         }
+        let Some(c) = self.ct.get(r) else { return false };
         let (state, mut orig, cookie) = (c.state, c.orig, c.cookie);
         if self.ct.config().keep_established && state.is_some_and(|s| s.is_established()) {
             self.ct.restamp(r, policy.gen, cookie);
