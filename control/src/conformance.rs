@@ -81,7 +81,7 @@ pub struct CaseAction {
     pub ips: Vec<IpAddr>,
     /// Container ports (`name: 80/TCP`).
     #[serde(default)]
-    pub container_ports: Vec<String>,
+    pub container_ports: Vec<crate::model::ContainerPort>,
 }
 
 /// One probe matrix.

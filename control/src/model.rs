@@ -362,7 +362,7 @@ pub(crate) struct ConfPod {
     #[serde(default)]
     pub ips: Vec<IpAddr>,
     #[serde(default)]
-    pub container_ports: Vec<String>,
+    pub container_ports: Vec<ContainerPort>,
 }
 
 impl ConfPod {
@@ -370,6 +370,26 @@ impl ConfPod {
     pub(crate) fn workload(&self, ns: &str, name: &str) -> std::result::Result<Workload, String> {
         let mut named_ports = Vec::new();
         for cp in &self.container_ports {
+            if let ContainerPort::Map {
+                name,
+                container_port,
+                port,
+                protocol,
+            } = cp
+            {
+                if name.is_empty() {
+                    continue; // an unnamed port cannot be referred to by name
+                }
+                let p = container_port
+                    .or(*port)
+                    .ok_or_else(|| format!("containerPort `{name}` has no port number"))?;
+                let spec = format!("{p}/{}", protocol.as_deref().unwrap_or("TCP"));
+                named_ports.push(NamedPort::parse(name, &spec)?);
+                continue;
+            }
+            let ContainerPort::Text(cp) = cp else {
+                continue;
+            };
             let (n, spec) = cp
                 .split_once(':')
                 .ok_or_else(|| format!("bad containerPort `{cp}` (want `name: 80/TCP`)"))?;
@@ -387,6 +407,29 @@ impl ConfPod {
             named_ports,
         })
     }
+}
+
+/// A container port: `"name: 80/TCP"` or `{name, containerPort, protocol}`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum ContainerPort {
+    /// `"name: 80/TCP"`.
+    Text(String),
+    /// Kubernetes form.
+    Map {
+        /// Port name (unnamed ports are ignored).
+        #[serde(default)]
+        name: String,
+        /// Port number.
+        #[serde(default, rename = "containerPort")]
+        container_port: Option<u16>,
+        /// Port number (alternative spelling).
+        #[serde(default)]
+        port: Option<u16>,
+        /// TCP (default), UDP, SCTP.
+        #[serde(default)]
+        protocol: Option<String>,
+    },
 }
 
 /// Splits `ns/name` (a bare name is in `default_ns`).

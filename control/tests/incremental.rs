@@ -165,7 +165,7 @@ steps:
     pod: d
     ip: 10.244.4.10
     labels: {pod: d}
-    containerPorts: ['serve-80-tcp: 80/TCP']
+    containerPorts: [{name: serve-80-tcp, containerPort: 80, protocol: TCP}, {containerPort: 9}]
   probes:
   - port: 80
     protocol: TCP
