@@ -231,37 +231,59 @@ impl Testpmd {
         writeln!(stdin, "{c}").and_then(|_| stdin.flush()).map_err(|e| Error::Invalid(format!("testpmd: {e}")))
     }
 
-    /// RX-packets of port 0 from the `n`-th "NIC statistics for port 0" block.
-    fn rx_packets(&self, n: usize) -> Option<u64> {
+    /// Field `key` (e.g. "RX-packets:", "Rx-pps:") of the `n`-th (1-based)
+    /// "NIC statistics for port 0" block in the log.
+    fn port0_field(&self, n: usize, key: &str) -> Option<u64> {
         let t = self.text();
         let block = t.split("NIC statistics for port 0").nth(n)?;
-        let l = block.lines().find(|l| l.contains("RX-packets:"))?;
-        l.split_whitespace().nth(1)?.parse().ok()
+        let l = block.lines().find(|l| l.contains(key))?;
+        let mut w = l.split_whitespace();
+        w.position(|x| x == key)?;
+        w.next()?.parse().ok()
     }
 
-    fn round(&mut self, o: &FwdBenchOpts, hz: u64) -> Result<Sample, Error> {
+    /// One round: start, warm up, two `show port stats 0` S seconds apart
+    /// (testpmd's own Rx-pps of the second is the rate), stop. testpmd's
+    /// stdout is block-buffered into the log, so the numbers are read after
+    /// `quit` ([`Testpmd::results`]); this returns (cpu ns, seconds).
+    fn round(&mut self, o: &FwdBenchOpts) -> Result<(u64, f64), Error> {
         let pid = self.child.id().to_string();
-        let shows = self.text().matches("NIC statistics for port 0").count();
         self.cmd("start")?;
         std::thread::sleep(Duration::from_secs(o.warmup));
+        self.cmd("show port stats 0")?;
         let c0 = thread_cpu_ns(&pid, &self.fwd_comm).unwrap_or(0);
         let t0 = Instant::now();
-        self.cmd("show port stats 0")?;
-        self.wait_for(|l| l.contains("NIC statistics for port 0"), shows + 1, Duration::from_secs(10))?;
         std::thread::sleep(Duration::from_secs(o.seconds));
         let c1 = thread_cpu_ns(&pid, &self.fwd_comm).unwrap_or(0);
         let dt = t0.elapsed().as_secs_f64();
         self.cmd("show port stats 0")?;
-        self.wait_for(|l| l.contains("NIC statistics for port 0"), shows + 2, Duration::from_secs(10))?;
-        self.wait_for(|l| l.contains("Tx-bps"), shows + 2, Duration::from_secs(10))?;
         self.cmd("stop")?;
-        self.wait_for(|l| l.contains("Done."), 1 + self.text().matches("Done.").count().saturating_sub(1), Duration::from_secs(10))?;
-        let a = self.rx_packets(shows + 1).unwrap_or(0);
-        let b = self.rx_packets(shows + 2).unwrap_or(0);
-        Ok(sample(b.saturating_sub(a), dt, c1.saturating_sub(c0), hz))
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return Err(Error::Invalid(format!("testpmd exited ({st}); see {}", self.log.display())));
+        }
+        Ok((c1.saturating_sub(c0), dt))
     }
 
-    fn quit(mut self) {
+    /// After quit: one sample per round from the log.
+    fn results(&self, rounds: &[(u64, f64)], hz: u64) -> Result<Vec<Sample>, Error> {
+        let mut v = Vec::new();
+        for (r, &(cpu_ns, dt)) in rounds.iter().enumerate() {
+            let (a, b) = (2 * r + 1, 2 * r + 2);
+            let pps = self.port0_field(b, "Rx-pps:");
+            let p0 = self.port0_field(a, "RX-packets:");
+            let p1 = self.port0_field(b, "RX-packets:");
+            let (Some(pps), Some(p0), Some(p1)) = (pps, p0, p1) else {
+                return Err(Error::Invalid(format!("no port stats for round {r} in {}", self.log.display())));
+            };
+            let mut s = sample(p1.saturating_sub(p0), dt, cpu_ns, hz);
+            s.mpps = pps as f64 / 1e6;
+            v.push(s);
+        }
+        Ok(v)
+    }
+
+    fn quit(&mut self) {
         let _ = self.cmd("quit");
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
@@ -363,18 +385,20 @@ pub fn fwd(o: &FwdBenchOpts) -> Result<Vec<FwdBenchResult>, Error> {
             let mbufs = mbufs_for(n);
             let side = Side::open(o, &pcap, n, mbufs)?;
             let mut tp = Testpmd::spawn(o, &pcap, mbufs, mem_mb, &work, n)?;
-            let (mut bm, mut bc, mut bu, mut tm, mut tc, mut tu) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+            let (mut bm, mut bc, mut bu, mut tround) = (vec![], vec![], vec![], vec![]);
             for _ in 0..o.rounds.max(1) {
                 let b = side.round(o, hz)?;
                 bm.push(b.mpps);
                 bc.push(b.cpp);
                 bu.push(b.cpu);
-                let t = tp.round(o, hz)?;
-                tm.push(t.mpps);
-                tc.push(t.cpp);
-                tu.push(t.cpu);
+                tround.push(tp.round(o)?);
             }
             tp.quit();
+            let ts = tp.results(&tround, hz)?;
+            drop(tp);
+            let mut tm: Vec<f64> = ts.iter().map(|s| s.mpps).collect();
+            let mut tc: Vec<f64> = ts.iter().map(|s| s.cpp).collect();
+            let mut tu: Vec<f64> = ts.iter().map(|s| s.cpu).collect();
             drop(side);
             let r = FwdBenchResult {
                 mode: o.mode.clone(),

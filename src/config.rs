@@ -39,7 +39,8 @@ cache = 256
 data_room = 2176
 
 [forwarding]
-# Engine: io, mac, macswap, rxonly, txonly, flowgen (testpmd's names).
+# Engine: io, mac, macswap, rxonly, txonly, flowgen (testpmd's names), or
+# policy (Bulkhead's: label policies enforced per packet, see [policy]).
 mode = "io"
 # Packets per rx/tx burst (1..=32).
 burst = 32
@@ -70,6 +71,24 @@ promiscuous = true
 [[port]]
 devargs = "net_null1"
 promiscuous = true
+
+# The policy engine (forwarding mode "policy").
+[policy]
+# Workloads and namespaces (YAML or TOML; see docs/policy-format.md). Each
+# workload with a `port` is reached through that port.
+model = ""
+# Policy files loaded at start (Kubernetes NetworkPolicy YAML, Bulkhead TOML).
+files = []
+# Port id traffic to addresses of no local workload goes to; -1 = none (dropped).
+uplink = -1
+# Exact-match cache entries per forwarding lcore, and 1-in-N insertion.
+emc_entries = 8192
+emc_insert_inv_prob = 1
+# Tracked connections per forwarding lcore.
+ct_capacity = 65536
+# Keep established connections when a policy change would deny them
+# (default: re-evaluate them, so a change cuts live connections too).
+keep_established = false
 "#;
 
 /// The documented default configuration text.
@@ -90,6 +109,42 @@ pub struct Config {
     /// Ports, in port-id order.
     #[serde(rename = "port")]
     pub ports: Vec<PortSection>,
+    /// The policy engine.
+    pub policy: PolicySection,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// Model file ("" = no workloads).
+    pub model: std::path::PathBuf,
+    /// Policy files.
+    pub files: Vec<std::path::PathBuf>,
+    /// Uplink port id, -1 = none.
+    pub uplink: i32,
+    /// Exact-match cache entries per lcore.
+    pub emc_entries: u32,
+    /// Insert 1 in N new flows into the cache.
+    pub emc_insert_inv_prob: u32,
+    /// Conntrack entries per lcore.
+    pub ct_capacity: u32,
+    /// Keep established connections across policy changes.
+    pub keep_established: bool,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            model: std::path::PathBuf::new(),
+            files: Vec::new(),
+            uplink: -1,
+            emc_entries: 8192,
+            emc_insert_inv_prob: 1,
+            ct_capacity: 65536,
+            keep_established: false,
+        }
+    }
 }
 
 /// `[eal]`
@@ -210,6 +265,7 @@ impl Default for Config {
                 PortSection { devargs: "net_null0".into(), promiscuous: true },
                 PortSection { devargs: "net_null1".into(), promiscuous: true },
             ],
+            policy: PolicySection::default(),
         }
     }
 }
@@ -368,7 +424,7 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String, String)> {
         let err = |s: &str, k: &str, m: String| Err((s.to_string(), k.to_string(), m));
         let f = &self.forwarding;
-        if let Err(e) = f.mode.parse::<pmd::FwdMode>() {
+        if let Err(e) = f.mode.parse::<pmd::FwdMode>().map(|_| ()).or_else(|e| if f.mode == "policy" { Ok(()) } else { Err(e) }) {
             return err("forwarding", "mode", e.to_string());
         }
         if !(1..=pmd::BURST as u16).contains(&f.burst) {

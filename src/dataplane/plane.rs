@@ -349,3 +349,76 @@ mod tests {
         assert!(!allowed(&r, "10.0.9.20", "10.0.1.30", 5432), "zero trust: nothing allows db ingress now");
     }
 }
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use flowtable::act::{DropReason, Fate, PacketVerdict};
+    use flowtable::key::v4_mapped;
+    use flowtable::parse::build::{Spec, L4};
+    use flowtable::pipeline::{Pipeline, PipelineConfig, Policy, RxPacket};
+
+    fn ex(p: &str) -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").join(p)
+    }
+
+    const WEB: u32 = 0x0a00_010a; // 10.0.1.10
+    const API: u32 = 0x0a00_0114; // 10.0.1.20
+
+    fn tcp(src: u32, dst: u32, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport, dport, flags }).build()
+    }
+
+    /// One burst through the pipeline against the currently published state,
+    /// exactly as an lcore does it (one state load per burst).
+    fn burst(pl: &mut Pipeline, r: &Reader<DpState>, frames: &[Vec<u8>], now: u64) -> Vec<Fate> {
+        let s = r.load();
+        let policy = Policy { gen: s.gen(), tables: &s.enforce, identities: &s.ipmap, routes: &s.routes };
+        let pkts: Vec<RxPacket<'_>> = frames.iter().map(|f| RxPacket { frame: f, rss: None, in_port: 0 }).collect();
+        let mut out = vec![PacketVerdict::default(); frames.len()];
+        pl.process(&policy, &pkts, now, &mut out);
+        out.into_iter().map(|v| v.fate).collect()
+    }
+
+    #[test]
+    fn quarantine_cuts_an_established_connection_at_the_next_burst() {
+        let model = Model::load(&ex("model.toml")).unwrap();
+        let set = control::commands::load_policies(&[ex("three-tier.toml")]).unwrap();
+        let mut p = PolicyPlane::new(model, set, None).unwrap();
+        let r = p.reader();
+        let mut pl = Pipeline::new(PipelineConfig::default());
+        let hs = [tcp(WEB, API, 40000, 8080, 0x02), tcp(API, WEB, 8080, 40000, 0x12), tcp(WEB, API, 40000, 8080, 0x10)];
+        let fates = burst(&mut pl, &r, &hs, 1);
+        assert!(fates.iter().all(|f| matches!(f, Fate::Forward(_))), "handshake allowed: {fates:?}");
+        let data = [tcp(WEB, API, 40000, 8080, 0x18), tcp(API, WEB, 8080, 40000, 0x18)];
+        assert!(burst(&mut pl, &r, &data, 2).iter().all(|f| matches!(f, Fate::Forward(_))));
+        assert!(pl.stats().emc_hit > 0, "the established flow is served from the cache");
+
+        p.quarantine("shop/api-1", true).unwrap();
+        let fates = burst(&mut pl, &r, &data, 3);
+        assert!(
+            fates.iter().all(|f| matches!(f, Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress))),
+            "the first burst after publish drops both directions: {fates:?}"
+        );
+        p.quarantine("shop/api-1", false).unwrap();
+        assert!(burst(&mut pl, &r, &hs, 4).iter().all(|f| matches!(f, Fate::Forward(_))), "a new connection is allowed again");
+    }
+
+    #[test]
+    fn keep_established_option_keeps_live_connections_across_a_change() {
+        let model = Model::load(&ex("model.toml")).unwrap();
+        let set = control::commands::load_policies(&[ex("three-tier.toml")]).unwrap();
+        let mut p = PolicyPlane::new(model, set, None).unwrap();
+        let r = p.reader();
+        let mut cfg = PipelineConfig::default();
+        cfg.ct.keep_established = true;
+        let mut pl = Pipeline::new(cfg);
+        let hs = [tcp(WEB, API, 40001, 8080, 0x02), tcp(API, WEB, 8080, 40001, 0x12), tcp(WEB, API, 40001, 8080, 0x10)];
+        assert!(burst(&mut pl, &r, &hs, 1).iter().all(|f| matches!(f, Fate::Forward(_))));
+        p.delete_policy("shop/web").unwrap(); // web loses its egress allow
+        let data = [tcp(WEB, API, 40001, 8080, 0x18)];
+        assert!(matches!(burst(&mut pl, &r, &data, 2)[0], Fate::Forward(_)), "established connection kept");
+        let new = [tcp(WEB, API, 40002, 8080, 0x02)];
+        assert!(matches!(burst(&mut pl, &r, &new, 3)[0], Fate::Drop(_)), "a new one is denied");
+    }
+}

@@ -7,6 +7,7 @@
 //! - `<n>`: an unsigned number
 //! - `<fwdmode>`: a forwarding engine name
 //! - `<word>`: any single token (a name, a path)
+//! - `<rest>`: one or more tokens (last in a template only)
 
 use std::fmt;
 
@@ -59,6 +60,26 @@ pub enum Command {
     SetNbcore(u16),
     /// `show config fwd|rxtx|cores`
     ShowConfig(ConfigWhat),
+    /// `policy load FILE`
+    PolicyLoad(String),
+    /// `policy delete NAME`
+    PolicyDelete(String),
+    /// `workload add NS/NAME key=value...`
+    WorkloadAdd(String, Vec<String>),
+    /// `workload move NS/NAME ip=A[,B]`
+    WorkloadMove(String, Vec<String>),
+    /// `workload del NS/NAME`
+    WorkloadDel(String),
+    /// `workload label NS/NAME k=v[,k=v]...`
+    WorkloadLabel(String, Vec<String>),
+    /// `quarantine NS/NAME`
+    Quarantine(String),
+    /// `unquarantine NS/NAME`
+    Unquarantine(String),
+    /// `show policy`
+    ShowPolicy,
+    /// `show pmd stats`
+    ShowPmdStats,
     /// `help`
     Help,
     /// `quit`
@@ -96,6 +117,16 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "show config fwd", help: "Show forwarding mode, streams and cores." },
     Entry { template: "show config rxtx", help: "Show queue, descriptor and burst settings." },
     Entry { template: "show config cores", help: "Show the forwarding cores." },
+    Entry { template: "policy load <word>", help: "Add or replace the policies of a file (all or nothing), as a new generation." },
+    Entry { template: "policy delete <word>", help: "Remove a policy (namespace/name, or name for cluster-wide ones)." },
+    Entry { template: "workload add <word> <rest>", help: "Add ns/name with ip=A[,B] labels=k=v[,k=v] [port=N] [mac=M]." },
+    Entry { template: "workload move <word> <rest>", help: "New addresses for a workload: ip=A[,B] (policy follows it)." },
+    Entry { template: "workload del <word>", help: "Remove a workload." },
+    Entry { template: "workload label <word> <rest>", help: "Replace a workload's labels: k=v[,k=v]." },
+    Entry { template: "quarantine <word>", help: "Cut a workload off at once, live connections included." },
+    Entry { template: "unquarantine <word>", help: "Lift a quarantine." },
+    Entry { template: "show policy", help: "Policies, rule counts, generation, defaults." },
+    Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
     Entry { template: "help", help: "This list." },
     Entry { template: "quit", help: "Leave the shell (a switch started by this shell stops)." },
 ];
@@ -120,13 +151,17 @@ fn token_fits(tmpl: &str, tok: &str) -> bool {
         "<port>" => tok == "all" || tok.parse::<u16>().is_ok(),
         "<n>" => tok.parse::<u16>().is_ok(),
         "<fwdmode>" => FWD_MODES.contains(&tok),
-        "<word>" => !tok.is_empty(),
+        "<word>" | "<rest>" => !tok.is_empty(),
         lit => lit == tok,
     }
 }
 
 fn port_sel(tok: &str) -> PortSel {
     if tok == "all" { PortSel::All } else { PortSel::One(tok.parse().unwrap_or(0)) }
+}
+
+fn rest(toks: &[&str], from: usize) -> Vec<String> {
+    toks[from..].iter().map(|s| s.to_string()).collect()
 }
 
 /// Parses one line. Blank lines and `#` comments give `Ok(None)`.
@@ -138,7 +173,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     }
     let entry = GRAMMAR.iter().find(|e| {
         let t: Vec<&str> = e.template.split(' ').collect();
-        t.len() == toks.len() && t.iter().zip(&toks).all(|(a, b)| token_fits(a, b))
+        let len_ok = if t.last() == Some(&"<rest>") { toks.len() >= t.len() } else { t.len() == toks.len() };
+        len_ok && t.iter().zip(&toks).all(|(a, b)| token_fits(a, b))
     });
     let Some(entry) = entry else {
         return Err(ParseError { msg: no_match_message(&toks) });
@@ -166,6 +202,16 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "show config fwd" => Command::ShowConfig(ConfigWhat::Fwd),
         "show config rxtx" => Command::ShowConfig(ConfigWhat::Rxtx),
         "show config cores" => Command::ShowConfig(ConfigWhat::Cores),
+        "policy load <word>" => Command::PolicyLoad(toks[2].to_string()),
+        "policy delete <word>" => Command::PolicyDelete(toks[2].to_string()),
+        "workload add <word> <rest>" => Command::WorkloadAdd(toks[2].to_string(), rest(&toks, 3)),
+        "workload move <word> <rest>" => Command::WorkloadMove(toks[2].to_string(), rest(&toks, 3)),
+        "workload del <word>" => Command::WorkloadDel(toks[2].to_string()),
+        "workload label <word> <rest>" => Command::WorkloadLabel(toks[2].to_string(), rest(&toks, 3)),
+        "quarantine <word>" => Command::Quarantine(toks[1].to_string()),
+        "unquarantine <word>" => Command::Unquarantine(toks[1].to_string()),
+        "show policy" => Command::ShowPolicy,
+        "show pmd stats" => Command::ShowPmdStats,
         "help" => Command::Help,
         "quit" => Command::Quit,
         other => unreachable!("grammar entry without a parser arm: {other}"),
@@ -209,7 +255,7 @@ pub fn candidates(done: &[&str], partial: &str) -> Vec<String> {
         let words: Vec<String> = match t[done.len()] {
             "<port>" => vec!["all".into(), "0".into(), "1".into()],
             "<fwdmode>" => FWD_MODES.iter().map(|s| s.to_string()).collect(),
-            "<n>" | "<word>" => vec![],
+            "<n>" | "<word>" | "<rest>" => vec![],
             lit => vec![lit.to_string()],
         };
         for w in words {
@@ -245,7 +291,7 @@ mod tests {
                     "<port>" => "all".into(),
                     "<n>" => "4".into(),
                     "<fwdmode>" => "mac".into(),
-                    "<word>" => "x".into(),
+                    "<word>" | "<rest>" => "x".into(),
                     lit => lit.into(),
                 })
                 .collect();

@@ -4,8 +4,10 @@
 
 use super::command::{self, Command, PortSel};
 use super::socket::Target;
-use crate::switch::Switch;
+use crate::switch::{Error, Switch};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 /// The switch as a shell target.
 #[derive(Debug)]
@@ -87,11 +89,151 @@ impl SwitchTarget<'_> {
                 let _ = writeln!(out, "Number of forwarding cores set to {n}");
             }
             Command::ShowConfig(w) => out = sw.show_config(w),
+            Command::PolicyLoad(f) => {
+                let pb = sw.plane_mut()?.load_policies(&[f.clone().into()]).map_err(ctl)?;
+                let _ = writeln!(out, "policy load {f}: {pb}");
+            }
+            Command::PolicyDelete(k) => {
+                let pb = sw.plane_mut()?.delete_policy(&k).map_err(ctl)?;
+                let _ = writeln!(out, "policy delete {k}: {pb}");
+            }
+            Command::WorkloadAdd(k, args) => {
+                let w = workload_from_args(&k, &args)?;
+                let pb = sw.plane_mut()?.add_workload(w).map_err(ctl)?;
+                let _ = writeln!(out, "workload add {k}: {pb}");
+            }
+            Command::WorkloadMove(k, args) => {
+                let kv = key_values(&args)?;
+                let ips = kv.iter().find(|(key, _)| key == "ip").map(|(_, v)| addresses(v)).transpose()?;
+                let ips = ips.ok_or_else(|| invalid("workload move: ip=A[,B] is required"))?;
+                let pb = sw.plane_mut()?.move_workload(&k, ips).map_err(ctl)?;
+                let _ = writeln!(out, "workload move {k}: {pb}");
+            }
+            Command::WorkloadDel(k) => {
+                let pb = sw.plane_mut()?.remove_workload(&k).map_err(ctl)?;
+                let _ = writeln!(out, "workload del {k}: {pb}");
+            }
+            Command::WorkloadLabel(k, args) => {
+                let labels = labels(&args.join(","))?;
+                let pb = sw.plane_mut()?.label_workload(&k, labels).map_err(ctl)?;
+                let _ = writeln!(out, "workload label {k}: {pb}");
+            }
+            Command::Quarantine(k) => {
+                let pb = sw.plane_mut()?.quarantine(&k, true).map_err(ctl)?;
+                let _ = writeln!(out, "quarantine {k}: {pb}");
+            }
+            Command::Unquarantine(k) => {
+                let pb = sw.plane_mut()?.quarantine(&k, false).map_err(ctl)?;
+                let _ = writeln!(out, "unquarantine {k}: {pb}");
+            }
+            Command::ShowPolicy => out = show_policy(sw),
+            Command::ShowPmdStats => out = show_pmd_stats(sw),
             Command::Help => out = command::help_text(),
             Command::Quit => out = "Bye...\n".into(),
         }
         Ok(out)
     }
+}
+
+fn ctl(e: control::Error) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+/// `k=v` arguments (the value may itself hold `=` and `,`).
+fn key_values(args: &[String]) -> Result<Vec<(String, String)>, Error> {
+    args.iter()
+        .map(|a| a.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| invalid(format!("expected key=value, got {a:?}"))))
+        .collect()
+}
+
+fn addresses(v: &str) -> Result<Vec<IpAddr>, Error> {
+    v.split(',').map(|a| a.trim().parse::<IpAddr>().map_err(|_| invalid(format!("bad IP address {a:?}")))).collect()
+}
+
+fn labels(v: &str) -> Result<BTreeMap<String, String>, Error> {
+    let mut m = BTreeMap::new();
+    for kv in v.split(',').filter(|s| !s.trim().is_empty()) {
+        let (k, val) = kv.split_once('=').ok_or_else(|| invalid(format!("bad label {kv:?}: expected key=value")))?;
+        m.insert(k.trim().to_string(), val.trim().to_string());
+    }
+    Ok(m)
+}
+
+/// `workload add ns/name ip=A[,B] labels=k=v[,k=v] [port=N] [mac=M]`.
+fn workload_from_args(key: &str, args: &[String]) -> Result<control::Workload, Error> {
+    let (ns, name) = key.split_once('/').ok_or_else(|| invalid(format!("workload {key:?}: expected namespace/name")))?;
+    let mut w = control::Workload { name: name.to_string(), namespace: ns.to_string(), ..Default::default() };
+    for (k, v) in key_values(args)? {
+        match k.as_str() {
+            "ip" => w.addresses = addresses(&v)?,
+            "labels" => w.labels = labels(&v)?,
+            "port" => w.port = Some(v.parse().map_err(|_| invalid(format!("bad port {v:?}")))?),
+            "mac" => w.mac = Some(control::model::parse_mac(&v).ok_or_else(|| invalid(format!("bad MAC {v:?}")))?),
+            _ => return Err(invalid(format!("unknown workload field {k:?} (ip, labels, port, mac)"))),
+        }
+    }
+    if w.addresses.is_empty() {
+        return Err(invalid("workload add: ip=A[,B] is required"));
+    }
+    Ok(w)
+}
+
+fn show_policy(sw: &Switch) -> String {
+    let mut out = String::new();
+    let Some(pl) = sw.plane() else {
+        return "no policy engine configured ([policy] in the config, or 'set fwd policy')\n".into();
+    };
+    let c = pl.compiler();
+    let e = &c.tables().enforce;
+    let _ = writeln!(
+        out,
+        "generation {}  policies {}  rules {}  workloads {}  defaults: egress {:?}, ingress {:?}",
+        pl.gen(),
+        c.policies().len(),
+        c.rule_count(),
+        c.model().workloads.len(),
+        e.default_egress,
+        e.default_ingress
+    );
+    let mut ps: Vec<_> = c.policies().into_iter().map(|p| (p.key(), c.policy_rule_count(&p.key()))).collect();
+    ps.sort();
+    for (k, n) in ps {
+        let _ = writeln!(out, "  {k:<40} {n:>6} rules");
+    }
+    out
+}
+
+fn show_pmd_stats(sw: &Switch) -> String {
+    let mut out = String::new();
+    let lcs = sw.policy_lcores();
+    if lcs.is_empty() {
+        return "no policy engine lcores (forwarding mode is not policy, or not started yet)\n".into();
+    }
+    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
+    for s in lcs {
+        let (hit, miss) = (s.get("emc_hit"), s.get("emc_miss"));
+        let _ = writeln!(out, "pmd thread lcore {}:", s.lcore);
+        let _ = writeln!(out, "  packets received: {}", s.rx);
+        let _ = writeln!(out, "  packets forwarded: {}", s.tx);
+        let _ = writeln!(out, "  exact match hits: {hit} ({:.1}%)", pct(hit, hit + miss));
+        let _ = writeln!(out, "  classifier lookups: {}", s.get("cls_lookup"));
+        let _ = writeln!(out, "  conntrack hits: {}  created: {}  entries: {}", s.get("ct_hit"), s.get("ct_created"), s.ct_entries);
+        let _ = writeln!(out, "  arp replied: {}", s.handler.arp_replied);
+        let cyc = if s.rx == 0 { 0.0 } else { s.busy_cycles as f64 / s.rx as f64 };
+        let _ = writeln!(out, "  avg processing cycles per packet: {cyc:.1} ({:.1}% busy)", pct(s.busy_cycles, s.total_cycles));
+        let drops: Vec<String> = flowtable::stats::Stats::NAMES
+            .iter()
+            .zip(&s.pipeline)
+            .filter(|(n, v)| n.starts_with("drop_") && **v > 0)
+            .map(|(n, v)| format!("{}={v}", &n[5..]))
+            .collect();
+        let _ = writeln!(out, "  drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    }
+    out
 }
 
 impl Target for SwitchTarget<'_> {

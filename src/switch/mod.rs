@@ -55,6 +55,9 @@ use pmd::port::{PortConf, PortState, PortStats};
 use pmd::{Eal, EalConfig, Mempool, Port};
 
 use crate::config::{devargs_kv, Config, ConfigError};
+use crate::dataplane::engine::{EnginePort, LcoreSnapshot, PolicyEngine};
+use crate::dataplane::plane::PolicyPlane;
+use crate::dataplane::state::Dest;
 
 /// Errors of the runtime; each displays as one line.
 #[derive(Debug)]
@@ -200,7 +203,44 @@ pub struct Switch {
     applied: Vec<PortConf>,
     opts: EngineOpts,
     workers: Vec<u32>,
+    policy: PolicyRuntime,
     eal: Eal,
+}
+
+/// The policy engine's part of the switch (`set fwd policy`).
+#[derive(Debug)]
+struct PolicyRuntime {
+    /// Forwarding mode is `policy` (the testpmd engine in `mode` is unused then).
+    on: bool,
+    /// Policies, workloads and the published dataplane state.
+    plane: Option<PolicyPlane>,
+    /// The lcores, while forwarding.
+    engine: Option<PolicyEngine>,
+    /// Counters at the last stop (reported after it).
+    last: Vec<LcoreSnapshot>,
+    /// Counters at the last `clear fwd stats`.
+    baseline: StreamStats,
+    cfg: crate::config::PolicySection,
+}
+
+fn load_plane(p: &crate::config::PolicySection) -> Result<PolicyPlane, Error> {
+    let ctl = |e: control::Error| Error::Invalid(format!("policy: {e}"));
+    let model = if p.model.as_os_str().is_empty() { control::Model::default() } else { control::Model::load(&p.model).map_err(ctl)? };
+    let set = control::commands::load_policies(&p.files).map_err(ctl)?;
+    let uplink = u16::try_from(p.uplink).ok().map(|port| Dest { port, mac: None });
+    PolicyPlane::new(model, set, uplink).map_err(ctl)
+}
+
+fn policy_total(snaps: &[LcoreSnapshot]) -> StreamStats {
+    let mut t = StreamStats::default();
+    for s in snaps {
+        t.rx_packets += s.rx;
+        t.tx_packets += s.tx;
+        t.tx_dropped += s.tx_dropped;
+        t.fwd_dropped += s.dropped;
+        t.busy_cycles += s.busy_cycles;
+    }
+    t
 }
 
 impl Switch {
@@ -209,7 +249,14 @@ impl Switch {
     /// # Errors
     /// EAL, pool or port failures (ports opened so far are closed).
     pub fn new(cfg: &Config) -> Result<Switch, Error> {
-        let mode: FwdMode = cfg.forwarding.mode.parse()?;
+        let policy_on = cfg.forwarding.mode == "policy";
+        let mode: FwdMode = if policy_on { FwdMode::Io } else { cfg.forwarding.mode.parse()? };
+        // Policies first: a bad policy file fails before EAL starts.
+        let plane = if policy_on || !cfg.policy.model.as_os_str().is_empty() || !cfg.policy.files.is_empty() {
+            Some(load_plane(&cfg.policy)?)
+        } else {
+            None
+        };
         let n_lcores = lcore_count(&cfg.eal.lcores);
         let mbufs = if cfg.mempool.mbufs > 0 { cfg.mempool.mbufs } else { auto_mbufs(cfg, n_lcores)? };
         let eal = Eal::init(&eal_config(cfg, mbufs))?;
@@ -240,8 +287,40 @@ impl Switch {
             applied,
             opts: EngineOpts { pkt_len: f.tx_pkt_len, flows: f.flowgen_flows },
             workers,
+            policy: PolicyRuntime {
+                on: policy_on,
+                plane,
+                engine: None,
+                last: Vec::new(),
+                baseline: StreamStats::default(),
+                cfg: cfg.policy.clone(),
+            },
             eal,
         })
+    }
+
+    /// The policy plane (policies, workloads), if the policy engine is configured.
+    pub fn plane(&self) -> Option<&PolicyPlane> {
+        self.policy.plane.as_ref()
+    }
+
+    /// The policy plane, created empty if it does not exist yet.
+    ///
+    /// # Errors
+    /// The configured model or policy files no longer load.
+    pub fn plane_mut(&mut self) -> Result<&mut PolicyPlane, Error> {
+        if self.policy.plane.is_none() {
+            self.policy.plane = Some(load_plane(&self.policy.cfg)?);
+        }
+        Ok(self.policy.plane.as_mut().expect("just set"))
+    }
+
+    /// Per-lcore policy-engine counters (live while forwarding, else as of the last stop).
+    pub fn policy_lcores(&self) -> Vec<LcoreSnapshot> {
+        match &self.policy.engine {
+            Some(e) => e.snapshot(),
+            None => self.policy.last.clone(),
+        }
     }
 
     fn port_mut(&mut self, id: u16) -> Result<&mut Port, Error> {
@@ -324,6 +403,12 @@ impl Switch {
 
     /// `show fwd stats all`: since the last `start` or `clear fwd stats`.
     pub fn fwd_stats(&self) -> FwdStatsReport {
+        if self.policy.on {
+            let total = policy_total(&self.policy_lcores()) - self.policy.baseline;
+            let pkts = total.rx_packets.max(total.tx_packets);
+            let cycles_per_packet = if pkts > 0 { total.busy_cycles as f64 / pkts as f64 } else { 0.0 };
+            return FwdStatsReport { mode: "policy".into(), streams: Vec::new(), total, cycles_per_packet };
+        }
         let mut total = StreamStats::default();
         let streams: Vec<StreamReport> = self
             .streams
@@ -350,16 +435,17 @@ impl Switch {
     /// `clear fwd stats all`.
     pub fn clear_fwd_stats(&mut self) {
         self.baseline = self.streams.iter().map(|(s, _)| s.counters.snapshot()).collect();
+        self.policy.baseline = policy_total(&self.policy_lcores());
     }
 
     /// The current engine's name.
     pub fn fwd_mode(&self) -> &'static str {
-        self.mode.name()
+        if self.policy.on { "policy" } else { self.mode.name() }
     }
 
     /// True while forwarding lcores run.
     pub fn is_forwarding(&self) -> bool {
-        self.running.is_some()
+        self.running.is_some() || self.policy.engine.is_some()
     }
 
     /// `set fwd MODE` (restarts forwarding if it is running).
@@ -367,9 +453,17 @@ impl Switch {
     /// # Errors
     /// Unknown mode.
     pub fn set_fwd(&mut self, mode: &str) -> Result<(), Error> {
+        if mode == "policy" {
+            self.plane_mut()?;
+            return self.restarting(|s| {
+                s.policy.on = true;
+                Ok(())
+            });
+        }
         let m: FwdMode = mode.parse()?;
         self.restarting(|s| {
             s.mode = m;
+            s.policy.on = false;
             Ok(())
         })
     }
@@ -421,8 +515,11 @@ impl Switch {
     /// # Errors
     /// Already forwarding, no started port, or lcore launch failure.
     pub fn start(&mut self) -> Result<(), Error> {
-        if self.running.is_some() {
+        if self.is_forwarding() {
             return Err(Error::Invalid("packet forwarding already started".into()));
+        }
+        if self.policy.on {
+            return self.start_policy();
         }
         let fports: Vec<FwdPort> = self
             .ports
@@ -455,9 +552,39 @@ impl Switch {
     /// # Errors
     /// Not forwarding.
     pub fn stop(&mut self) -> Result<FwdStatsReport, Error> {
+        if let Some(mut e) = self.policy.engine.take() {
+            e.stop();
+            self.policy.last = e.snapshot();
+            return Ok(self.fwd_stats());
+        }
         let r = self.running.take().ok_or_else(|| Error::Invalid("packet forwarding not started".into()))?;
         r.stop();
         Ok(self.fwd_stats())
+    }
+
+    /// Launches the policy engine on `nbcore` lcores over the started ports.
+    fn start_policy(&mut self) -> Result<(), Error> {
+        let ports: Vec<EnginePort> = self
+            .ports
+            .iter()
+            .filter(|p| p.state() == PortState::Started)
+            .map(|p| EnginePort { id: p.id(), mac: p.mac(), rxq: p.conf().rxq, txq: p.conf().txq })
+            .collect();
+        if ports.is_empty() {
+            return Err(Error::Invalid("no started ports: run 'port start all' first".into()));
+        }
+        let lcores: Vec<u32> = self.workers.iter().copied().take(self.nb_cores as usize).collect();
+        let c = &self.policy.cfg;
+        let mut pc = flowtable::pipeline::PipelineConfig::default();
+        pc.emc.entries = c.emc_entries as usize;
+        pc.emc.insert_inv_prob = c.emc_insert_inv_prob;
+        pc.ct.capacity = c.ct_capacity as usize;
+        pc.ct.keep_established = c.keep_established;
+        let reader = self.plane_mut()?.reader();
+        let e = PolicyEngine::start(&reader, &ports, &lcores, self.burst, pc, None).map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
+        self.policy.engine = Some(e);
+        self.policy.baseline = StreamStats::default();
+        Ok(())
     }
 
     fn require_not_forwarding(&self, what: &str) -> Result<(), Error> {
@@ -550,6 +677,26 @@ impl Switch {
         let mut s = String::new();
         let lcores: Vec<u32> = self.workers.iter().copied().take(self.nb_cores as usize).collect();
         match what {
+            ShowConfig::Fwd if self.policy.on => {
+                let started: Vec<&Port> = self.ports.iter().filter(|p| p.state() == PortState::Started).collect();
+                let rxqs: Vec<(u16, u16)> = started.iter().flat_map(|p| (0..p.conf().rxq).map(move |q| (p.id(), q))).collect();
+                let _ = writeln!(s, "policy packet forwarding - ports={} - cores={}", started.len(), lcores.len());
+                for (k, lc) in lcores.iter().enumerate() {
+                    let mine: Vec<String> = rxqs.iter().skip(k).step_by(lcores.len().max(1)).map(|(p, q)| format!("P={p}/Q={q}")).collect();
+                    let _ = writeln!(s, "Logical Core {lc} polls RX {} and sends on TX queue {k} of every port", mine.join(" "));
+                }
+                if let Some(pl) = &self.policy.plane {
+                    let c = pl.compiler();
+                    let _ = writeln!(
+                        s,
+                        "policy generation {}: {} policies, {} rules, {} workloads",
+                        pl.gen(),
+                        c.policies().len(),
+                        c.rule_count(),
+                        c.model().workloads.len()
+                    );
+                }
+            }
             ShowConfig::Fwd => {
                 let started: Vec<FwdPort> = self
                     .ports
@@ -582,7 +729,7 @@ impl Switch {
                 }
             }
             ShowConfig::Rxtx => {
-                let _ = writeln!(s, "  {} packet forwarding packets/burst={}", self.mode, self.burst);
+                let _ = writeln!(s, "  {} packet forwarding packets/burst={}", self.fwd_mode(), self.burst);
                 let _ = writeln!(s, "  nb forwarding cores={} - nb forwarding ports={}", self.nb_cores, self.ports.len());
                 for p in &self.ports {
                     let c = p.conf();
@@ -636,6 +783,9 @@ impl Switch {
     pub fn shutdown(mut self) -> Result<(), Error> {
         if let Some(r) = self.running.take() {
             r.stop();
+        }
+        if let Some(mut e) = self.policy.engine.take() {
+            e.stop();
         }
         let mut first = Ok(());
         for p in &mut self.ports {
