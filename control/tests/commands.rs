@@ -142,6 +142,11 @@ fn explain_names_deciding_policy_and_rule() {
     );
     assert!(out.contains("selected by shop/api"), "{out}");
 
+    // Zero trust: db's egress is governed by no policy, so the global default denies.
+    let (code, out) = explain("db-1", "api-1", "8080/TCP");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("egress  DENY by global default (no tier decided, zero trust)"), "{out}");
+
     // Audit policy: reported, not enforced.
     let (_, out) = explain("prometheus", "pay-1", "9100/TCP");
     assert!(
