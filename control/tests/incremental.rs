@@ -446,3 +446,37 @@ fn random_changes_match_a_fresh_compile() {
     }
     incremental_random::<flowtable::Classifier>(5);
 }
+
+#[test]
+fn ipv6_addresses_and_blocks() {
+    let mut m = model();
+    let mut w = wl("x", "six", "pod=six", "10.244.1.60", &[]);
+    w.addresses.push("fd00:1::60".parse().unwrap());
+    m.workloads.insert(w.key(), w);
+    let mut w = wl("y", "six", "pod=six6", "10.244.2.60", &[]);
+    w.addresses = vec![
+        "fd00:2::60".parse().unwrap(),
+        "10.244.2.60".parse().unwrap(),
+    ];
+    m.workloads.insert(w.key(), w);
+    let set = policies(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: six}}\n  ingress:\n  - from: [{ipBlock: {cidr: 'fd00:2::/32'}}]\n",
+    );
+    let c: Compiler = Compiler::with_policies(m, set).unwrap();
+    let v6 = |s: &str, d: &str| {
+        let k = c.flow_key(s.parse().unwrap(), d.parse().unwrap(), proto::TCP, 1000, 80);
+        c.decide(&k).allowed()
+    };
+    assert_eq!(
+        c.identity_of("fd00:1::60".parse().unwrap()),
+        c.workload_identity("x/six").unwrap()
+    );
+    assert!(v6("fd00:2::60", "fd00:1::60"), "inside the v6 block");
+    assert!(!v6("fd00:3::1", "fd00:1::60"), "outside the v6 block");
+    assert!(
+        !v6("10.244.2.60", "10.244.1.60"),
+        "a v6 block never matches v4"
+    );
+    // The probe picks a common family: y/six has v6 first, x/six v4 first.
+    assert!(probe(&c, "y/six", "x/six", proto::TCP, 80).unwrap());
+}
