@@ -66,6 +66,16 @@ fn main() -> ExitCode {
                     let (pkts, wall) = classbench::bench_lookup(&c, &keys, opts.lookup_secs);
                     let c1 = cpu();
                     eprintln!("lookup_mpps_cpu={:.2} (cpu {:.2}s of wall {:.2}s)", pkts as f64 / (c1 - c0) / 1e6, c1 - c0, wall);
+                    let mut c = c;
+                    let mut rng = classbench::Rng::new(opts.seed);
+                    let c0 = cpu();
+                    for _ in 0..opts.update_pairs {
+                        let r = rs[rng.below(rs.len() as u64) as usize];
+                        c.remove(r.id).expect("present");
+                        c.insert(r).expect("absent");
+                    }
+                    let c1 = cpu();
+                    eprintln!("update_per_cpu_s={:.0}", 2.0 * opts.update_pairs as f64 / (c1 - c0));
                 }
                 if std::env::var_os("CLASSIFY_COST").is_some() {
                     let rs = classbench::parse_rules(&rules).expect("parsed once already");

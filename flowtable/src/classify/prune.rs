@@ -7,7 +7,7 @@
 //! field   chunk of a key                  a rule occupies
 //! src     top 12 bits of an IPv4 address  the chunks its prefix spans (> 64: WILD)
 //! dst     same                            same
-//! sport   low 8 bits of the port          the chunks of its range (>= 256 ports: WILD)
+//! sport   low 8 bits of the port          the chunks of its range (>= 16 ports: WILD)
 //! dport   same                            same
 //! proto   the protocol                    its protocol (any: WILD)
 //! IPv6 keys and rules use one V6 slot per address field (no pruning); an
@@ -133,8 +133,9 @@ const PAIR_SLOT_BITS: u32 = 12;
 /// A rule spanning more than this many (src, dst) chunk pairs is WILD there.
 const MAX_PAIRS: u32 = 64;
 const PAIR_CHUNKS: usize = 1 << PAIR_SLOT_BITS;
-const NFIELDS: usize = 7;
-const FIELD_SLOTS: [usize; NFIELDS] = [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258, PAIR_CHUNKS + 2, PAIR_CHUNKS + 2];
+const NFIELDS: usize = 8;
+const FIELD_SLOTS: [usize; NFIELDS] =
+    [ADDR_CHUNKS + 2, ADDR_CHUNKS + 2, 258, 258, 258, PAIR_CHUNKS + 2, PAIR_CHUNKS + 2, PAIR_CHUNKS + 2];
 const OFFSETS: [usize; NFIELDS] = [
     0,
     ADDR_CHUNKS + 2,
@@ -143,7 +144,22 @@ const OFFSETS: [usize; NFIELDS] = [
     2 * (ADDR_CHUNKS + 2) + 516,
     2 * (ADDR_CHUNKS + 2) + 774,
     2 * (ADDR_CHUNKS + 2) + 774 + PAIR_CHUNKS + 2,
+    2 * (ADDR_CHUNKS + 2) + 774 + 2 * (PAIR_CHUNKS + 2),
 ];
+
+/// Field 7: the 24-bit (src, dst) pair together with the destination port.
+#[inline(always)]
+fn pair_port_slot(s: u32, d: u32, port: u16) -> usize {
+    let x = ((s as u64) << 32 | d as u64) ^ (port as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    OFFSETS[7] + (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_SLOT_BITS)) as usize
+}
+
+/// A port range of this many ports or more is WILD in the port fields
+/// (listing it would make its updates slow for little pruning).
+const MAX_PORT_SPAN: u16 = 16;
+
+/// Most destination ports a rule may list in field 7 (else WILD there).
+const MAX_PAIR_PORTS: u32 = 4;
 
 /// The slot in pair field `f` (5: 24-bit chunks, 6: 16-bit) of a chunk pair.
 #[inline(always)]
@@ -151,9 +167,9 @@ fn pair_slot(f: usize, s: u32, d: u32) -> usize {
     OFFSETS[f] + (((s as u64) << 32 | d as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - PAIR_SLOT_BITS)) as usize
 }
 
-/// Address bits per side of pair field `f`.
+/// Address bits per side of pair field `f` (5 and 7: 24, 6: 16).
 const fn pair_bits(f: usize) -> u32 {
-    if f == 5 { PAIR_BITS } else { 16 }
+    if f == 6 { 16 } else { PAIR_BITS }
 }
 /// Total slots over all fields.
 pub(crate) const SLOTS: usize = OFFSETS[NFIELDS - 1] + FIELD_SLOTS[NFIELDS - 1];
@@ -191,6 +207,11 @@ impl KeySlots {
             } else {
                 v6(6)
             } as u16,
+            if is_v4(k.src) && is_v4(k.dst) {
+                pair_port_slot((k.src as u32) >> (32 - PAIR_BITS), (k.dst as u32) >> (32 - PAIR_BITS), k.dport)
+            } else {
+                v6(7)
+            } as u16,
         ])
     }
 }
@@ -219,7 +240,7 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
     addr(0, m.src);
     addr(1, m.dst);
     let mut port = |fi: usize, r: PortRange| {
-        if r.hi - r.lo >= 255 {
+        if r.hi - r.lo >= MAX_PORT_SPAN {
             f(wild(fi));
         } else {
             let (lo, hi) = ((r.lo & 0xff) as usize, (r.hi & 0xff) as usize);
@@ -237,7 +258,7 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
         Some(p) => f(OFFSETS[4] + p as usize),
     }
     // The pair fields: only IPv4 prefixes on both sides are listed.
-    for fi in [5, 6] {
+    for fi in [5, 6, 7] {
         let bits = pair_bits(fi);
         let side = |p: Prefix| -> Result<(u32, u32), bool> {
             if p.len >= 96 && is_v4(p.addr) {
@@ -249,11 +270,16 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
                 Err(p.len == 0 || (p.len < 96 && p.contains(V4_BLOCK)))
             }
         };
+        let ports = if fi == 7 { m.dport.hi as u32 - m.dport.lo as u32 + 1 } else { 1 };
         match (side(m.src), side(m.dst)) {
-            (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS => {
+            (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS && (fi != 7 || ports <= MAX_PAIR_PORTS) => {
                 for a in s..s + ns {
                     for b in d..d + nd {
-                        f(pair_slot(fi, a, b));
+                        if fi == 7 {
+                            (m.dport.lo..=m.dport.hi).for_each(|p| f(pair_port_slot(a, b, p)));
+                        } else {
+                            f(pair_slot(fi, a, b));
+                        }
                     }
                 }
             }
