@@ -8,11 +8,13 @@ source ci/deps.sh
 before=$(ls /var/run/dpdk 2>/dev/null | sort || true)
 start=$(date +%s)
 
-echo "== build (workspace, test profile)"
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+# One build, in the test profile: every crate, test, example and bench
+# (benches run once each in test mode, as a smoke check).
+echo "== build (workspace, all targets, test profile)"
+cargo test --workspace --all-targets --locked --no-run 2>&1 | tail -n 3
 
 echo "== tests"
-cargo test --workspace --locked --no-fail-fast
+cargo test --workspace --all-targets --locked --no-fail-fast
 
 echo "== leftovers"
 after=$(ls /var/run/dpdk 2>/dev/null | sort || true)
