@@ -24,9 +24,15 @@ pub mod ruleset;
 pub mod stats;
 pub mod tables;
 
+pub use act::{DropReason, Fate, FlowVerdict, PacketVerdict};
 pub use classify::{Classifier, ClassifyError};
+pub use conntrack::{Conntrack, CtConfig};
+pub use emc::{Emc, EmcConfig};
 pub use key::FlowKey;
 pub use lpm::PrefixMap;
+pub use parse::{Malformed, Parsed};
+pub use pipeline::{Pipeline, PipelineConfig, Policy, RxPacket};
 pub use ruleset::{RuleSetReader, RuleSetWriter, Snapshot};
 pub use rule::{Action, LinearClassifier, Match, PortRange, Prefix, Rule, RuleId, RuleLookup};
+pub use stats::Stats;
 pub use tables::{Decision, Direction, PolicyTables, Tier, Verdict};

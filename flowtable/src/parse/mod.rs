@@ -182,6 +182,7 @@ pub fn parse(frame: &[u8], in_port: u16, rss: Option<u32>) -> Result<Parsed, Mal
 /// `in_port` set) and returns the metadata. `rss` is the NIC's RSS hash when
 /// the NIC marked it valid. Never panics; a malformed frame is an `Err` and
 /// leaves `key` in an unspecified (but valid) state.
+#[inline]
 pub fn parse_into(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey) -> Result<Meta, Malformed> {
     *key = FlowKey::default();
     key.in_port = in_port;
@@ -228,6 +229,7 @@ pub fn parse_into(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKe
     Ok(meta)
 }
 
+#[inline]
 fn parse_ipv4(b: &[u8], base: usize, key: &mut FlowKey, meta: &mut Meta) -> Result<(), Malformed> {
     let ip = Ipv4Packet::new_checked(b)?;
     key.src = v4_mapped(ip.src_addr());
