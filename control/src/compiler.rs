@@ -1615,3 +1615,40 @@ fn merge(into: &mut RuleDiff, d: RuleDiff) {
 
 /// The namespace name label (re-exported for command code).
 pub const NAMESPACE_LABEL: &str = NS_NAME_LABEL;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_round_trips() {
+        let c = cookie::make(12345, true, 77, cookie::LOG | cookie::AUDIT);
+        assert_eq!(
+            (
+                cookie::policy(c),
+                cookie::ingress(c),
+                cookie::rule(c),
+                cookie::flags(c)
+            ),
+            (12345, true, 77, cookie::LOG | cookie::AUDIT)
+        );
+        let c = cookie::make(cookie::ISOLATION, false, 0, 0);
+        assert_eq!(
+            (cookie::policy(c), cookie::ingress(c)),
+            (cookie::ISOLATION, false)
+        );
+    }
+
+    #[test]
+    fn priority_orders_policy_then_rule_then_action() {
+        // Lower policy priority first, whatever the rule position.
+        assert!(rule_priority(10, 500, Action::Allow) > rule_priority(11, 0, Action::Deny));
+        // Earlier rule of a policy first, whatever the action.
+        assert!(rule_priority(10, 0, Action::Allow) > rule_priority(10, 1, Action::Deny));
+        // Same position: deny, then pass, then allow.
+        assert!(rule_priority(10, 3, Action::Deny) > rule_priority(10, 3, Action::Pass));
+        assert!(rule_priority(10, 3, Action::Pass) > rule_priority(10, 3, Action::Allow));
+        // Every policy rule beats the isolation deny (priority 0).
+        assert!(rule_priority(u16::MAX, usize::MAX, Action::Allow) > 0);
+    }
+}
