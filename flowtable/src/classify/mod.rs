@@ -131,6 +131,13 @@ pub struct Classifier {
     hot: Vec<Hot>,
     /// Per slot: index into `tables`.
     table_of: Vec<u32>,
+    /// Per slot: the next (lower-ranked) rule with an identical match. Only
+    /// the best of such a group is on a chain; the others can never win and
+    /// wait here to be promoted when it is removed.
+    dup_next: Vec<u32>,
+    /// Per slot: for a rule waiting in a group, the group's chained rule; NIL
+    /// for chained rules.
+    dup_of: Vec<u32>,
     free: Vec<u32>,
     ids: IdMap,
     /// Subtables; a removed one leaves a free entry.
@@ -176,6 +183,7 @@ impl Classifier {
         let slots = self.rules.capacity() * size_of::<Rule>()
             + self.hot.capacity() * size_of::<Hot>()
             + self.table_of.capacity() * 4
+            + (self.dup_next.capacity() + self.dup_of.capacity()) * 4
             + self.free.capacity() * 4;
         // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
         let ids = (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1);
@@ -197,6 +205,8 @@ impl Classifier {
         self.rules.shrink_to_fit();
         self.hot.shrink_to_fit();
         self.table_of.shrink_to_fit();
+        self.dup_next.shrink_to_fit();
+        self.dup_of.shrink_to_fit();
         self.free.shrink_to_fit();
         self.ids.shrink_to_fit();
         for t in &mut self.tables {
@@ -238,12 +248,16 @@ impl Classifier {
                 self.rules[i] = rule;
                 self.hot[i] = Hot::of(&rule);
                 self.table_of[i] = t;
+                self.dup_next[i] = NIL;
+                self.dup_of[i] = NIL;
                 s
             }
             None => {
                 self.rules.push(rule);
                 self.hot.push(Hot::of(&rule));
                 self.table_of.push(t);
+                self.dup_next.push(NIL);
+                self.dup_of.push(NIL);
                 (self.rules.len() - 1) as u32
             }
         };
@@ -256,7 +270,17 @@ impl Classifier {
             self.grow(t);
         }
         let b = self.tables[t as usize].bucket(&w);
-        self.link(t, b, slot);
+        match self.same_match(t, b, &rule) {
+            Some(e) if self.hot[e as usize].rank > rk => self.add_dup(e, slot),
+            Some(e) => {
+                // The new rule outranks an identical one: it takes its place.
+                self.unlink(t, b, e);
+                self.link(t, b, slot);
+                self.dup_next[slot as usize] = e;
+                self.set_group_head(slot);
+            }
+            None => self.link(t, b, slot),
+        }
         let tb = &mut self.tables[t as usize];
         if tb.count == 1 || rk > tb.max_rank {
             tb.max_rank = rk;
@@ -272,19 +296,27 @@ impl Classifier {
         let rule = self.rules[i];
         let t = self.table_of[i];
         let b = self.tables[t as usize].bucket(&Words::of_match(&rule.m));
-        // Unlink from its chain.
-        let tb = &mut self.tables[t as usize];
-        if tb.buckets[b] == slot {
-            tb.buckets[b] = self.hot[i].next;
-        } else {
-            let mut p = tb.buckets[b];
-            while self.hot[p as usize].next != slot {
-                p = self.hot[p as usize].next;
+        if self.dup_of[i] != NIL {
+            // Waiting in a group: unlink from the group's list.
+            let mut p = self.dup_of[i];
+            while self.dup_next[p as usize] != slot {
+                p = self.dup_next[p as usize];
             }
-            self.hot[p as usize].next = self.hot[i].next;
+            self.dup_next[p as usize] = self.dup_next[i];
+            self.dup_next[i] = NIL;
+            self.dup_of[i] = NIL;
+        } else {
+            self.unlink(t, b, slot);
+            let n = self.dup_next[i];
+            if n != NIL {
+                // Promote the next of its group to the chain.
+                self.dup_next[i] = NIL;
+                self.set_group_head(n);
+                self.link(t, b, n);
+            }
         }
-        self.hot[i].next = NIL;
         self.free.push(slot);
+        let tb = &mut self.tables[t as usize];
         let pos = self.order.iter().position(|&x| x == t).expect("live table is in order");
         self.prune.update(pos, &mut tb.counts, &rule.m, false);
         tb.count -= 1;
@@ -567,6 +599,56 @@ impl Classifier {
         t
     }
 
+    /// The chained rule of bucket `b` of table `t` with the same match as `r`.
+    fn same_match(&self, t: u32, b: usize, r: &Rule) -> Option<u32> {
+        let mut s = self.tables[t as usize].buckets[b];
+        while s != NIL {
+            if self.rules[s as usize].m == r.m {
+                return Some(s);
+            }
+            s = self.hot[s as usize].next;
+        }
+        None
+    }
+
+    /// Adds `slot` to the group of chained rule `e`, keeping it by decreasing rank.
+    fn add_dup(&mut self, e: u32, slot: u32) {
+        let rk = self.hot[slot as usize].rank;
+        let mut p = e;
+        while self.dup_next[p as usize] != NIL && self.hot[self.dup_next[p as usize] as usize].rank > rk {
+            p = self.dup_next[p as usize];
+        }
+        self.dup_next[slot as usize] = self.dup_next[p as usize];
+        self.dup_next[p as usize] = slot;
+        self.dup_of[slot as usize] = e;
+    }
+
+    /// Makes `h` the chained head of the group that follows it.
+    fn set_group_head(&mut self, h: u32) {
+        self.dup_of[h as usize] = NIL;
+        let mut x = self.dup_next[h as usize];
+        while x != NIL {
+            self.dup_of[x as usize] = h;
+            x = self.dup_next[x as usize];
+        }
+    }
+
+    /// Unlinks chained `slot` from chain `b` of table `t`.
+    fn unlink(&mut self, t: u32, b: usize, slot: u32) {
+        let i = slot as usize;
+        let tb = &mut self.tables[t as usize];
+        if tb.buckets[b] == slot {
+            tb.buckets[b] = self.hot[i].next;
+        } else {
+            let mut p = tb.buckets[b];
+            while self.hot[p as usize].next != slot {
+                p = self.hot[p as usize].next;
+            }
+            self.hot[p as usize].next = self.hot[i].next;
+        }
+        self.hot[i].next = NIL;
+    }
+
     fn chain_len(&self, mut s: u32) -> u32 {
         let mut n = 0;
         while s != NIL && n < COLLISION_LIMIT {
@@ -699,6 +781,31 @@ mod tests {
         assert_eq!(c.lookup_batch(&keys, 0b1011, &mut out), 0b1011);
         assert_eq!((out[0], out[1], out[2], out[3]), (None, None, Some(&d), None));
         assert!(c.lookup(&keys[0]).is_none());
+    }
+
+    #[test]
+    fn identical_matches_wait_and_are_promoted() {
+        let k = FlowKey::v4(0, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 6, 1000, 80);
+        let m = Match { dst: Prefix::v4(0x0a00_0000, 8), dport: PortRange { lo: 80, hi: 90 }, ..Match::ANY };
+        // Every insertion and removal order of three identical matches.
+        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        for ins in orders {
+            for del in orders {
+                let mut c = Classifier::new();
+                let mut lin = LinearClassifier::new();
+                for &i in &ins {
+                    let r = rule(i, 5 + i % 2, m);
+                    c.insert(r).unwrap();
+                    lin.insert(r);
+                }
+                assert_eq!(c.lookup(&k), lin.lookup(&k));
+                for &i in &del {
+                    assert_eq!(c.remove(RuleId(i)), lin.remove(RuleId(i)));
+                    assert_eq!(c.lookup(&k), lin.lookup(&k), "ins {ins:?} del {del:?} after {i}");
+                }
+                assert!(c.is_empty());
+            }
+        }
     }
 
     #[test]
