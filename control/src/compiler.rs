@@ -462,11 +462,7 @@ impl<C: RuleTable> Compiler<C> {
     pub fn set_policy(&mut self, p: Policy) -> Result<RuleDiff> {
         let mut diff = RuleDiff::default();
         let key = p.key();
-        if let Some(ns) = &p.namespace {
-            if !self.model.namespaces.contains_key(ns) {
-                // A policy may precede its namespace; it selects nothing until then.
-            }
-        }
+        // A policy may precede its namespace: it selects nothing until the namespace exists.
         if let Some(old) = self.policies.get(&key) {
             let old = old.policy.clone();
             self.unindex_policy(&key, &old);

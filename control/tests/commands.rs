@@ -145,7 +145,10 @@ fn explain_names_deciding_policy_and_rule() {
     // Zero trust: db's egress is governed by no policy, so the global default denies.
     let (code, out) = explain("db-1", "api-1", "8080/TCP");
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("egress  DENY by global default (no tier decided, zero trust)"), "{out}");
+    assert!(
+        out.contains("egress  DENY by global default (no tier decided, zero trust)"),
+        "{out}"
+    );
 
     // Audit policy: reported, not enforced.
     let (_, out) = explain("prometheus", "pay-1", "9100/TCP");
