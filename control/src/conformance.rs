@@ -233,9 +233,7 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
             let k = pod_key(a)?;
             let (ns, n) = split_key(&k, None);
             let existing = c.model().workloads.get(&k).cloned();
-            if a.op == "create_pod" && existing.is_some() {
-                return Err(format!("create_pod: {k} exists"));
-            }
+            // create_pod of an existing pod re-creates it (a re-address, new labels).
             if a.op != "create_pod" && existing.is_none() {
                 return Err(format!("{}: no pod {k}", a.op));
             }
