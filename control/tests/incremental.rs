@@ -480,3 +480,26 @@ fn ipv6_addresses_and_blocks() {
     // The probe picks a common family: y/six has v6 first, x/six v4 first.
     assert!(probe(&c, "y/six", "x/six", proto::TCP, 80).unwrap());
 }
+
+#[test]
+fn audit_policy_is_observed_never_enforced() {
+    let toml = "[[policy]]\nname = \"lockdown\"\nnamespace = \"x\"\naudit = true\nselector = \"pod=a\"\n[[policy.ingress]]\naction = \"deny\"\n";
+    let c: Compiler =
+        Compiler::with_policies(model(), parse_text("a.toml", toml).unwrap()).unwrap();
+    let k = c.flow_key(
+        "10.244.1.11".parse().unwrap(),
+        "10.244.1.10".parse().unwrap(),
+        proto::TCP,
+        1000,
+        80,
+    );
+    assert!(c.decide(&k).allowed(), "audit mode enforces nothing");
+    let o = c.observe(&k);
+    let r = o.ingress.rule.expect("the audit rule matched");
+    assert_eq!(o.ingress.action, flowtable::Action::Deny);
+    assert_eq!(c.origin(&r).policy, "x/lockdown");
+    assert_ne!(
+        control::compiler::cookie::flags(r.cookie) & control::compiler::cookie::AUDIT,
+        0
+    );
+}
