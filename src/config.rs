@@ -89,6 +89,21 @@ ct_capacity = 65536
 # Keep established connections when a policy change would deny them
 # (default: re-evaluate them, so a change cuts live connections too).
 keep_established = false
+
+# Flow records (policy mode): the first packet of every flow decided by policy.
+[flowlog]
+# JSON-lines file, appended ("" = none).
+json = ""
+# IPFIX collector over UDP, host:port ("" = none), e.g. "127.0.0.1:4739".
+ipfix = ""
+# Unix socket that `bulkhead flows --follow` reads ("" = none).
+follow = "/run/bulkhead/flows.sock"
+# Records queued between the lcores and the exporter; a full queue is counted.
+queue = 65536
+
+# Prometheus metrics over HTTP ("" = off). Loopback unless you say otherwise.
+[metrics]
+listen = "127.0.0.1:9464"
 "#;
 
 /// The documented default configuration text.
@@ -111,6 +126,49 @@ pub struct Config {
     pub ports: Vec<PortSection>,
     /// The policy engine.
     pub policy: PolicySection,
+    /// Flow records.
+    pub flowlog: FlowlogSection,
+    /// Prometheus metrics.
+    pub metrics: MetricsSection,
+}
+
+/// `[flowlog]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowlogSection {
+    /// JSON-lines file ("" = none).
+    pub json: std::path::PathBuf,
+    /// IPFIX collector ("" = none).
+    pub ipfix: String,
+    /// Follow socket ("" = none).
+    pub follow: std::path::PathBuf,
+    /// Queue depth.
+    pub queue: u32,
+}
+
+impl Default for FlowlogSection {
+    fn default() -> Self {
+        FlowlogSection {
+            json: std::path::PathBuf::new(),
+            ipfix: String::new(),
+            follow: "/run/bulkhead/flows.sock".into(),
+            queue: 65536,
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// host:port ("" = off).
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection { listen: "127.0.0.1:9464".into() }
+    }
 }
 
 /// `[policy]`
@@ -266,6 +324,8 @@ impl Default for Config {
                 PortSection { devargs: "net_null1".into(), promiscuous: true },
             ],
             policy: PolicySection::default(),
+            flowlog: FlowlogSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -440,6 +500,11 @@ impl Config {
         }
         if !(60..=1514).contains(&f.tx_pkt_len) {
             return err("forwarding", "tx_pkt_len", format!("{} is out of range 60..=1514", f.tx_pkt_len));
+        }
+        for (sec, key, v) in [("flowlog", "ipfix", &self.flowlog.ipfix), ("metrics", "listen", &self.metrics.listen)] {
+            if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+                return err(sec, key, format!("{v:?} is not host:port (an IP address and a port)"));
+            }
         }
         if self.eal.lcores.trim().is_empty() {
             return err("eal", "lcores", "must name at least one lcore".into());

@@ -119,6 +119,8 @@ fn dispatch(args: Cli) -> Result<u8> {
 
 /// Runs the switch with its control socket served from the control thread.
 fn run_switch(config: &Path, stats_period: u64, sock: &Path) -> Result<()> {
+    let listen = config::Config::load(config).map(|c| c.metrics.listen).unwrap_or_default();
+    let page = std::sync::Arc::new(std::sync::RwLock::new(String::new()));
     let mut server: Option<shell::ControlServer> = None;
     let mut tried = false;
     switch::run_with(config, stats_period, |sw| {
@@ -129,9 +131,20 @@ fn run_switch(config: &Path, stats_period: u64, sock: &Path) -> Result<()> {
                 Ok(s) => server = Some(s),
                 Err(e) => eprintln!("bulkhead: control socket {}: {e} (running without it)", sock.display()),
             }
+            if let Ok(addr) = listen.parse() {
+                let pg = page.clone();
+                let render: visibility::metrics::Render = std::sync::Arc::new(move || pg.read().map(|p| p.clone()).unwrap_or_default());
+                match visibility::metrics::serve(addr, render) {
+                    Ok(a) => eprintln!("bulkhead: metrics on http://{a}/metrics"),
+                    Err(e) => eprintln!("bulkhead: {e} (running without metrics)"),
+                }
+            }
         }
         if let Some(s) = server.as_mut() {
             s.poll(&mut shell::SwitchTarget(sw));
+        }
+        if let Ok(mut p) = page.write() {
+            *p = sw.metrics_page();
         }
         true
     })

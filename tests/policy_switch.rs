@@ -50,6 +50,9 @@ fn drop_count(text: &str, reason: &str) -> u64 {
 fn policy_mode_enforces_counts_and_quarantines_live() {
     let dir = scratch("policy-switch");
     let prefix = format!("bhpol{}", std::process::id());
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     // Traffic: web -> api:8080 (allowed by policy) and db -> api:8080 (denied).
     let gen = Command::new("python3")
         .arg("-c")
@@ -87,14 +90,36 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
             "[eal]\nmemory_mb = 256\nfile_prefix = \"{prefix}\"\n[forwarding]\nmode = \"policy\"\n\
              [[port]]\ndevargs = \"net_pcap_ps0,rx_pcap={in},infinite_rx=1\"\n\
              [[port]]\ndevargs = \"net_null_ps1,no-rx=1\"\n\
-             [policy]\nmodel = \"{model}\"\nfiles = [\"{pol}\"]\n",
+             [policy]\nmodel = \"{model}\"\nfiles = [\"{pol}\"]\n\
+             [flowlog]\njson = \"{json}\"\nfollow = \"{follow}\"\nipfix = \"{ipfix}\"\n\
+             [metrics]\nlisten = \"{metrics}\"\n",
             in = dir.join("in.pcap").display(),
             model = dir.join("model.toml").display(),
-            pol = dir.join("policy.toml").display()
+            pol = dir.join("policy.toml").display(),
+            json = dir.join("flows.jsonl").display(),
+            follow = dir.join("flows.sock").display(),
+            ipfix = collector.local_addr().unwrap(),
+            metrics = metrics_addr,
         ),
     )
     .unwrap();
     let sock = dir.join("ctl.sock");
+    let follower = std::thread::spawn({
+        let path = dir.join("flows.sock");
+        move || {
+            let t = Instant::now();
+            while !path.exists() && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let mut c = Command::new(BIN).args(["flows", "--follow", "--socket"]).arg(&path).stdout(Stdio::piped()).spawn().unwrap();
+            let mut out = c.stdout.take().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = std::io::Read::read(&mut out, &mut buf).unwrap_or(0);
+            let _ = c.kill();
+            let _ = c.wait();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    });
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(dir.join("switch.toml"))
@@ -135,6 +160,30 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
     assert!(after.contains("workloads 4"), "{after}");
     let bad = cli(&sock, "workload add nons/x ip=10.9.9.9\npolicy load /nonexistent.toml\n", &dir);
     assert!(bad.matches("error:").count() == 2, "{bad}");
+
+    // Visibility: flow records name both sides and the deciding policy/rule.
+    let json = std::fs::read_to_string(dir.join("flows.jsonl")).unwrap();
+    let allow = json.lines().find(|l| l.contains("\"verdict\":\"allow\"")).unwrap_or_else(|| panic!("no allow record: {json}"));
+    assert!(allow.contains("\"workload\":\"prod/web\"") && allow.contains("\"workload\":\"prod/api\""), "{allow}");
+    assert!(allow.contains("\"policy\":\"prod/api\"") && allow.contains("\"rule\":\"ingress[0]\""), "{allow}");
+    let deny = json.lines().find(|l| l.contains("\"verdict\":\"deny\"")).unwrap_or_else(|| panic!("no deny record: {json}"));
+    assert!(deny.contains("\"workload\":\"prod/db\"") && deny.contains("\"labels\":{\"app\":\"db\"}"), "{deny}");
+    assert!(deny.contains("default deny"), "isolation denies it: {deny}");
+    let followed = follower.join().unwrap();
+    assert!(followed.contains("\"verdict\":"), "flows --follow streamed records: {followed:?}");
+    let mut d = [0u8; 2048];
+    let (n, _) = collector.recv_from(&mut d).expect("an IPFIX message");
+    assert!(n >= 16 && d[0..2] == [0, 10], "IPFIX version 10");
+    assert_eq!(u16::from_be_bytes([d[2], d[3]]) as usize, n, "message length field");
+    // Prometheus, scraped on loopback.
+    let mut conn = std::net::TcpStream::connect(metrics_addr).unwrap();
+    std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut page).unwrap();
+    let drops = page.lines().find(|l| l.starts_with("bulkhead_drops_total{reason=\"policy_ingress\"}")).unwrap_or_else(|| panic!("{page}"));
+    assert!(drops.split(' ').nth(1).unwrap().parse::<f64>().unwrap() > 1000.0, "{drops}");
+    assert!(page.contains("bulkhead_port_rx_packets_total{port=\"0\"}"), "{page}");
+    assert!(page.contains("bulkhead_cache_tier_total{lcore=") && page.contains("bulkhead_policy_rules{policy=\"prod/api\"}"), "{page}");
 
     let st = Command::new("kill").arg("-TERM").arg(sw.0.id().to_string()).status().unwrap();
     assert!(st.success());

@@ -3,5 +3,6 @@
 
 pub mod engine;
 pub mod handler;
+pub mod names;
 pub mod plane;
 pub mod state;

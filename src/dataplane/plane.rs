@@ -4,6 +4,7 @@
 //! workload add, move, relabel, delete, quarantine) becomes one rule diff plus
 //! the address entries it touched, staged and published as ONE new generation.
 
+use super::names::Names;
 use super::state::{Dest, DpOp, DpState};
 use control::{Compiler, Model, PolicySet, RuleDiff, Workload};
 use flowtable::key::addr_of;
@@ -58,6 +59,8 @@ pub struct PolicyPlane {
     /// Address -> workload key (for destinations), kept current by every
     /// workload operation.
     by_addr: HashMap<IpAddr, String>,
+    /// Workload and rule names for flow records.
+    names: Names,
 }
 
 impl PolicyPlane {
@@ -86,7 +89,19 @@ impl PolicyPlane {
         for op in &ops {
             st.absorb(op).map_err(|e| control::Error::BadArg { arg: "workloads".into(), msg: e.to_string() })?;
         }
-        Ok(Self { compiler, writer: Writer::new(st), by_addr })
+        let names = Names::default();
+        for (a, key) in &by_addr {
+            let w = &compiler.model().workloads[key];
+            names.set_address(*a, Some((key.clone(), w.labels.clone())));
+        }
+        for pt in [&compiler.tables().enforce, &compiler.tables().observe] {
+            for t in &pt.tiers {
+                for r in t.egress.iter().chain(t.ingress.iter()) {
+                    names.set_rule(r.cookie, &compiler.origin(r));
+                }
+            }
+        }
+        Ok(Self { compiler, writer: Writer::new(st), by_addr, names })
     }
 
     /// A reader for an lcore.
@@ -97,6 +112,11 @@ impl PolicyPlane {
     /// The compiler (for explain, show policy, flow-record names).
     pub fn compiler(&self) -> &Compiler<Classifier> {
         &self.compiler
+    }
+
+    /// Names for flow records (shared with the exporter thread).
+    pub fn names(&self) -> Names {
+        self.names.clone()
     }
 
     /// The generation last published.
@@ -113,6 +133,7 @@ impl PolicyPlane {
             self.writer.apply(DpOp::Remove(t, id)).expect("compiler and dataplane tables agree");
         }
         for (t, r) in diff.inserts {
+            self.names.set_rule(r.cookie, &self.compiler.origin(&r));
             self.writer.apply(DpOp::Insert(t, r)).expect("compiler and dataplane tables agree");
         }
         let mut addresses = 0;
@@ -128,6 +149,7 @@ impl PolicyPlane {
                 addresses += 1;
             }
             let wl = self.by_addr.get(&a).and_then(|k| self.compiler.model().workloads.get(k)).filter(|w| w.addresses.contains(&a));
+            self.names.set_address(a, wl.map(|w| (w.key(), w.labels.clone())));
             let want = wl.and_then(dest_of);
             let have = self.writer.staged().routes.get(p).map(|id| self.writer.staged().dests[*id as usize]);
             if have != want {

@@ -58,6 +58,8 @@ use crate::config::{devargs_kv, Config, ConfigError};
 use crate::dataplane::engine::{EnginePort, LcoreSnapshot, PolicyEngine};
 use crate::dataplane::plane::PolicyPlane;
 use crate::dataplane::state::Dest;
+use crate::visibility::export::{FlowLog, FlowLogConfig};
+use crate::visibility::metrics::Page;
 
 /// Errors of the runtime; each displays as one line.
 #[derive(Debug)]
@@ -221,6 +223,9 @@ struct PolicyRuntime {
     /// Counters at the last `clear fwd stats`.
     baseline: StreamStats,
     cfg: crate::config::PolicySection,
+    /// Flow records (started with the plane).
+    flowlog: Option<FlowLog>,
+    flowlog_cfg: crate::config::FlowlogSection,
 }
 
 fn load_plane(p: &crate::config::PolicySection) -> Result<PolicyPlane, Error> {
@@ -294,9 +299,85 @@ impl Switch {
                 last: Vec::new(),
                 baseline: StreamStats::default(),
                 cfg: cfg.policy.clone(),
+                flowlog: None,
+                flowlog_cfg: cfg.flowlog.clone(),
             },
             eal,
         })
+    }
+
+    /// Starts the flow-record exporter if it is not running (policy mode).
+    fn flowlog_sender(&mut self) -> Result<Option<crate::visibility::export::EventSender>, Error> {
+        if self.policy.flowlog.is_none() {
+            let c = &self.policy.flowlog_cfg;
+            if c.json.as_os_str().is_empty() && c.ipfix.is_empty() && c.follow.as_os_str().is_empty() {
+                return Ok(None);
+            }
+            let names = self.plane_mut()?.names();
+            let c = &self.policy.flowlog_cfg;
+            let fc = FlowLogConfig {
+                json: (!c.json.as_os_str().is_empty()).then(|| c.json.clone()),
+                ipfix: c.ipfix.parse().ok(),
+                follow: (!c.follow.as_os_str().is_empty()).then(|| c.follow.clone()),
+                queue: c.queue as usize,
+            };
+            let log = FlowLog::start(&fc, std::sync::Arc::new(names)).map_err(|e| Error::Invalid(format!("flow records: {e}")))?;
+            self.policy.flowlog = Some(log);
+        }
+        Ok(self.policy.flowlog.as_ref().map(FlowLog::sender))
+    }
+
+    /// The Prometheus exposition page: ports, policy-engine lcores (cycles,
+    /// cache tiers, drops per reason), rules per policy, flow-record losses.
+    pub fn metrics_page(&self) -> String {
+        let mut p = Page::new();
+        for port in &self.ports {
+            if let Ok(st) = port.stats() {
+                let id = port.id().to_string();
+                let l = [("port", id.as_str())];
+                p.counter("bulkhead_port_rx_packets_total", "Packets received by the port.", &l, st.rx_packets);
+                p.counter("bulkhead_port_tx_packets_total", "Packets sent by the port.", &l, st.tx_packets);
+                p.counter("bulkhead_port_rx_bytes_total", "Bytes received by the port.", &l, st.rx_bytes);
+                p.counter("bulkhead_port_tx_bytes_total", "Bytes sent by the port.", &l, st.tx_bytes);
+            }
+        }
+        let lcs = self.policy_lcores();
+        for s in &lcs {
+            let lc = s.lcore.to_string();
+            let l = [("lcore", lc.as_str())];
+            p.counter("bulkhead_lcore_rx_packets_total", "Packets received by the lcore.", &l, s.rx);
+            p.counter("bulkhead_lcore_busy_cycles_total", "TSC cycles the lcore spent on bursts with packets.", &l, s.busy_cycles);
+            p.counter("bulkhead_lcore_cycles_total", "TSC cycles since the lcore started.", &l, s.total_cycles);
+        }
+        for tier in ["emc_hit", "emc_miss", "cls_lookup", "ct_hit", "ct_miss", "ct_created"] {
+            for s in &lcs {
+                let lc = s.lcore.to_string();
+                p.counter("bulkhead_cache_tier_total", "Lookups per cache tier and outcome.", &[("lcore", &lc), ("tier", tier)], s.get(tier));
+            }
+        }
+        for (i, name) in flowtable::stats::Stats::NAMES.iter().enumerate() {
+            if let Some(reason) = name.strip_prefix("drop_") {
+                let v: u64 = lcs.iter().map(|s| s.pipeline.get(i).copied().unwrap_or(0)).sum();
+                p.counter("bulkhead_drops_total", "Packets dropped, by reason.", &[("reason", reason)], v);
+            }
+        }
+        if let Some(pl) = &self.policy.plane {
+            let c = pl.compiler();
+            p.gauge("bulkhead_policy_generation", "The published policy generation.", &[], pl.gen() as f64);
+            for pol in c.policies() {
+                let k = pol.key();
+                p.gauge("bulkhead_policy_rules", "Compiled rules per policy.", &[("policy", k.as_str())], c.policy_rule_count(&k) as f64);
+            }
+        }
+        if let Some(f) = &self.policy.flowlog {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &f.stats;
+            p.counter("bulkhead_flow_records_total", "Flow records exported.", &[], s.exported.load(Relaxed));
+            for (sink, v) in [("queue", &s.lost_queue), ("json", &s.lost_json), ("ipfix", &s.lost_ipfix), ("follow", &s.lost_follow)] {
+                p.counter("bulkhead_flow_records_lost_total", "Flow records lost, by where.", &[("where", sink)], v.load(Relaxed));
+            }
+        }
+        p.finish()
     }
 
     /// The policy plane (policies, workloads), if the policy engine is configured.
@@ -581,7 +662,8 @@ impl Switch {
         pc.ct.capacity = c.ct_capacity as usize;
         pc.ct.keep_established = c.keep_established;
         let reader = self.plane_mut()?.reader();
-        let e = PolicyEngine::start(&reader, &ports, &lcores, self.burst, pc, None).map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
+        let events = self.flowlog_sender()?;
+        let e = PolicyEngine::start(&reader, &ports, &lcores, self.burst, pc, events).map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
         self.policy.engine = Some(e);
         self.policy.baseline = StreamStats::default();
         Ok(())
@@ -786,6 +868,9 @@ impl Switch {
         }
         if let Some(mut e) = self.policy.engine.take() {
             e.stop();
+        }
+        if let Some(mut f) = self.policy.flowlog.take() {
+            f.stop();
         }
         let mut first = Ok(());
         for p in &mut self.ports {

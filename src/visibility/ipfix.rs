@@ -241,3 +241,64 @@ mod tests {
         assert_eq!(last[fwd_status_at], 128);
     }
 }
+
+#[cfg(test)]
+mod collector_tests {
+    use super::*;
+    use crate::visibility::record::Endpoint;
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// Records sent by the exporter arrive at nfdump's nfcapd on loopback and
+    /// decode there (nfcapd -E prints every record it decodes).
+    #[test]
+    fn nfcapd_decodes_our_records() {
+        let dir = std::env::temp_dir().join(format!("bh-nfcapd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut nfcapd = Command::new("nfcapd")
+            .args(["-E", "-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nfcapd (Debian package nfdump; ci/deps.sh installs it)");
+        std::thread::sleep(Duration::from_millis(500));
+        let mut x = IpfixExporter::new(format!("127.0.0.1:{port}").parse().unwrap(), 7).unwrap();
+        let ep = |ip: &str, port| Endpoint { ip: Some(ip.parse().unwrap()), port, ..Default::default() };
+        let r = FlowRecord {
+            kind: RecordKind::Start,
+            start_ms: 1_764_000_000_000,
+            last_ms: 1_764_000_000_100,
+            proto: 6,
+            src: ep("10.9.8.7", 40123),
+            dst: ep("10.9.8.6", 5432),
+            verdict: FlowVerdict::Deny,
+            policy: "p".into(),
+            rule: "r".into(),
+            packets: 3,
+            bytes: 180,
+        };
+        let mut r6 = r.clone();
+        r6.src = ep("2001:db8::7", 40124);
+        r6.dst = ep("2001:db8::6", 443);
+        assert!(x.export(&[r, r6]).unwrap() >= 1);
+        // nfcapd's stdout is a pipe (block-buffered): stop it cleanly, then read.
+        std::thread::sleep(Duration::from_millis(1500));
+        let st = Command::new("kill").arg("-TERM").arg(nfcapd.id().to_string()).status().unwrap();
+        assert!(st.success());
+        let t = Instant::now();
+        while nfcapd.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nfcapd.kill();
+        let _ = nfcapd.wait();
+        let mut text = String::new();
+        nfcapd.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        for want in ["10.9.8.7", "10.9.8.6", "40123", "5432", "2001:db8::7", "443"] {
+            assert!(text.contains(want), "nfcapd did not decode {want}: {text}");
+        }
+    }
+}
