@@ -40,8 +40,8 @@ fn main() -> ExitCode {
     let res = if let Some(out) = gen {
         classbench::parse_rules(&rules).and_then(|rs| {
             let keys = classbench::synth_trace(&rs, per_rule, 0x7ace);
-            let mut f = std::fs::File::create(&out)
-                .map_err(|source| classbench::Error::Io { path: out.clone(), source })?;
+            let mut f =
+                std::fs::File::create(&out).map_err(|source| classbench::Error::Io { path: out.clone(), source })?;
             classbench::write_trace(&keys, &mut f).map_err(|source| classbench::Error::Io { path: out, source })
         })
     } else if let Some(trace) = trace {
@@ -65,7 +65,12 @@ fn main() -> ExitCode {
                     let c0 = cpu();
                     let (pkts, wall) = classbench::bench_lookup(&c, &keys, opts.lookup_secs);
                     let c1 = cpu();
-                    eprintln!("lookup_mpps_cpu={:.2} (cpu {:.2}s of wall {:.2}s)", pkts as f64 / (c1 - c0) / 1e6, c1 - c0, wall);
+                    eprintln!(
+                        "lookup_mpps_cpu={:.2} (cpu {:.2}s of wall {:.2}s)",
+                        pkts as f64 / (c1 - c0) / 1e6,
+                        c1 - c0,
+                        wall
+                    );
                     let mut c = c;
                     let mut rng = classbench::Rng::new(opts.seed);
                     let c0 = cpu();
@@ -90,7 +95,14 @@ fn main() -> ExitCode {
                         found += ((b >> 8) & 0xff) as u64;
                     }
                     let n = keys.len().max(1) as f64;
-                    eprintln!("candidates/lookup={:.1} probes/lookup={:.1} best_found_at_probe={:.1} chain_steps={:.1} {:?}", cands as f64 / n, p as f64 / n, found as f64 / n, steps as f64 / n, c.stats());
+                    eprintln!(
+                        "candidates/lookup={:.1} probes/lookup={:.1} best_found_at_probe={:.1} chain_steps={:.1} {:?}",
+                        cands as f64 / n,
+                        p as f64 / n,
+                        found as f64 / n,
+                        steps as f64 / n,
+                        c.stats()
+                    );
                 }
             })
         } else {

@@ -74,7 +74,10 @@ fn parse_rule_line(line: &str) -> core::result::Result<Match, String> {
     let spaced = body.replace(':', " ");
     let t: Vec<&str> = spaced.split_whitespace().collect();
     if t.len() < 7 {
-        return Err(format!("expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK], got {} fields", t.len()));
+        return Err(format!(
+            "expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK], got {} fields",
+            t.len()
+        ));
     }
     let src = parse_prefix(t[0])?;
     let dst = parse_prefix(t[1])?;
@@ -128,7 +131,13 @@ pub fn parse_rules_str(text: &str, name: &Path) -> Result<Vec<Rule>> {
     Ok(ms
         .into_iter()
         .enumerate()
-        .map(|(i, m)| Rule { id: RuleId(i as u32), priority: n - 1 - i as u32, m, action: Action::Allow, cookie: i as u64 })
+        .map(|(i, m)| Rule {
+            id: RuleId(i as u32),
+            priority: n - 1 - i as u32,
+            m,
+            action: Action::Allow,
+            cookie: i as u64,
+        })
         .collect())
 }
 
@@ -464,7 +473,8 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_file_and_line() {
-        let e = parse_rules_str("@1.2.3.4/32 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF\n@1.2.3/8 x\n", Path::new("f.rules")).unwrap_err();
+        let e = parse_rules_str("@1.2.3.4/32 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF\n@1.2.3/8 x\n", Path::new("f.rules"))
+            .unwrap_err();
         assert!(e.to_string().starts_with("f.rules:2: "), "{e}");
         let e = parse_rules_str("@1.2.3.4/33 1.2.3.4/32 0 : 1 0 : 1 0x06/0xFF\n", Path::new("r")).unwrap_err();
         assert!(e.to_string().contains("r:1: bad prefix length"), "{e}");
@@ -496,7 +506,9 @@ mod tests {
 
     #[test]
     fn synthetic_headers_match_their_rule() {
-        let rs = parse_rules_str("@1.2.3.0/24\t10.0.0.0/8\t0 : 65535\t80 : 90\t0x06/0xFF\t0x0000/0x0000\n", Path::new("r")).unwrap();
+        let rs =
+            parse_rules_str("@1.2.3.0/24\t10.0.0.0/8\t0 : 65535\t80 : 90\t0x06/0xFF\t0x0000/0x0000\n", Path::new("r"))
+                .unwrap();
         for k in synth_trace(&rs, 50, 3) {
             assert!(rs[0].m.matches(&k));
         }

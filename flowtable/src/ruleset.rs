@@ -49,12 +49,7 @@ impl Snapshot {
     }
     /// Batch lookup; see [`Classifier::lookup_batch`].
     #[inline]
-    pub fn lookup_batch<'a>(
-        &'a self,
-        keys: &[FlowKey; BURST],
-        live: u32,
-        out: &mut [Option<&'a Rule>; BURST],
-    ) -> u32 {
+    pub fn lookup_batch<'a>(&'a self, keys: &[FlowKey; BURST], live: u32, out: &mut [Option<&'a Rule>; BURST]) -> u32 {
         self.cls.lookup_batch(keys, live, out)
     }
 }

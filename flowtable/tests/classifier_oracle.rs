@@ -199,7 +199,16 @@ fn arb_addr() -> impl Strategy<Value = u128> {
 fn arb_keys(n: usize) -> impl Strategy<Value = Vec<FlowKey>> {
     let port = prop_oneof![(0..5usize).prop_map(|i| PORTS[i]), any::<u16>()];
     prop::collection::vec(
-        (0u16..3, arb_addr(), arb_addr(), prop_oneof![Just(6u8), Just(17u8), Just(1u8)], port.clone(), port, 0u32..4, 0u32..4),
+        (
+            0u16..3,
+            arb_addr(),
+            arb_addr(),
+            prop_oneof![Just(6u8), Just(17u8), Just(1u8)],
+            port.clone(),
+            port,
+            0u32..4,
+            0u32..4,
+        ),
         1..n,
     )
     .prop_map(|v| {

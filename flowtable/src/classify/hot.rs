@@ -80,7 +80,9 @@ impl Hot {
             ..Hot::default()
         };
         match (v4_part(m.src), v4_part(m.dst)) {
-            (Some((s4, s, sl)), Some((d4, d, dl))) if m.in_port.is_none() && m.src_id.is_none() && m.dst_id.is_none() => {
+            (Some((s4, s, sl)), Some((d4, d, dl)))
+                if m.in_port.is_none() && m.src_id.is_none() && m.dst_id.is_none() =>
+            {
                 h.src = s;
                 h.src_len = sl;
                 h.dst = d;
@@ -114,7 +116,13 @@ mod tests {
 
     #[test]
     fn compact_check_agrees_with_match() {
-        let prefixes = [Prefix::ANY, Prefix::v4(0, 0), Prefix::v4(0x0a00_0000, 8), Prefix::v4(0x0a01_0203, 32), Prefix::new(0x2001 << 112, 16)];
+        let prefixes = [
+            Prefix::ANY,
+            Prefix::v4(0, 0),
+            Prefix::v4(0x0a00_0000, 8),
+            Prefix::v4(0x0a01_0203, 32),
+            Prefix::new(0x2001 << 112, 16),
+        ];
         let addrs = [v4_mapped(0x0a01_0203), v4_mapped(0x0b00_0001), 0x2001u128 << 112 | 5, 1];
         for (i, &src) in prefixes.iter().enumerate() {
             for &dst in &prefixes {

@@ -78,7 +78,14 @@ struct Subtable {
 
 impl Subtable {
     fn new(tuple: Tuple) -> Self {
-        Subtable { tuple, masks: tuple.masks(), max_rank: 0, buckets: vec![NIL; 8], count: 0, counts: prune::Counts::default() }
+        Subtable {
+            tuple,
+            masks: tuple.masks(),
+            max_rank: 0,
+            buckets: vec![NIL; 8],
+            count: 0,
+            counts: prune::Counts::default(),
+        }
     }
     #[inline(always)]
     fn bucket(&self, w: &Words) -> usize {
@@ -188,10 +195,11 @@ impl Classifier {
         // hashbrown: one control byte + one entry per bucket, buckets >= cap * 8/7.
         let ids = (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1);
         let tuples = (self.by_tuple.capacity() * 8 / 7) * (size_of::<(Tuple, u32)>() + 1);
-        let tables: usize = self.tables.iter().map(|t| t.buckets.capacity() * 4 + prune::counts_bytes(&t.counts)).sum::<usize>()
-            + self.prune.bytes()
-            + self.tables.capacity() * size_of::<Subtable>()
-            + (self.order.capacity() + self.free_tables.capacity()) * 4;
+        let tables: usize =
+            self.tables.iter().map(|t| t.buckets.capacity() * 4 + prune::counts_bytes(&t.counts)).sum::<usize>()
+                + self.prune.bytes()
+                + self.tables.capacity() * size_of::<Subtable>()
+                + (self.order.capacity() + self.free_tables.capacity()) * 4;
         size_of::<Self>() + slots + ids + tuples + tables
     }
 
@@ -337,7 +345,11 @@ impl Classifier {
     #[inline]
     pub fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
         let s = self.find(k);
-        if s == NIL { None } else { Some(&self.rules[s as usize]) }
+        if s == NIL {
+            None
+        } else {
+            Some(&self.rules[s as usize])
+        }
     }
 
     /// Probes subtable `tb` for `k`; raises (`best_rank`, `best`) on a match.
@@ -438,12 +450,7 @@ impl Classifier {
     /// still searching, first fetching all their bucket heads (independent
     /// loads, no data-dependent branches: their cache misses overlap), then
     /// walking the chains.
-    pub fn lookup_batch<'a>(
-        &'a self,
-        keys: &[FlowKey; BURST],
-        live: u32,
-        out: &mut [Option<&'a Rule>; BURST],
-    ) -> u32 {
+    pub fn lookup_batch<'a>(&'a self, keys: &[FlowKey; BURST], live: u32, out: &mut [Option<&'a Rule>; BURST]) -> u32 {
         if self.order.is_empty() {
             let mut m = live;
             while m != 0 {

@@ -76,12 +76,24 @@ impl Bits {
     /// Only position `p`.
     #[inline(always)]
     pub fn bit(p: usize) -> Bits {
-        if p < 128 { Bits { lo: 1 << p, hi: 0 } } else { Bits { lo: 0, hi: 1 << (p - 128) } }
+        if p < 128 {
+            Bits { lo: 1 << p, hi: 0 }
+        } else {
+            Bits { lo: 0, hi: 1 << (p - 128) }
+        }
     }
     /// Positions `< a` (`a` in `0..=256`).
     #[inline]
     pub fn below(a: usize) -> Bits {
-        let m = |n: usize| if n == 0 { 0 } else if n >= 128 { u128::MAX } else { u128::MAX >> (128 - n) };
+        let m = |n: usize| {
+            if n == 0 {
+                0
+            } else if n >= 128 {
+                u128::MAX
+            } else {
+                u128::MAX >> (128 - n)
+            }
+        };
         Bits { lo: m(a.min(128)), hi: m(a.saturating_sub(128)) }
     }
     #[inline(always)]
@@ -95,7 +107,11 @@ impl Bits {
     /// The lowest position (the set must not be empty).
     #[inline(always)]
     pub fn first(&self) -> usize {
-        if self.lo != 0 { self.lo.trailing_zeros() as usize } else { 128 + self.hi.trailing_zeros() as usize }
+        if self.lo != 0 {
+            self.lo.trailing_zeros() as usize
+        } else {
+            128 + self.hi.trailing_zeros() as usize
+        }
     }
     /// Removes the lowest position.
     #[inline(always)]
@@ -169,7 +185,11 @@ fn pair_slot(f: usize, s: u32, d: u32) -> usize {
 
 /// Address bits per side of pair field `f` (5 and 7: 24, 6: 16).
 const fn pair_bits(f: usize) -> u32 {
-    if f == 6 { 16 } else { PAIR_BITS }
+    if f == 6 {
+        16
+    } else {
+        PAIR_BITS
+    }
 }
 /// Total slots over all fields.
 pub(crate) const SLOTS: usize = OFFSETS[NFIELDS - 1] + FIELD_SLOTS[NFIELDS - 1];
@@ -190,7 +210,8 @@ pub(crate) struct KeySlots([u16; NFIELDS]);
 impl KeySlots {
     #[inline(always)]
     pub fn of(k: &FlowKey) -> Self {
-        let addr = |f: usize, a: u128| if is_v4(a) { OFFSETS[f] + ((a as u32) >> (32 - ADDR_BITS)) as usize } else { v6(f) };
+        let addr =
+            |f: usize, a: u128| if is_v4(a) { OFFSETS[f] + ((a as u32) >> (32 - ADDR_BITS)) as usize } else { v6(f) };
         KeySlots([
             addr(0, k.src) as u16,
             addr(1, k.dst) as u16,
@@ -202,11 +223,8 @@ impl KeySlots {
             } else {
                 v6(5)
             } as u16,
-            if is_v4(k.src) && is_v4(k.dst) {
-                pair_slot(6, (k.src as u32) >> 16, (k.dst as u32) >> 16)
-            } else {
-                v6(6)
-            } as u16,
+            if is_v4(k.src) && is_v4(k.dst) { pair_slot(6, (k.src as u32) >> 16, (k.dst as u32) >> 16) } else { v6(6) }
+                as u16,
             if is_v4(k.src) && is_v4(k.dst) {
                 pair_port_slot((k.src as u32) >> (32 - PAIR_BITS), (k.dst as u32) >> (32 - PAIR_BITS), k.dport)
             } else {
@@ -272,7 +290,9 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
         };
         let ports = if fi == 7 { m.dport.hi as u32 - m.dport.lo as u32 + 1 } else { 1 };
         match (side(m.src), side(m.dst)) {
-            (Ok((s, ns)), Ok((d, nd))) if ns.saturating_mul(nd) <= MAX_PAIRS && (fi != 7 || ports <= MAX_PAIR_PORTS) => {
+            (Ok((s, ns)), Ok((d, nd)))
+                if ns.saturating_mul(nd) <= MAX_PAIRS && (fi != 7 || ports <= MAX_PAIR_PORTS) =>
+            {
                 for a in s..s + ns {
                     for b in d..d + nd {
                         if fi == 7 {
@@ -289,8 +309,8 @@ pub(crate) fn for_each_slot(m: &Match, mut f: impl FnMut(usize)) {
     }
 }
 
-/// The candidate bitsets.
-#[derive(Clone, Debug)]
+/// The candidate bitsets (empty until the first insert).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Prune {
     /// Positions 0..128 per slot (the only half a lookup reads while there
     /// are at most 128 subtables: half the cache footprint).
@@ -299,11 +319,6 @@ pub(crate) struct Prune {
     hi: Vec<u128>,
 }
 
-impl Default for Prune {
-    fn default() -> Self {
-        Prune { lo: Vec::new(), hi: Vec::new() }
-    }
-}
 
 impl Prune {
     /// Allocates the bitsets (an empty classifier holds none: there are many

@@ -92,11 +92,19 @@ pub(crate) fn port_len(r: PortRange) -> u8 {
 }
 
 fn pmask16(len: u8) -> u64 {
-    if len == 0 { 0 } else { (0xffffu64 << (16 - len as u32)) & 0xffff }
+    if len == 0 {
+        0
+    } else {
+        (0xffffu64 << (16 - len as u32)) & 0xffff
+    }
 }
 
 fn amask(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - len as u32) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len as u32)
+    }
 }
 
 impl Tuple {
@@ -147,7 +155,15 @@ impl Tuple {
     pub fn relaxed(&self, level: u8) -> Tuple {
         let (v4, v6) = if level == 0 { (8, 16) } else { (4, 8) };
         let addr = |l: u8| if l >= 96 { 96 + (l - 96) / v4 * v4 } else { l / v6 * v6 };
-        let port = |l: u8| if l == 16 { 16 } else if l >= 8 && level > 0 { 8 } else { 0 };
+        let port = |l: u8| {
+            if l == 16 {
+                16
+            } else if l >= 8 && level > 0 {
+                8
+            } else {
+                0
+            }
+        };
         Tuple { src: addr(self.src), dst: addr(self.dst), sport: port(self.sport), dport: port(self.dport), ..*self }
     }
 
@@ -180,7 +196,8 @@ mod tests {
 
     #[test]
     fn relaxed_covers_exact() {
-        let t = Tuple { src: 127, dst: 101, sport: 6, dport: 16, proto: true, in_port: false, src_id: true, dst_id: false };
+        let t =
+            Tuple { src: 127, dst: 101, sport: 6, dport: 16, proto: true, in_port: false, src_id: true, dst_id: false };
         let r = t.relaxed(0);
         assert!(r.covers(&t));
         assert_eq!((r.src, r.dst, r.sport, r.dport), (120, 96, 0, 16));
