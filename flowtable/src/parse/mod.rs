@@ -338,13 +338,14 @@ fn fold(a: u64, b: u64) -> u64 {
 
 #[inline(always)]
 fn fold_addr(a: Addr) -> u64 {
-    fold((a as u64) ^ 0x243f_6a88_85a3_08d3, ((a >> 64) as u64) ^ 0x1319_8a2e_0370_7344)
+    (a as u64) ^ ((a >> 64) as u64).rotate_left(29)
 }
 
 /// The software flow hash: symmetric (a flow and its reply hash alike, so
 /// one lcore and one cache bucket see both directions), over addresses,
 /// ports, protocol, VLAN and `echo_id`; for ICMP echo the type is left out so
-/// a request and its reply agree. Not keyed: a folded-multiply mix, a few ns.
+/// a request and its reply agree. Not keyed: the endpoints are folded to 64
+/// bits, combined in sorted order, and mixed by one 64x64->128 multiply.
 #[inline]
 pub fn flow_hash(k: &FlowKey, echo_id: u16) -> u32 {
     let (a, b) = (fold_addr(k.src), fold_addr(k.dst));
