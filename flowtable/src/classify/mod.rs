@@ -602,6 +602,9 @@ impl Classifier {
             }
         };
         self.by_tuple.insert(tuple, t);
+        if self.order.len() >= 128 {
+            self.prune.ensure_wide();
+        }
         self.order.push(t); // placed by `reorder` once it has its first rule
         t
     }

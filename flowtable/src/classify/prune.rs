@@ -315,7 +315,8 @@ pub(crate) struct Prune {
     /// Positions 0..128 per slot (the only half a lookup reads while there
     /// are at most 128 subtables: half the cache footprint).
     lo: Vec<u128>,
-    /// Positions 128..256 per slot.
+    /// Positions 128..256 per slot; allocated when the 129th subtable is
+    /// made (all zero until then, so nothing is lost by not storing it).
     hi: Vec<u128>,
 }
 
@@ -326,6 +327,12 @@ impl Prune {
     pub fn ensure(&mut self) {
         if self.lo.is_empty() {
             self.lo = vec![0; SLOTS];
+        }
+    }
+
+    /// Allocates the upper half: call before a subtable takes position 128.
+    pub fn ensure_wide(&mut self) {
+        if self.hi.is_empty() {
             self.hi = vec![0; SLOTS];
         }
     }
@@ -353,17 +360,28 @@ impl Prune {
 
     #[inline]
     fn get(&self, s: usize) -> Bits {
-        Bits { lo: self.lo[s], hi: self.hi[s] }
+        Bits { lo: self.lo[s], hi: self.hi.get(s).copied().unwrap_or(0) }
     }
 
     #[inline]
     fn set(&mut self, s: usize, b: Bits) {
         self.lo[s] = b.lo;
-        self.hi[s] = b.hi;
+        match self.hi.get_mut(s) {
+            Some(h) => *h = b.hi,
+            None => debug_assert_eq!(b.hi, 0, "upper half used before ensure_wide"),
+        }
     }
 
     /// Applies `f` to every slot's bits.
     fn map(&mut self, mut f: impl FnMut(Bits) -> Bits) {
+        if self.hi.is_empty() {
+            for l in self.lo.iter_mut() {
+                let b = f(Bits { lo: *l, hi: 0 });
+                debug_assert_eq!(b.hi, 0, "upper half used before ensure_wide");
+                *l = b.lo;
+            }
+            return;
+        }
         for (l, h) in self.lo.iter_mut().zip(self.hi.iter_mut()) {
             let b = f(Bits { lo: *l, hi: *h });
             *l = b.lo;
