@@ -290,7 +290,7 @@ impl Switch {
             nb_cores: f.nb_cores.min(workers.len().max(1) as u16),
             conf,
             applied,
-            opts: EngineOpts { pkt_len: f.tx_pkt_len, flows: f.flowgen_flows },
+            opts: EngineOpts { pkt_len: f.tx_pkt_len, flows: f.flowgen_flows, record_cycles: true },
             workers,
             policy: PolicyRuntime {
                 on: policy_on,
