@@ -336,7 +336,8 @@ impl Side {
         let fp: Vec<FwdPort> =
             self.ports.iter().map(|p| FwdPort { id: p.id(), rxq: 1, txq: 1, mac: p.mac() }).collect();
         let streams = fwd::build_streams(&fp);
-        let run = Running::launch(self.mode, &streams, &[self.fwd_lcore], 32, self.pool.clone(), EngineOpts::default())?;
+        let opts = EngineOpts { record_cycles: false, ..EngineOpts::default() };
+        let run = Running::launch(self.mode, &streams, &[self.fwd_lcore], 32, self.pool.clone(), opts)?;
         let comm = format!("rte-worker-{}", self.fwd_lcore);
         std::thread::sleep(Duration::from_secs(o.warmup));
         let s0 = self.ports[0].stats()?.rx_packets;

@@ -46,9 +46,14 @@ pub enum Cmd {
 /// `bulkhead gen-traffic`
 #[derive(Debug, Args)]
 pub struct GenTrafficArgs {
-    /// Distinct 5-tuples (one frame each; net_pcap infinite_rx replays them round-robin).
+    /// Distinct 5-tuples (one frame each; net_pcap infinite_rx replays them
+    /// round-robin). With --model: source ports per (pair, service).
     #[arg(long, default_value_t = 1000)]
     pub flows: u32,
+    /// Traffic between the workloads of this model instead: every ordered
+    /// pair on common service ports (80, 443, 8080, 8443, 5432, 9100 TCP; 53 UDP).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Output pcap file.
     #[arg(long)]
     pub out: PathBuf,

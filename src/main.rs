@@ -103,8 +103,18 @@ fn dispatch(args: Cli) -> Result<u8> {
             Ok(exit_code(control::commands::conformance(&c, out)?))
         }
         Cmd::GenTraffic(a) => {
-            pmd::pcap::write_bench_flows(&a.out, a.flows).with_context(|| format!("{}", a.out.display()))?;
-            println!("wrote {} flows to {}", a.flows, a.out.display());
+            match &a.model {
+                Some(m) => {
+                    let model = control::Model::load(m)?;
+                    let frames = model_traffic(&model, a.flows.clamp(1, 64) as u16);
+                    pmd::pcap::write(&a.out, &frames).with_context(|| format!("{}", a.out.display()))?;
+                    println!("wrote {} frames between {} workloads to {}", frames.len(), model.workloads.len(), a.out.display());
+                }
+                None => {
+                    pmd::pcap::write_bench_flows(&a.out, a.flows).with_context(|| format!("{}", a.out.display()))?;
+                    println!("wrote {} flows to {}", a.flows, a.out.display());
+                }
+            }
             Ok(0)
         }
         Cmd::Flows(a) => {
@@ -115,6 +125,36 @@ fn dispatch(args: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Frames between every ordered pair of workloads (first addresses) on common
+/// service ports, `per` source ports each: the demo's mix of allowed app
+/// flows and denied lateral movement.
+fn model_traffic(model: &control::Model, per: u16) -> Vec<Vec<u8>> {
+    use flowtable::key::addr_of;
+    use flowtable::parse::build::{Spec, L4};
+    const SERVICES: [(u16, bool); 7] = [(80, true), (443, true), (8080, true), (8443, true), (5432, true), (9100, true), (53, false)];
+    let ws: Vec<&control::Workload> = model.workloads.values().filter(|w| !w.addresses.is_empty()).collect();
+    let mut frames = Vec::new();
+    for s in &ws {
+        for d in &ws {
+            if s.key() == d.key() {
+                continue;
+            }
+            let (src, dst) = (addr_of(s.addresses[0]), addr_of(d.addresses[0]));
+            if flowtable::key::is_v4(src) != flowtable::key::is_v4(dst) {
+                continue;
+            }
+            for (port, tcp) in SERVICES {
+                for i in 0..per {
+                    let sport = 32768 + i;
+                    let l4 = if tcp { L4::Tcp { sport, dport: port, flags: 0x02 } } else { L4::Udp { sport, dport: port } };
+                    frames.push(Spec::new(src, dst, l4).build());
+                }
+            }
+        }
+    }
+    frames
 }
 
 /// Runs the switch with its control socket served from the control thread.

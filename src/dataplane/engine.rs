@@ -243,10 +243,12 @@ impl PolicyEngine {
         self.lcores.iter().zip(&self.shared).map(|(lc, s)| s.snapshot(*lc)).collect()
     }
 
-    /// Stops every lcore and waits for it.
+    /// Stops every lcore and waits for it (the counters stay readable).
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for lc in self.lcores.drain(..) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for &lc in &self.lcores {
             pmd::lcore::wait(lc);
         }
     }

@@ -226,6 +226,8 @@ struct PolicyRuntime {
     /// Flow records (started with the plane).
     flowlog: Option<FlowLog>,
     flowlog_cfg: crate::config::FlowlogSection,
+    /// (when, rx, forwarded, dropped) at the last live-stats print.
+    sample: Option<(Instant, u64, u64, u64)>,
 }
 
 fn load_plane(p: &crate::config::PolicySection) -> Result<PolicyPlane, Error> {
@@ -301,6 +303,7 @@ impl Switch {
                 cfg: cfg.policy.clone(),
                 flowlog: None,
                 flowlog_cfg: cfg.flowlog.clone(),
+                sample: None,
             },
             eal,
         })
@@ -846,8 +849,50 @@ impl Switch {
         s
     }
 
-    /// The block `--stats-period` prints: every port's stats and rates.
+    /// Live policy stats: rates, verdicts, cache hits, flow records and the
+    /// most denied flows with workload names (what `--stats-period` prints in
+    /// policy mode).
+    pub fn policy_stats_text(&mut self) -> String {
+        let lcs = self.policy_lcores();
+        let (rx, tx, dropped) = lcs.iter().fold((0, 0, 0), |a, s| (a.0 + s.rx, a.1 + s.tx, a.2 + s.dropped));
+        let sum = |name: &str| lcs.iter().map(|s| s.get(name)).sum::<u64>();
+        let now = Instant::now();
+        let (dt, drx, dtx, ddr) = match self.policy.sample {
+            Some((t, r, f, d)) => (now.duration_since(t).as_secs_f64().max(1e-3), rx - r.min(rx), tx - f.min(tx), dropped - d.min(dropped)),
+            None => (1.0, 0, 0, 0),
+        };
+        self.policy.sample = Some((now, rx, tx, dropped));
+        let mpps = |n: u64| n as f64 / dt / 1e6;
+        let (hit, miss) = (sum("emc_hit"), sum("emc_miss"));
+        let mut s = String::new();
+        let gen = self.policy.plane.as_ref().map_or(0, |p| p.gen());
+        let _ = writeln!(
+            s,
+            "policy gen {gen} | rx {:.2} Mpps | forwarded {:.2} Mpps | dropped {:.2} Mpps | cache hits {:.1}% | totals: rx {rx} forwarded {tx} dropped {dropped} (policy {}, no route {})",
+            mpps(drx),
+            mpps(dtx),
+            mpps(ddr),
+            if hit + miss == 0 { 0.0 } else { 100.0 * hit as f64 / (hit + miss) as f64 },
+            sum("drop_policy_egress") + sum("drop_policy_ingress"),
+            sum("drop_no_route")
+        );
+        if let Some(f) = &self.policy.flowlog {
+            use std::sync::atomic::Ordering::Relaxed;
+            let lost = f.stats.lost_queue.load(Relaxed) + f.stats.lost_json.load(Relaxed) + f.stats.lost_ipfix.load(Relaxed);
+            let _ = writeln!(s, "  flow records {} (lost {lost}); top denied flows:", f.stats.exported.load(Relaxed));
+            for (k, n, rule) in f.top_denied(5) {
+                let _ = writeln!(s, "    {k:<48} {n:>5} flows  by {rule}");
+            }
+        }
+        s
+    }
+
+    /// The block `--stats-period` prints: every port's stats and rates (in
+    /// policy mode, the policy engine's live stats).
     pub fn stats_text(&mut self) -> String {
+        if self.policy.on && self.is_forwarding() {
+            return self.policy_stats_text();
+        }
         let mut s = String::new();
         for id in self.port_ids() {
             if let Ok(r) = self.port_stats(id) {

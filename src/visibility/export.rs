@@ -67,12 +67,36 @@ impl EventSender {
     }
 }
 
+/// Denied flows per (source, destination, service), with the deciding rule:
+/// what the demo and `show flows` rank. Written by the exporter thread only.
+pub type DeniedTally = Arc<Mutex<std::collections::HashMap<String, (u64, String)>>>;
+
+fn side(e: &super::record::Endpoint) -> String {
+    match (&e.workload, e.ip) {
+        (Some(w), _) => w.clone(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => "?".into(),
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
 /// The running exporter.
 #[derive(Debug)]
 pub struct FlowLog {
     q: Arc<ArrayQueue<FlowEvent>>,
     /// Counters.
     pub stats: Arc<FlowLogStats>,
+    denied: DeniedTally,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     follow_path: Option<PathBuf>,
@@ -124,6 +148,8 @@ impl FlowLog {
         }
         let q = Arc::new(ArrayQueue::new(cfg.queue.max(64)));
         let stats = Arc::new(FlowLogStats::default());
+        let denied: DeniedTally = Arc::default();
+        let tally = denied.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (q2, st, stop2) = (q.clone(), stats.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("bh-flowlog".into()).spawn(move || {
@@ -144,6 +170,14 @@ impl FlowLog {
                 }
                 let n = batch.len() as u64;
                 st.exported.fetch_add(n, Ordering::Relaxed);
+                if let Ok(mut t) = tally.lock() {
+                    for r in batch.iter().filter(|r| r.verdict == super::record::FlowVerdict::Deny) {
+                        let k = format!("{} -> {} :{}/{}", side(&r.src), side(&r.dst), r.dst.port, proto_name(r.proto));
+                        let e = t.entry(k).or_insert((0, String::new()));
+                        e.0 += 1;
+                        e.1 = if r.policy == "default" { "the default (no rule matched)".into() } else { format!("{} {}", r.policy, r.rule) };
+                    }
+                }
                 let lines: Vec<String> = batch.iter().map(FlowRecord::to_json).collect();
                 if let Some(w) = json.as_mut() {
                     let ok = lines.iter().all(|l| writeln!(w, "{l}").is_ok()) && w.flush().is_ok();
@@ -175,7 +209,17 @@ impl FlowLog {
                 batch.clear();
             }
         })?;
-        Ok(Self { q, stats, stop, thread: Some(thread), follow_path: cfg.follow.clone() })
+        Ok(Self { q, stats, denied, stop, thread: Some(thread), follow_path: cfg.follow.clone() })
+    }
+
+    /// The `n` most denied (source -> destination service) pairs: flows
+    /// denied, and the rule that denied the last of them.
+    pub fn top_denied(&self, n: usize) -> Vec<(String, u64, String)> {
+        let t = self.denied.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, u64, String)> = t.iter().map(|(k, (c, r))| (k.clone(), *c, r.clone())).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
     }
 
     /// A sender for an lcore.
