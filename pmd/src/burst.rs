@@ -75,6 +75,60 @@ impl Burst {
         (sent, n - sent)
     }
 
+    /// As [`Burst::rx`], but calling the driver's rx function straight from
+    /// Rust through `rte_eth_fp_ops` (what DPDK's inline `rte_eth_rx_burst`
+    /// does, minus its debug checks). Falls back to the shim when rx
+    /// callbacks are installed. Exists to measure the shim's cost.
+    ///
+    /// # Safety
+    /// As [`Burst::rx`].
+    #[inline(always)]
+    pub unsafe fn rx_inline(&mut self, port: u16, queue: u16, max: u16) -> usize {
+        debug_assert!(self.len == 0);
+        let max = (max as usize).min(BURST) as u16;
+        // SAFETY: rte_eth_fp_ops is DPDK's exported fast-path table, sized
+        // RTE_MAX_ETHPORTS; a started port's entry and queue data are set up
+        // and stay valid until the port stops, which the caller excludes.
+        let n = unsafe {
+            let ops = &*std::ptr::addr_of!(ffi::rte_eth_fp_ops[port as usize]);
+            let clbk = *ops.rxq.clbk.add(queue as usize);
+            match ops.rx_pkt_burst {
+                Some(f) if clbk.is_null() => f(*ops.rxq.data.add(queue as usize), self.pkts.as_mut_ptr(), max),
+                _ => ffi::dpdkffi_rx_burst(port, queue, self.pkts.as_mut_ptr(), max),
+            }
+        };
+        self.len = n as usize;
+        self.len
+    }
+
+    /// As [`Burst::tx`], but through `rte_eth_fp_ops` directly (see
+    /// [`Burst::rx_inline`]).
+    ///
+    /// # Safety
+    /// As [`Burst::tx`].
+    #[inline(always)]
+    pub unsafe fn tx_inline(&mut self, port: u16, queue: u16) -> (usize, usize) {
+        let n = self.len;
+        if n == 0 {
+            return (0, 0);
+        }
+        // SAFETY: as rx_inline; the first n pointers are owned mbufs.
+        let sent = unsafe {
+            let ops = &*std::ptr::addr_of!(ffi::rte_eth_fp_ops[port as usize]);
+            let clbk = *ops.txq.clbk.add(queue as usize);
+            match ops.tx_pkt_burst {
+                Some(f) if clbk.is_null() => f(*ops.txq.data.add(queue as usize), self.pkts.as_mut_ptr(), n as u16),
+                _ => ffi::dpdkffi_tx_burst(port, queue, self.pkts.as_mut_ptr(), n as u16),
+            }
+        } as usize;
+        if sent < n {
+            // SAFETY: the rest are still ours.
+            unsafe { mbuf::free_bulk(&mut self.pkts[sent..n]) };
+        }
+        self.len = 0;
+        (sent, n - sent)
+    }
+
     /// The raw mbuf pointers (for handlers that need them).
     #[inline(always)]
     pub fn as_raw(&self) -> &[*mut ffi::rte_mbuf] {

@@ -182,6 +182,10 @@ impl Port {
     /// Probe failures, [`Error::TooManyRxQueues`]/[`Error::TooManyTxQueues`],
     /// and any failing configure or queue setup call.
     pub fn open(devargs: &str, conf: PortConf, pool: Arc<Mempool>) -> Result<Port> {
+        // Probe + configure from several control threads at once races in
+        // EAL's device lists: one at a time.
+        static OPEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _g = OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = probe(devargs)?;
         let mut port = Port {
             id,
