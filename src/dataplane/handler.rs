@@ -183,20 +183,32 @@ impl RouteHandler for PolicyHandler {
                 if let Some(ev) = &self.events {
                     let f = burst.data(i);
                     if let Ok(p) = flowtable::parse::parse(f, rx.port, None) {
-                        let verdict = match v.fate {
-                            Fate::Forward(_) => RecVerdict::Allow,
-                            Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress) => RecVerdict::Deny,
-                            _ => RecVerdict::Drop,
-                        };
                         let mut key = p.key;
                         key.src_id = st.ipmap.lookup(key.src).map_or(0, |(_, v)| *v);
                         key.dst_id = st.ipmap.lookup(key.dst).map_or(0, |(_, v)| *v);
+                        let mut cookie = v.cookie;
+                        let verdict = match v.fate {
+                            Fate::Forward(_) => {
+                                // Audit-mode policies live in the observe tables: they
+                                // never change the verdict, only what the record says.
+                                let seen = st.observe.decide(&key);
+                                match seen.denied_by().and_then(|d| d.rule) {
+                                    Some(r) => {
+                                        cookie = r.cookie;
+                                        RecVerdict::AuditDeny
+                                    }
+                                    None => RecVerdict::Allow,
+                                }
+                            }
+                            Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress) => RecVerdict::Deny,
+                            _ => RecVerdict::Drop,
+                        };
                         let ms = self.now_ms(now);
                         let e = FlowEvent {
                             kind: RecordKind::Start,
                             key,
                             verdict,
-                            cookie: v.cookie,
+                            cookie,
                             packets: 1,
                             bytes: f.len() as u64,
                             start_ms: ms,
@@ -270,7 +282,8 @@ mod tests {
         std::fs::write(
             dir.join("policy.toml"),
             "[[policy]]\nname = \"api\"\nnamespace = \"prod\"\nselector = \"app=api\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=web\" }]\n  ports = [\"8080/tcp\"]\n\
-             [[policy]]\nname = \"db\"\nnamespace = \"prod\"\nselector = \"app=db\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=api\" }]\n  ports = [\"5432/tcp\"]\n",
+             [[policy]]\nname = \"db\"\nnamespace = \"prod\"\nselector = \"app=db\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=api\" }]\n  ports = [\"5432/tcp\"]\n\
+             [[policy]]\nname = \"audit-api\"\nnamespace = \"prod\"\naudit = true\nselector = \"app=api\"\n  [[policy.ingress]]\n  action = \"deny\"\n  from = [{ selector = \"app=web\" }]\n",
         )
         .unwrap();
         let model = control::Model::load(&dir.join("model.toml")).unwrap();
@@ -283,7 +296,9 @@ mod tests {
         let mut mac_of_port = vec![[0u8; 6]; 64];
         mac_of_port[id0 as usize] = p0.mac();
         let ports = PortMap { out_of_port, mac_of_port };
-        let mut h = PolicyHandler::new(plane.reader(), PipelineConfig::default(), ports, None, pmd::Eal::tsc_hz());
+        let fl = crate::visibility::export::FlowLogConfig { json: Some(dir.join("flows.jsonl")), queue: 1024, ..Default::default() };
+        let mut log = crate::visibility::export::FlowLog::start(&fl, std::sync::Arc::new(plane.names())).unwrap();
+        let mut h = PolicyHandler::new(plane.reader(), PipelineConfig::default(), ports, Some(log.sender()), pmd::Eal::tsc_hz());
         let stop = Arc::new(AtomicBool::new(false));
         let st = Arc::new(RouteStats::default());
         let (s2, st2) = (stop.clone(), st.clone());
@@ -322,6 +337,15 @@ mod tests {
         assert_eq!(&reply[28..32], &API.to_be_bytes());
         assert_eq!(&reply[0..6], &[2, 0xaa, 0, 0, 0, 1], "to the requester");
         assert_eq!(out0[1][0..6], uplink_mac);
+        // Flow records: the audit-mode policy would deny web -> api (forwarded
+        // all the same, above); the enforced denies name their rule.
+        log.stop();
+        let json = std::fs::read_to_string(dir.join("flows.jsonl")).unwrap();
+        let web_api = json.lines().find(|l| l.contains("\"ip\":\"10.1.0.2\",\"port\":8080") && l.contains("\"workload\":\"prod/web\"")).unwrap_or_else(|| panic!("{json}"));
+        assert!(web_api.contains("\"verdict\":\"audit-deny\"") && web_api.contains("\"policy\":\"prod/audit-api\""), "{web_api}");
+        let api_db = json.lines().find(|l| l.contains("\"port\":5432") && l.contains("\"workload\":\"prod/api\"")).unwrap();
+        assert!(api_db.contains("\"verdict\":\"allow\"") && api_db.contains("\"policy\":\"prod/db\""), "{api_db}");
+        assert_eq!(json.lines().filter(|l| l.contains("\"verdict\":\"deny\"")).count(), 2, "{json}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
