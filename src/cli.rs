@@ -99,6 +99,25 @@ pub enum ConfigCmd {
 pub enum BenchCmd {
     /// Forwarding rate: Bulkhead vs dpdk-testpmd on the same vdevs and pcaps.
     Fwd(BenchFwdArgs),
+    /// Publish-to-enforced latency of live policy changes under load.
+    PolicyUpdate(BenchPolicyUpdateArgs),
+}
+
+/// `bulkhead bench policy-update`
+#[derive(Debug, Args)]
+pub struct BenchPolicyUpdateArgs {
+    /// A policy-mode config whose traffic keeps the lcores busy (e.g. the demo's).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The workload whose quarantine is toggled (`namespace/name`).
+    #[arg(long)]
+    pub workload: String,
+    /// Changes to measure.
+    #[arg(long, default_value_t = 1000)]
+    pub iterations: u32,
+    /// Seconds of traffic before the first change.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
 }
 
 /// `bulkhead bench fwd`

@@ -73,6 +73,11 @@ fn dispatch(args: Cli) -> Result<u8> {
             bench::fwd(&o)?;
             Ok(0)
         }
+        Cmd::Bench(BenchCmd::PolicyUpdate(a)) => {
+            let r = dataplane::latency::update_latency(&a.config, &a.workload, a.iterations, std::time::Duration::from_secs(a.warmup))?;
+            print!("{r}");
+            Ok(0)
+        }
         Cmd::Classify(a) => {
             if a.bench {
                 let r = flowtable::classbench::bench(&a.rules, &a.trace, &Default::default())?;

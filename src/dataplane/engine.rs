@@ -43,6 +43,8 @@ pub struct SharedStats {
     no_output: AtomicU64,
     events_lost: AtomicU64,
     ct_entries: AtomicU64,
+    gen_seen: AtomicU64,
+    gen_seen_tsc: AtomicU64,
     /// The route loop's own counters (rx, tx, drops, cycles).
     pub route: RouteStats,
 }
@@ -56,6 +58,8 @@ impl Default for SharedStats {
             no_output: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
             ct_entries: AtomicU64::new(0),
+            gen_seen: AtomicU64::new(0),
+            gen_seen_tsc: AtomicU64::new(0),
             route: RouteStats::default(),
         }
     }
@@ -103,6 +107,25 @@ impl SharedStats {
         self.no_output.store(h.stats.no_output, Ordering::Relaxed);
         self.events_lost.store(h.stats.events_lost, Ordering::Relaxed);
         self.ct_entries.store(h.pipeline().conntrack().len() as u64, Ordering::Relaxed);
+        self.publish_gen(h);
+    }
+
+    #[inline]
+    fn publish_gen(&self, h: &PolicyHandler) {
+        let (g, tsc) = h.gen_seen;
+        if self.gen_seen.load(Ordering::Relaxed) != g {
+            self.gen_seen_tsc.store(tsc, Ordering::Relaxed);
+            // Release: pairs with the Acquire in `gen_seen`; the TSC is visible first.
+            self.gen_seen.store(g, Ordering::Release);
+        }
+    }
+
+    /// The newest generation this lcore decided a burst under, and the TSC of
+    /// its first such burst.
+    pub fn gen_seen(&self) -> (u64, u64) {
+        // Acquire: pairs with the Release store in `publish_gen`.
+        let g = self.gen_seen.load(Ordering::Acquire);
+        (g, self.gen_seen_tsc.load(Ordering::Relaxed))
     }
 
     fn snapshot(&self, lcore: u32) -> LcoreSnapshot {
@@ -138,6 +161,7 @@ impl RouteHandler for Publishing {
     #[inline]
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
         self.h.handle(rx, burst, dest);
+        self.shared.publish_gen(&self.h);
         self.bursts = self.bursts.wrapping_add(1);
         if self.bursts & 1023 == 0 {
             self.shared.publish(&self.h);
@@ -236,6 +260,11 @@ impl PolicyEngine {
             eng.shared.push(shared);
         }
         Ok(eng)
+    }
+
+    /// Per lcore: the newest generation decided, and when (TSC).
+    pub fn gens_seen(&self) -> Vec<(u64, u64)> {
+        self.shared.iter().map(|s| s.gen_seen()).collect()
     }
 
     /// Per-lcore counters now.

@@ -59,6 +59,9 @@ pub struct PolicyHandler {
     epoch_tsc: u64,
     /// Extra counters.
     pub stats: HandlerStats,
+    /// The newest generation a burst was decided under, and the TSC of the
+    /// first burst decided under it (publish-to-enforced latency).
+    pub gen_seen: (u64, u64),
 }
 
 impl PolicyHandler {
@@ -77,6 +80,7 @@ impl PolicyHandler {
             epoch_ms,
             epoch_tsc: pmd::lcore::rdtsc(),
             stats: HandlerStats::default(),
+            gen_seen: (0, 0),
         }
     }
 
@@ -142,6 +146,9 @@ impl RouteHandler for PolicyHandler {
         let gen = st.gen();
         let policy = Policy { gen, tables: &st.enforce, identities: &st.ipmap, routes: &st.routes };
         let now = pmd::lcore::rdtsc();
+        if gen != self.gen_seen.0 {
+            self.gen_seen = (gen, now);
+        }
         {
             let empty = RxPacket { frame: &[], rss: None, in_port: rx.port };
             let mut pkts = [empty; BURST];

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod handler;
+pub mod latency;
 pub mod names;
 pub mod plane;
 pub mod state;

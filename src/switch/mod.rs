@@ -399,6 +399,12 @@ impl Switch {
         Ok(self.policy.plane.as_mut().expect("just set"))
     }
 
+    /// Per policy lcore while forwarding: the newest generation it decided a
+    /// burst under, and the TSC of its first such burst.
+    pub fn policy_gens_seen(&self) -> Vec<(u64, u64)> {
+        self.policy.engine.as_ref().map(|e| e.gens_seen()).unwrap_or_default()
+    }
+
     /// Per-lcore policy-engine counters (live while forwarding, else as of the last stop).
     pub fn policy_lcores(&self) -> Vec<LcoreSnapshot> {
         match &self.policy.engine {
