@@ -96,11 +96,24 @@ impl FwdBenchResult {
     }
 }
 
+impl FwdBenchResult {
+    /// testpmd cycles/packet over Bulkhead cycles/packet: the throughput ratio
+    /// per CPU actually received, robust to the forwarding core being shared
+    /// (on this machine the forwarding thread gets 40-65 % of a core).
+    pub fn cpu_ratio(&self) -> f64 {
+        if self.bulkhead_cpp > 0.0 {
+            self.testpmd_cpp / self.bulkhead_cpp
+        } else {
+            0.0
+        }
+    }
+}
+
 impl std::fmt::Display for FwdBenchResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "fwd={} flows={} bulkhead_mpps={:.3} testpmd_mpps={:.3} ratio={:.3} bulkhead_cycles_per_pkt={:.1} testpmd_cycles_per_pkt={:.1} bulkhead_fwd_cpu={:.2} testpmd_fwd_cpu={:.2}",
+            "fwd={} flows={} bulkhead_mpps={:.3} testpmd_mpps={:.3} ratio={:.3} bulkhead_cycles_per_pkt={:.1} testpmd_cycles_per_pkt={:.1} cpu_ratio={:.3} bulkhead_fwd_cpu={:.2} testpmd_fwd_cpu={:.2}",
             self.mode,
             self.flows,
             self.bulkhead_mpps,
@@ -108,6 +121,7 @@ impl std::fmt::Display for FwdBenchResult {
             self.ratio(),
             self.bulkhead_cpp,
             self.testpmd_cpp,
+            self.cpu_ratio(),
             self.bulkhead_cpu,
             self.testpmd_cpu
         )
