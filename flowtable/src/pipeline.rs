@@ -226,6 +226,10 @@ impl Pipeline {
         }
         let gen = policy.gen;
         let miss = self.emc.lookup_batch(&self.keys, &self.hashes, live, gen, &mut self.vals);
+        // Connections created by earlier packets of this burst purge cached
+        // reply-direction drops, but this burst's lookups ran before that:
+        // cached policy drops are then re-checked on the slow path.
+        let created_before = self.stats.ct_created;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -242,7 +246,10 @@ impl Pipeline {
                         }
                         ok
                     }
-                    None => true,
+                    None => {
+                        !(matches!(v.fate, Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress))
+                            && self.stats.ct_created != created_before)
+                    }
                 };
                 if fresh {
                     self.stats.emc_hit += 1;

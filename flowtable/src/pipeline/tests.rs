@@ -238,3 +238,16 @@ fn conntrack_full_drops_new_connections_when_eviction_is_off() {
     assert_eq!(p.stats().drop_ct_full, 1);
     assert_eq!(p.conntrack().counters().full, 1);
 }
+
+#[test]
+fn a_reply_in_the_same_burst_as_its_connection_is_not_dropped_from_the_cache() {
+    let w = World::new();
+    let mut p = pipeline();
+    let reply = tcp(B, A, 80, 40000, SYN | ACK);
+    assert_eq!(one(&mut p, &w, &reply, 2, 0).fate, Fate::Drop(DropReason::PolicyEgress));
+    let syn = tcp(A, B, 40000, 80, SYN);
+    let pkts = [RxPacket { frame: &syn, rss: None, in_port: 1 }, RxPacket { frame: &reply, rss: None, in_port: 2 }];
+    let mut out = [PacketVerdict::default(); 2];
+    p.process(&w.policy(), &pkts, 1, &mut out);
+    assert_eq!((out[0].fate, out[1].fate), (Fate::Forward(2), Fate::Forward(1)));
+}
