@@ -251,3 +251,20 @@ fn a_reply_in_the_same_burst_as_its_connection_is_not_dropped_from_the_cache() {
     p.process(&w.policy(), &pkts, 1, &mut out);
     assert_eq!((out[0].fate, out[1].fate), (Fate::Forward(2), Fate::Forward(1)));
 }
+
+#[test]
+fn symmetric_rss_hash_indexes_the_cache() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { symmetric_rss: true, ..Default::default() });
+    let run = |p: &mut Pipeline, f: &[u8], in_port, now| {
+        let mut out = [PacketVerdict::default(); 1];
+        p.process(&w.policy(), &[RxPacket { frame: f, rss: Some(0x5a5a_0007), in_port }], now, &mut out);
+        out[0].fate
+    };
+    // The NIC's (symmetric) hash is the same both ways: the reply-drop purge finds it.
+    assert_eq!(run(&mut p, &tcp(B, A, 80, 40000, ACK), 2, 0), Fate::Drop(DropReason::PolicyEgress));
+    assert_eq!(run(&mut p, &tcp(A, B, 40000, 80, SYN), 1, 1), Fate::Forward(2));
+    assert_eq!(run(&mut p, &tcp(B, A, 80, 40000, SYN | ACK), 2, 2), Fate::Forward(1));
+    assert_eq!(run(&mut p, &tcp(A, B, 40000, 80, ACK), 1, 3), Fate::Forward(2));
+    assert_eq!(p.stats().emc_hit, 1);
+}
