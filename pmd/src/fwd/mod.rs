@@ -296,7 +296,7 @@ pub fn poll_loop<H: BurstHandler, const RECORD: bool>(
                 // each stream to one lcore (assign()), so this thread is the
                 // only poller; ports are started before loops launch and
                 // stopped only after they end.
-                let n = unsafe { burst.rx(s.ctx.rx_port, s.ctx.rx_queue, burst_size) };
+                let n = unsafe { burst.rx_inline(s.ctx.rx_port, s.ctx.rx_queue, burst_size) };
                 if n == 0 {
                     continue;
                 }
@@ -306,7 +306,7 @@ pub fn poll_loop<H: BurstHandler, const RECORD: bool>(
             };
             let dropped = handler.handle(&s.ctx, &mut burst);
             // SAFETY: as above for the tx queue (one writer per tx queue).
-            let (sent, unsent) = unsafe { burst.tx(s.ctx.tx_port, s.ctx.tx_queue) };
+            let (sent, unsent) = unsafe { burst.tx_inline(s.ctx.tx_port, s.ctx.tx_queue) };
             let c = &s.counters;
             if n_rx != 0 {
                 bump(&c.rx_packets, n_rx as u64);
