@@ -1,7 +1,8 @@
 //! Rule-set generations: how the control thread publishes classifier changes
 //! to the poll-mode lcores without ever blocking them.
 //!
-//! A left-right double buffer over [`arc_swap::ArcSwap`]:
+//! A left-right double buffer over [`arc_swap::ArcSwap`] ([`crate::leftright`],
+//! with the classifier as the state and insert/remove as its operations):
 //!
 //! ```text
 //! writer: insert/remove  -> applied to the spare copy (nobody reads it) + logged
@@ -21,68 +22,74 @@
 
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::Guard;
 
 use crate::classify::{Classifier, ClassifyError, BURST};
 use crate::key::FlowKey;
+use crate::leftright::{Absorb, Reader, Versioned, Writer};
 use crate::rule::{Rule, RuleId, RuleLookup};
 
 /// One published rule-set generation: immutable while readers hold it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    gen: u64,
-    cls: Classifier,
-}
+pub type Snapshot = Versioned<Classifier>;
 
-impl Snapshot {
-    /// The generation: strictly increasing with every publish (the first is 0).
-    /// Exact-match cache and conntrack entries record it and treat an older
-    /// one as a miss.
-    #[inline]
-    pub fn gen(&self) -> u64 {
-        self.gen
-    }
+impl Versioned<Classifier> {
     /// The classifier of this generation.
     #[inline]
     pub fn classifier(&self) -> &Classifier {
-        &self.cls
+        self.data()
     }
     /// Batch lookup; see [`Classifier::lookup_batch`].
     #[inline]
-    pub fn lookup_batch<'a>(&'a self, keys: &[FlowKey; BURST], live: u32, out: &mut [Option<&'a Rule>; BURST]) -> u32 {
-        self.cls.lookup_batch(keys, live, out)
+    pub fn lookup_batch<'a>(
+        &'a self,
+        keys: &[FlowKey; BURST],
+        live: u32,
+        out: &mut [Option<&'a Rule>; BURST],
+    ) -> u32 {
+        self.data().lookup_batch(keys, live, out)
     }
 }
 
-impl RuleLookup for Snapshot {
+impl RuleLookup for Versioned<Classifier> {
     #[inline]
     fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
-        self.cls.lookup(k)
+        self.data().lookup(k)
     }
 }
 
+/// A change to a classifier, as the left-right log records it.
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub enum Op {
+    /// Insert a rule.
     Insert(Rule),
+    /// Remove a rule (absent: nothing happens).
     Remove(RuleId),
+}
+
+impl Absorb for Classifier {
+    type Op = Op;
+    type Error = ClassifyError;
+    fn absorb(&mut self, op: &Op) -> Result<(), ClassifyError> {
+        match *op {
+            Op::Insert(r) => self.insert(r),
+            Op::Remove(id) => {
+                self.remove(id);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The single writer (the control thread). Not `Clone`: there is one.
 #[derive(Debug)]
 pub struct RuleSetWriter {
-    shared: Arc<ArcSwap<Snapshot>>,
-    /// The copy no reader can see; always uniquely owned between calls.
-    /// `None` only inside `publish`.
-    spare: Option<Arc<Snapshot>>,
-    /// Ops applied to `spare` since the last publish.
-    log: Vec<Op>,
-    gen: u64,
+    inner: Writer<Classifier>,
 }
 
 /// A reader handle (one per lcore; cheap to clone).
 #[derive(Debug, Clone)]
 pub struct RuleSetReader {
-    shared: Arc<ArcSwap<Snapshot>>,
+    inner: Reader<Classifier>,
 }
 
 impl RuleSetReader {
@@ -90,30 +97,23 @@ impl RuleSetReader {
     /// (the writer's next publish waits for it).
     #[inline]
     pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.shared.load()
+        self.inner.load()
     }
     /// The generation currently published.
     pub fn gen(&self) -> u64 {
-        self.shared.load().gen
+        self.inner.load().gen()
     }
 }
 
 impl RuleSetWriter {
     /// Publishes `initial` as generation 0.
     pub fn new(initial: Classifier) -> Self {
-        let live = Arc::new(Snapshot { gen: 0, cls: initial.clone() });
-        let spare = Arc::new(Snapshot { gen: 0, cls: initial });
-        RuleSetWriter { shared: Arc::new(ArcSwap::new(live)), spare: Some(spare), log: Vec::new(), gen: 0 }
+        RuleSetWriter { inner: Writer::new(initial) }
     }
 
     /// A new reader handle.
     pub fn reader(&self) -> RuleSetReader {
-        RuleSetReader { shared: self.shared.clone() }
-    }
-
-    fn spare(&mut self) -> &mut Snapshot {
-        let s = self.spare.as_mut().expect("a spare exists outside publish");
-        Arc::get_mut(s).expect("the spare snapshot is never shared")
+        RuleSetReader { inner: self.inner.reader() }
     }
 
     /// Stages an insert (visible to readers at the next [`Self::publish`]).
@@ -121,70 +121,37 @@ impl RuleSetWriter {
     /// # Errors
     /// [`ClassifyError::DuplicateId`] if the id is present in the staged set.
     pub fn insert(&mut self, rule: Rule) -> Result<(), ClassifyError> {
-        self.spare().cls.insert(rule)?;
-        self.log.push(Op::Insert(rule));
-        Ok(())
+        self.inner.apply(Op::Insert(rule))
     }
 
     /// Stages a removal; returns the rule if it was present in the staged set.
     pub fn remove(&mut self, id: RuleId) -> Option<Rule> {
-        let r = self.spare().cls.remove(id)?;
-        self.log.push(Op::Remove(id));
+        let r = self.inner.staged().get(id).copied()?;
+        self.inner.apply(Op::Remove(id)).ok()?;
         Some(r)
     }
 
     /// The staged rule set (what the next publish makes visible).
     pub fn staged(&self) -> &Classifier {
-        &self.spare.as_ref().expect("a spare exists outside publish").cls
+        self.inner.staged()
     }
 
     /// The generation of the last publish.
     pub fn gen(&self) -> u64 {
-        self.gen
+        self.inner.gen()
     }
 
     /// True if there are staged changes.
     pub fn dirty(&self) -> bool {
-        !self.log.is_empty()
+        self.inner.dirty()
     }
 
     /// Makes every staged change visible at once as a new generation, and
     /// returns it. Blocks the writer (never a reader) until the readers of the
     /// previous snapshot have dropped their guards, then replays the changes
-    /// on that copy.
+    /// on that copy ([`crate::leftright`]).
     pub fn publish(&mut self) -> u64 {
-        self.gen += 1;
-        self.spare().gen = self.gen;
-        // The writer keeps no reference to the published copy (it gets it back
-        // as `old` at the next publish).
-        let fresh = self.spare.take().expect("a spare exists outside publish");
-        // The swap settles arc-swap's outstanding debts on `old`: from here on
-        // its strong count counts every reader still holding it.
-        let mut old = self.shared.swap(fresh);
-        let mut spins = 0u32;
-        let cls = loop {
-            if let Some(s) = Arc::get_mut(&mut old) {
-                break &mut s.cls;
-            }
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        };
-        for op in self.log.drain(..) {
-            match op {
-                Op::Insert(r) => {
-                    cls.insert(r).expect("replay of an insert that succeeded on the twin copy");
-                }
-                Op::Remove(id) => {
-                    cls.remove(id).expect("replay of a remove that succeeded on the twin copy");
-                }
-            }
-        }
-        self.spare = Some(old);
-        self.gen
+        self.inner.publish()
     }
 }
 
