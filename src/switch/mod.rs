@@ -206,6 +206,8 @@ pub struct Switch {
     opts: EngineOpts,
     workers: Vec<u32>,
     policy: PolicyRuntime,
+    // Held for its Drop (rte_eal_cleanup, runtime dir removal), last.
+    #[allow(dead_code)]
     eal: Eal,
 }
 
@@ -434,6 +436,7 @@ impl Switch {
     }
 
     /// The EAL file prefix in use.
+    #[allow(dead_code)] // public API; main.rs uses run_with today
     pub fn file_prefix(&self) -> &str {
         self.eal.prefix()
     }
@@ -941,6 +944,7 @@ impl Switch {
 ///
 /// # Errors
 /// Configuration, EAL, pool or port errors (one line each).
+#[allow(dead_code)] // public API; main.rs uses run_with today
 pub fn run(config_path: &Path, stats_period: u64) -> Result<(), Error> {
     run_with(config_path, stats_period, |_| true)
 }
