@@ -6,9 +6,10 @@
 //! - `compile`: the compiler's diff;
 //! - `publish`: staging plus the left-right swap (returns once readers of the
 //!   old copy have let go and the log is replayed);
-//! - `enforced`: from just before the change until the LAST forwarding lcore
-//!   decides its first burst under the new generation: after that, no packet
-//!   is decided under the old verdicts.
+//! - `enforced`: from the swap that publishes the new generation until the
+//!   LAST forwarding lcore decides its first burst under it: after that, no
+//!   packet is decided under the old verdicts;
+//! - `change`: the same end point, from just before the compile.
 //!
 //! A harness that prints figures (never a timed assertion).
 
@@ -50,7 +51,7 @@ fn measure(sw: &mut Switch, workload: &str, iterations: u32, warmup: Duration) -
     std::thread::sleep(warmup);
     let hz = pmd::Eal::tsc_hz() as f64;
     let us = |cycles: u64| cycles as f64 / hz * 1e6;
-    let (mut compile, mut publish, mut enforced) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut compile, mut publish, mut enforced, mut change) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut timeouts = 0;
     let rx0 = sw.policy_lcores().iter().map(|s| s.rx).sum::<u64>();
     let t_start = Instant::now();
@@ -71,7 +72,10 @@ fn measure(sw: &mut Switch, workload: &str, iterations: u32, warmup: Duration) -
         compile.push(pb.compile.as_secs_f64() * 1e6);
         publish.push(pb.publish.as_secs_f64() * 1e6);
         match done {
-            Some(t1) => enforced.push(us(t1.saturating_sub(t0))),
+            Some(t1) => {
+                enforced.push(us(t1.saturating_sub(pb.swap_tsc)));
+                change.push(us(t1.saturating_sub(t0)));
+            }
             None => timeouts += 1,
         }
         // Let the lcores run a while between changes, as real changes are spaced.
@@ -85,10 +89,12 @@ fn measure(sw: &mut Switch, workload: &str, iterations: u32, warmup: Duration) -
     use std::fmt::Write as _;
     let _ = writeln!(
         out,
-        "policy-update changes={iterations} lcores={lcores} load_mpps={mpps:.2} enforced_p50_us={:.1} enforced_p99_us={:.1} enforced_max_us={:.1} compile_p50_us={:.1} compile_p99_us={:.1} publish_p50_us={:.1} publish_p99_us={:.1} timeouts={timeouts}",
+        "policy-update changes={iterations} lcores={lcores} load_mpps={mpps:.2} enforced_p50_us={:.1} enforced_p99_us={:.1} enforced_max_us={:.1} change_p50_us={:.1} change_p99_us={:.1} compile_p50_us={:.1} compile_p99_us={:.1} publish_p50_us={:.1} publish_p99_us={:.1} timeouts={timeouts}",
         pct(&mut enforced.clone(), 0.5),
         pct(&mut enforced.clone(), 0.99),
         pct(&mut enforced, 1.0),
+        pct(&mut change.clone(), 0.5),
+        pct(&mut change, 0.99),
         pct(&mut compile.clone(), 0.5),
         pct(&mut compile, 0.99),
         pct(&mut publish.clone(), 0.5),

@@ -30,6 +30,8 @@ pub struct Published {
     pub compile: Duration,
     /// Stage + publish time (includes waiting for readers of the old copy).
     pub publish: Duration,
+    /// TSC just before the swap (publish-to-enforced latency starts here).
+    pub swap_tsc: u64,
 }
 
 impl std::fmt::Display for Published {
@@ -167,8 +169,9 @@ impl PolicyPlane {
             let op = DpOp::SetDefaults(e.default_egress, e.default_ingress);
             self.writer.apply(op).expect("defaults never fail");
         }
+        let swap_tsc = pmd::lcore::rdtsc();
         let gen = self.writer.publish();
-        Published { gen, inserts, deletes, addresses, compile, publish: t1.elapsed() }
+        Published { gen, inserts, deletes, addresses, compile, publish: t1.elapsed(), swap_tsc }
     }
 
     /// The addresses of a workload named `ns/name` or by a unique bare name.
