@@ -37,7 +37,7 @@ fn run<C: RuleLookup>(c: &mut Criterion, cls: &str, t: &PolicyTables<C>) {
     ids.insert(Prefix::v4(0x0a02_0000, 16), 2u32);
     let mut routes = PrefixMap::new();
     routes.insert(Prefix::v4(0x0a00_0000, 8), 1u16);
-    let policy = Policy { gen: 1, tables: t, identities: &ids, routes: &routes };
+    let policy = Policy { gen: 1, tables: t, identities: &ids, routes: &routes, cut_before: 0 };
     let tcp: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| Spec::new(v4_mapped(0x0a01_0000 + u32::from(i)), v4_mapped(0x0a02_0001), L4::Tcp { sport: 1024 + i, dport: 80, flags: 0x10 }).build())
         .collect();

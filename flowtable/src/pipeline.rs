@@ -56,6 +56,10 @@ pub struct Policy<'a, C> {
     pub identities: &'a PrefixMap<u32>,
     /// Destination IP -> output port (longest prefix); unknown: drop `no_route`.
     pub routes: &'a PrefixMap<u16>,
+    /// Connections decided under a generation older than this are
+    /// re-evaluated even with `keep_established` (a quarantine cuts live
+    /// connections whatever that option says). 0: none.
+    pub cut_before: u64,
 }
 
 impl<C> Clone for Policy<'_, C> {
@@ -341,7 +345,8 @@ impl Pipeline {
         }
         let Some(c) = self.ct.get(r) else { return false };
         let (state, mut orig, cookie) = (c.state, c.orig, c.cookie);
-        if self.ct.config().keep_established && state.is_some_and(|s| s.is_established()) {
+        let cut = self.ct.gen_of(r).is_some_and(|g| g < policy.cut_before);
+        if self.ct.config().keep_established && !cut && state.is_some_and(|s| s.is_established()) {
             self.ct.restamp(r, policy.gen, cookie);
             self.stats.ct_revalidated += 1;
             return true;

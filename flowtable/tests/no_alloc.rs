@@ -135,7 +135,7 @@ fn run<C: RuleLookup>(t: &PolicyTables<C>) -> (u64, flowtable::stats::Stats) {
     let mut now = 0u64;
     let mut step = |p: &mut Pipeline, n: usize| {
         let gen = (n / 1000) as u64; // a new generation every 1000 bursts
-        let policy = Policy { gen, tables: t, identities: &ids, routes: &routes };
+        let policy = Policy { gen, tables: t, identities: &ids, routes: &routes, cut_before: 0 };
         now += 50_000_000; // 50 ms per burst: connections expire along the way
         p.process(&policy, &bursts[n % bursts.len()], now, &mut out);
     };

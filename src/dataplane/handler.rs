@@ -144,7 +144,7 @@ impl RouteHandler for PolicyHandler {
         let n = burst.len();
         let st = self.reader.load();
         let gen = st.gen();
-        let policy = Policy { gen, tables: &st.enforce, identities: &st.ipmap, routes: &st.routes };
+        let policy = Policy { gen, tables: &st.enforce, identities: &st.ipmap, routes: &st.routes, cut_before: st.cut_before };
         let now = pmd::lcore::rdtsc();
         if gen != self.gen_seen.0 {
             self.gen_seen = (gen, now);

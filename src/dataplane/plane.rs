@@ -128,6 +128,12 @@ impl PolicyPlane {
 
     /// Stages `diff` and the address entries of `touched`, then publishes.
     fn commit(&mut self, diff: RuleDiff, touched: &[IpAddr], t0: Instant) -> Published {
+        self.commit_with(diff, touched, t0, false)
+    }
+
+    /// As `commit`; `cut` makes the new generation cut live connections even
+    /// where established ones are kept (quarantine).
+    fn commit_with(&mut self, diff: RuleDiff, touched: &[IpAddr], t0: Instant, cut: bool) -> Published {
         let compile = t0.elapsed();
         let t1 = Instant::now();
         let (inserts, deletes) = (diff.inserts.len(), diff.deletes.len());
@@ -168,6 +174,10 @@ impl PolicyPlane {
         if (e.default_egress, e.default_ingress) != (s.default_egress, s.default_ingress) {
             let op = DpOp::SetDefaults(e.default_egress, e.default_ingress);
             self.writer.apply(op).expect("defaults never fail");
+        }
+        if cut {
+            let next = self.writer.gen() + 1;
+            self.writer.apply(DpOp::CutBefore(next)).expect("never fails");
         }
         let swap_tsc = pmd::lcore::rdtsc();
         let gen = self.writer.publish();
@@ -292,7 +302,10 @@ impl PolicyPlane {
             labels.remove(&s.quarantine_key);
         }
         let key = w.key();
-        self.label_workload(&key, labels)
+        let t0 = Instant::now();
+        let addrs = self.addresses_of(&key);
+        let diff = self.compiler.set_workload_labels(&key, labels)?;
+        Ok(self.commit_with(diff, &addrs, t0, on))
     }
 }
 
@@ -398,7 +411,7 @@ mod live_tests {
     /// exactly as an lcore does it (one state load per burst).
     fn burst(pl: &mut Pipeline, r: &Reader<DpState>, frames: &[Vec<u8>], now: u64) -> Vec<Fate> {
         let s = r.load();
-        let policy = Policy { gen: s.gen(), tables: &s.enforce, identities: &s.ipmap, routes: &s.routes };
+        let policy = Policy { gen: s.gen(), tables: &s.enforce, identities: &s.ipmap, routes: &s.routes, cut_before: s.cut_before };
         let pkts: Vec<RxPacket<'_>> = frames.iter().map(|f| RxPacket { frame: f, rss: None, in_port: 0 }).collect();
         let mut out = vec![PacketVerdict::default(); frames.len()];
         pl.process(&policy, &pkts, now, &mut out);
@@ -445,5 +458,8 @@ mod live_tests {
         assert!(matches!(burst(&mut pl, &r, &data, 2)[0], Fate::Forward(_)), "established connection kept");
         let new = [tcp(WEB, API, 40002, 8080, 0x02)];
         assert!(matches!(burst(&mut pl, &r, &new, 3)[0], Fate::Drop(_)), "a new one is denied");
+        // ... but a quarantine cuts it all the same.
+        p.quarantine("shop/web-1", true).unwrap();
+        assert!(matches!(burst(&mut pl, &r, &data, 4)[0], Fate::Drop(_)), "quarantine cuts kept connections too");
     }
 }

@@ -38,6 +38,9 @@ pub struct DpState {
     dest_ids: HashMap<Dest, u16>,
     dest_refs: Vec<u32>,
     free_ids: Vec<u16>,
+    /// Connections decided before this generation are re-evaluated even when
+    /// established connections are kept (set by quarantine).
+    pub cut_before: u64,
 }
 
 /// One change to the state.
@@ -58,6 +61,9 @@ pub enum DpOp {
     /// (The uplink is the destination of `Prefix::ANY`.)
     /// Set the enforcing tables' defaults (egress, ingress): zero trust or not.
     SetDefaults(flowtable::Action, flowtable::Action),
+    /// Re-evaluate every connection decided before this generation, even
+    /// established ones that `keep_established` would keep.
+    CutBefore(u64),
 }
 
 /// Why an op was refused (the control plane and the state disagree: a bug).
@@ -86,6 +92,7 @@ impl DpState {
             dest_ids: HashMap::new(),
             dest_refs: Vec::new(),
             free_ids: Vec::new(),
+            cut_before: 0,
         }
     }
 
@@ -156,6 +163,10 @@ impl Absorb for DpState {
                 if let Some(old) = self.routes.remove(*p) {
                     self.release(old);
                 }
+                Ok(())
+            }
+            DpOp::CutBefore(g) => {
+                self.cut_before = *g;
                 Ok(())
             }
             DpOp::SetDefaults(e, i) => {

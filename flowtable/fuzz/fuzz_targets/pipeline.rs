@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         if chunk[0].1 & 0x40 != 0 {
             gen += 1;
         }
-        let policy = Policy { gen, tables: &tables, identities: &ids, routes: &routes };
+        let policy = Policy { gen, tables: &tables, identities: &ids, routes: &routes, cut_before: 0 };
         let mut out = vec![PacketVerdict::default(); pkts.len()];
         p.process(&policy, &pkts, now, &mut out);
         for v in &out {

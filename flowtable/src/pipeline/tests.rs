@@ -41,7 +41,7 @@ impl World {
         World { tables, ids, routes, gen: 1 }
     }
     fn policy(&self) -> Policy<'_, LinearClassifier> {
-        Policy { gen: self.gen, tables: &self.tables, identities: &self.ids, routes: &self.routes }
+        Policy { gen: self.gen, tables: &self.tables, identities: &self.ids, routes: &self.routes, cut_before: 0 }
     }
 }
 
