@@ -138,7 +138,8 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
     }
     std::thread::sleep(Duration::from_millis(1500)); // counters are published every 1024 bursts
 
-    let before = cli(&sock, "show config fwd\nshow policy\nshow pmd stats\nshow port stats 1\n", &dir);
+    let before = cli(&sock, "show config fwd\nshow policy\nshow pmd stats\nshow port stats 1\nshow flows\n", &dir);
+    assert!(before.contains("flow records:") && before.contains("prod/db -> prod/api :8080/tcp"), "show flows ranks the denied pair: {before}");
     assert!(before.contains("policy packet forwarding"), "{before}");
     assert!(before.contains("prod/api") && before.contains("workloads 3"), "{before}");
     let fwd = counter(&before, "packets forwarded:");

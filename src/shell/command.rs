@@ -80,6 +80,8 @@ pub enum Command {
     ShowPolicy,
     /// `show pmd stats`
     ShowPmdStats,
+    /// `show flows`
+    ShowFlows,
     /// `help`
     Help,
     /// `quit`
@@ -127,6 +129,7 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "unquarantine <word>", help: "Lift a quarantine." },
     Entry { template: "show policy", help: "Policies, rule counts, generation, defaults." },
     Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
+    Entry { template: "show flows", help: "Flow records written and lost, and the most denied flows by workload and rule." },
     Entry { template: "help", help: "This list." },
     Entry { template: "quit", help: "Leave the shell (a switch started by this shell stops)." },
 ];
@@ -212,6 +215,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "unquarantine <word>" => Command::Unquarantine(toks[1].to_string()),
         "show policy" => Command::ShowPolicy,
         "show pmd stats" => Command::ShowPmdStats,
+        "show flows" => Command::ShowFlows,
         "help" => Command::Help,
         "quit" => Command::Quit,
         other => unreachable!("grammar entry without a parser arm: {other}"),

@@ -128,6 +128,7 @@ impl SwitchTarget<'_> {
             }
             Command::ShowPolicy => out = show_policy(sw),
             Command::ShowPmdStats => out = show_pmd_stats(sw),
+            Command::ShowFlows => out = sw.flows_text(20),
             Command::Help => out = command::help_text(),
             Command::Quit => out = "Bye...\n".into(),
         }

@@ -858,6 +858,33 @@ impl Switch {
         s
     }
 
+    /// `show flows`: flow-record counters and the `n` most denied flows.
+    pub fn flows_text(&self, n: usize) -> String {
+        let Some(f) = &self.policy.flowlog else {
+            return "no flow records (policy mode not started, or every [flowlog] sink is off)\n".into();
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &f.stats;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "flow records: {} exported; lost: queue {} json {} ipfix {} follow {}",
+            s.exported.load(Relaxed),
+            s.lost_queue.load(Relaxed),
+            s.lost_json.load(Relaxed),
+            s.lost_ipfix.load(Relaxed),
+            s.lost_follow.load(Relaxed)
+        );
+        let top = f.top_denied(n);
+        if top.is_empty() {
+            out.push_str("no denied flows\n");
+        }
+        for (k, c, rule) in top {
+            let _ = writeln!(out, "  {k:<48} {c:>7} flows denied  by {rule}");
+        }
+        out
+    }
+
     /// Live policy stats: rates, verdicts, cache hits, flow records and the
     /// most denied flows with workload names (what `--stats-period` prints in
     /// policy mode).
