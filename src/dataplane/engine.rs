@@ -39,6 +39,7 @@ pub struct EnginePort {
 pub struct SharedStats {
     pipeline: Vec<AtomicU64>,
     arp_replied: AtomicU64,
+    nd_replied: AtomicU64,
     arp_dropped: AtomicU64,
     no_output: AtomicU64,
     events_lost: AtomicU64,
@@ -54,6 +55,7 @@ impl Default for SharedStats {
         SharedStats {
             pipeline: Stats::NAMES.iter().map(|_| AtomicU64::new(0)).collect(),
             arp_replied: AtomicU64::new(0),
+            nd_replied: AtomicU64::new(0),
             arp_dropped: AtomicU64::new(0),
             no_output: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
@@ -103,6 +105,7 @@ impl SharedStats {
             a.store(v, Ordering::Relaxed);
         }
         self.arp_replied.store(h.stats.arp_replied, Ordering::Relaxed);
+        self.nd_replied.store(h.stats.nd_replied, Ordering::Relaxed);
         self.arp_dropped.store(h.stats.arp_dropped, Ordering::Relaxed);
         self.no_output.store(h.stats.no_output, Ordering::Relaxed);
         self.events_lost.store(h.stats.events_lost, Ordering::Relaxed);
@@ -135,6 +138,7 @@ impl SharedStats {
             pipeline: self.pipeline.iter().map(l).collect(),
             handler: HandlerStats {
                 arp_replied: l(&self.arp_replied),
+                nd_replied: l(&self.nd_replied),
                 arp_dropped: l(&self.arp_dropped),
                 no_output: l(&self.no_output),
                 events_lost: l(&self.events_lost),

@@ -8,6 +8,7 @@
 //!                                rewritten to the workload's
 //!            Arp              -> answered in place for addresses the switch
 //!                                knows, sent back out of the rx port
+//!            IPv6 neighbour solicitation -> the same: a neighbour advertisement
 //!            Drop(reason)     -> freed; counted per reason by the pipeline
 //!            LOG flag         -> one flow event (first packet decided by policy)
 //! ```
@@ -38,7 +39,10 @@ pub struct PortMap {
 pub struct HandlerStats {
     /// ARP requests answered.
     pub arp_replied: u64,
-    /// ARP packets dropped (not a request, or for an unknown address).
+    /// IPv6 neighbour solicitations answered.
+    pub nd_replied: u64,
+    /// ARP packets and neighbour solicitations dropped (not a request, or
+    /// for an address of no local workload).
     pub arp_dropped: u64,
     /// Forwarded to a port this lcore cannot transmit on.
     pub no_output: u64,
@@ -139,6 +143,71 @@ fn answer_arp(f: &mut [u8], st: &DpState, ports: &PortMap) -> bool {
     true
 }
 
+/// IPv6 neighbour discovery (RFC 4861) over untagged Ethernet: offsets.
+mod nd {
+    pub const IP: usize = 14;
+    pub const ICMP: usize = 54;
+    pub const TARGET: core::ops::Range<usize> = 62..78;
+    pub const OPT: usize = 78;
+    /// Ethernet + IPv6 + NA (24) + target link-layer address option (8).
+    pub const NA_LEN: usize = 86;
+}
+
+/// True for an untagged ICMPv6 neighbour solicitation.
+#[inline]
+fn is_ns(f: &[u8]) -> bool {
+    f.len() >= nd::OPT && f[12..14] == [0x86, 0xdd] && f[nd::IP + 6] == 58 && f[nd::ICMP] == 135
+}
+
+fn csum_add(mut sum: u32, b: &[u8]) -> u32 {
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum
+}
+
+/// Turns a neighbour solicitation for an address the switch routes to a
+/// local workload into the advertisement (solicited, override, with the
+/// target link-layer address option), in place. Returns false to drop it.
+fn answer_ns(f: &mut [u8], st: &DpState, ports: &PortMap) -> bool {
+    if f.len() < nd::NA_LEN || !is_ns(f) {
+        return false;
+    }
+    let target: [u8; 16] = f[nd::TARGET].try_into().expect("16 bytes");
+    let Some((p, id)) = st.routes.lookup(u128::from_be_bytes(target)) else { return false };
+    if p.len != 128 {
+        return false;
+    }
+    let d = st.dests[*id as usize];
+    let Some(mac) = d.mac.or_else(|| ports.mac_of_port.get(d.port as usize).copied()) else { return false };
+    let requester_mac: [u8; 6] = f[6..12].try_into().expect("6 bytes");
+    let src: [u8; 16] = f[nd::IP + 8..nd::IP + 24].try_into().expect("16 bytes");
+    // Unspecified source (duplicate address detection): answer all-nodes.
+    let dst = if src == [0; 16] { [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] } else { src };
+    f[0..6].copy_from_slice(&requester_mac);
+    f[6..12].copy_from_slice(&mac);
+    f[nd::IP + 4..nd::IP + 6].copy_from_slice(&32u16.to_be_bytes());
+    f[nd::IP + 7] = 255;
+    f[nd::IP + 8..nd::IP + 24].copy_from_slice(&target);
+    f[nd::IP + 24..nd::IP + 40].copy_from_slice(&dst);
+    let i = nd::ICMP;
+    f[i] = 136;
+    f[i + 1] = 0;
+    f[i + 2..i + 4].copy_from_slice(&[0, 0]);
+    f[i + 4..i + 8].copy_from_slice(&[0x60, 0, 0, 0]); // solicited + override
+    f[nd::OPT] = 2;
+    f[nd::OPT + 1] = 1;
+    f[nd::OPT + 2..nd::OPT + 8].copy_from_slice(&mac);
+    let mut sum = csum_add(0, &f[nd::IP + 8..nd::IP + 40]);
+    sum += 32 + 58;
+    sum = csum_add(sum, &f[i..nd::NA_LEN]);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    f[i + 2..i + 4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    true
+}
+
 impl RouteHandler for PolicyHandler {
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
         let n = burst.len();
@@ -159,6 +228,17 @@ impl RouteHandler for PolicyHandler {
         }
         for i in 0..n {
             let v = self.verdicts[i];
+            if is_ns(burst.data(i)) {
+                // Neighbour discovery is the switch's to answer, like ARP.
+                dest[i] = if answer_ns(burst.data_mut(i), &st, &self.ports) {
+                    self.stats.nd_replied += 1;
+                    self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
+                } else {
+                    self.stats.arp_dropped += 1;
+                    DROP
+                };
+                continue;
+            }
             dest[i] = match v.fate {
                 Fate::Forward(id) => {
                     let d = st.dests[id as usize];
@@ -248,6 +328,41 @@ mod tests {
         Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport: 40000, dport, flags: 0x02 }).build()
     }
 
+    /// A neighbour solicitation from fd00::1 (02:aa:..:01) for fd00::2, with
+    /// the source link-layer address option (86 bytes, as hosts send it).
+    fn ns_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 86];
+        f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0xaa, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&32u16.to_be_bytes());
+        f[20] = 58;
+        f[21] = 255;
+        let src: std::net::Ipv6Addr = "fd00::1".parse().unwrap();
+        let dst: std::net::Ipv6Addr = "ff02::1:ff00:2".parse().unwrap();
+        f[22..38].copy_from_slice(&src.octets());
+        f[38..54].copy_from_slice(&dst.octets());
+        f[54] = 135;
+        let target: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+        f[62..78].copy_from_slice(&target.octets());
+        f[78] = 1;
+        f[79] = 1;
+        f[80..86].copy_from_slice(&[2, 0xaa, 0, 0, 0, 1]);
+        f
+    }
+
+    /// RFC 4443 checksum over the pseudo-header and the ICMPv6 message: 0 when valid.
+    fn icmp6_residue(f: &[u8]) -> u16 {
+        let len = u16::from_be_bytes([f[18], f[19]]) as u32;
+        let mut sum = csum_add(0, &f[22..54]) + len + 58;
+        sum = csum_add(sum, &f[54..54 + len as usize]);
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
     const WEB: u32 = 0x0a01_0001;
     const API: u32 = 0x0a01_0002;
     const DB: u32 = 0x0a01_0003;
@@ -265,6 +380,7 @@ mod tests {
             arp_frame(1, [2, 0xaa, 0, 0, 0, 1], WEB, API),        // answered out of port 0
             tcp(WEB, 0xc000_0207, 443),                           // to the uplink
             tcp(DB, API, 8080),                                   // denied: api takes web only
+            ns_frame(),                                           // who has fd00::2? answered out of port 0
         ];
         let inp = dir.join("in.pcap");
         pmd::pcap::write(&inp, &frames).unwrap();
@@ -281,7 +397,7 @@ mod tests {
             format!(
                 "[[namespaces]]\nname = \"prod\"\n\
                  [[workloads]]\nname = \"web\"\nnamespace = \"prod\"\nlabels = {{ app = \"web\" }}\naddresses = [\"10.1.0.1\"]\nport = {id0}\n\
-                 [[workloads]]\nname = \"api\"\nnamespace = \"prod\"\nlabels = {{ app = \"api\" }}\naddresses = [\"10.1.0.2\"]\nmac = \"02:00:00:00:00:02\"\nport = {id1}\n\
+                 [[workloads]]\nname = \"api\"\nnamespace = \"prod\"\nlabels = {{ app = \"api\" }}\naddresses = [\"10.1.0.2\", \"fd00::2\"]\nmac = \"02:00:00:00:00:02\"\nport = {id1}\n\
                  [[workloads]]\nname = \"db\"\nnamespace = \"prod\"\nlabels = {{ app = \"db\" }}\naddresses = [\"10.1.0.3\"]\nmac = \"02:00:00:00:00:03\"\nport = {id1}\n"
             ),
         )
@@ -325,11 +441,12 @@ mod tests {
         p0.stop().unwrap();
         p1.stop().unwrap();
         drop((p0, p1)); // close: flush the pcaps
-        assert_eq!(st.rx_packets.load(Ordering::Relaxed), 6);
+        assert_eq!(st.rx_packets.load(Ordering::Relaxed), 7);
         assert_eq!(st.dropped.load(Ordering::Relaxed), 2);
         let ps = h.pipeline_stats();
         assert_eq!(ps.drop_policy_ingress, 2, "{ps:?}");
         assert_eq!(h.stats.arp_replied, 1);
+        assert_eq!(h.stats.nd_replied, 1);
 
         let out1 = pmd::pcap::read(&o1).unwrap();
         assert_eq!(out1.len(), 2, "api and db flows leave on their port");
@@ -337,7 +454,16 @@ mod tests {
         assert_eq!(out1[0][6..], frames[0][6..], "the rest of the frame unchanged");
         assert_eq!(out1[1][0..6], [2, 0, 0, 0, 0, 3]);
         let out0 = pmd::pcap::read(&o0).unwrap();
-        assert_eq!(out0.len(), 2, "the ARP reply and the uplink flow");
+        assert_eq!(out0.len(), 3, "the ARP reply, the uplink flow and the neighbour advertisement");
+        let na = &out0[2];
+        assert_eq!(na[54], 136, "a neighbour advertisement");
+        assert_eq!(&na[0..6], &[2, 0xaa, 0, 0, 0, 1], "to the solicitor");
+        assert_eq!(&na[6..12], &[2, 0, 0, 0, 0, 2], "from api's MAC");
+        assert_eq!(&na[22..38], &"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets(), "from the target address");
+        assert_eq!(&na[38..54], &"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!((na[78], na[79]), (2, 1), "target link-layer address option");
+        assert_eq!(&na[80..86], &[2, 0, 0, 0, 0, 2]);
+        assert_eq!(icmp6_residue(na), 0, "valid ICMPv6 checksum");
         let reply = &out0[0];
         assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
         assert_eq!(&reply[22..28], &[2, 0, 0, 0, 0, 2], "with api's MAC");
