@@ -167,7 +167,7 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        MetricsSection { listen: "127.0.0.1:9464".into() }
+        MetricsSection { listen: crate::visibility::metrics::DEFAULT_ADDR.into() }
     }
 }
 

@@ -6,13 +6,9 @@
 mod bench;
 mod cli;
 mod config;
-// The policy switch's dataplane state and policy plane (wired into `run` by the switch issue).
-#[allow(dead_code)]
 mod dataplane;
 mod shell;
 mod switch;
-// Flow records and metrics: the policy switch wires them into the data path.
-#[allow(dead_code)]
 mod visibility;
 
 use anyhow::{bail, Context, Result};

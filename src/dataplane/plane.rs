@@ -206,17 +206,6 @@ impl PolicyPlane {
         Ok(self.commit(diff, &[], t0))
     }
 
-    /// Replaces every policy and the settings with those of `files`.
-    ///
-    /// # Errors
-    /// As [`Self::load_policies`].
-    pub fn replace_policies(&mut self, files: &[PathBuf]) -> control::Result<Published> {
-        let t0 = Instant::now();
-        let set = control::commands::load_policies(files)?;
-        let diff = self.compiler.replace_policies(set)?;
-        Ok(self.commit(diff, &[], t0))
-    }
-
     /// `policy delete NAME`.
     ///
     /// # Errors

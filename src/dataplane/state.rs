@@ -97,6 +97,7 @@ impl DpState {
     }
 
     /// The destination for an address (longest prefix), if any.
+    #[cfg(test)]
     pub fn dest(&self, a: flowtable::key::Addr) -> Option<Dest> {
         self.routes.lookup(a).map(|(_, id)| self.dests[*id as usize])
     }
