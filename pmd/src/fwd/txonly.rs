@@ -14,16 +14,51 @@ use dpdk_ffi as ffi;
 pub struct TxOnly {
     pool: Arc<Mempool>,
     burst: u16,
-    len: u16,
-    template: [u8; 2048],
-    for_port: Option<(u16, u16)>,
+    template: Template,
 }
 
 impl TxOnly {
     /// Generator drawing from `pool`, `burst` packets per call, frames of
     /// `len` bytes (without FCS).
     pub fn new(pool: Arc<Mempool>, burst: u16, len: u16) -> TxOnly {
-        TxOnly { pool, burst: burst.clamp(1, BURST as u16), len: len.clamp(60, 1514), template: [0; 2048], for_port: None }
+        TxOnly { pool, burst: burst.clamp(1, BURST as u16), template: Template::new(len) }
+    }
+}
+
+/// The UDP frame a generator sends (198.18.0.1:9 -> `dst_ip`:9), rebuilt
+/// only when the stream it serves changes (MACs come from the stream).
+#[derive(Debug)]
+pub(crate) struct Template {
+    len: u16,
+    bytes: [u8; 2048],
+    for_port: Option<(u16, u16)>,
+}
+
+impl Template {
+    /// A template for frames of `len` bytes (clamped to 60..=1514).
+    pub(crate) fn new(len: u16) -> Template {
+        Template { len: len.clamp(60, 1514), bytes: [0; 2048], for_port: None }
+    }
+
+    /// The frame for `ctx`'s tx port and queue.
+    #[inline]
+    pub(crate) fn frame(&mut self, ctx: &StreamCtx, dst_ip: [u8; 4]) -> &[u8] {
+        let key = (ctx.tx_port, ctx.tx_queue);
+        if self.for_port != Some(key) {
+            let f = UdpFrame {
+                dst_mac: ctx.peer_mac,
+                src_mac: ctx.tx_mac,
+                src_ip: [198, 18, 0, 1],
+                dst_ip,
+                sport: 9,
+                dport: 9,
+                ip_id: 0,
+                ttl: 64,
+            };
+            f.write(&mut self.bytes[..self.len as usize]);
+            self.for_port = Some(key);
+        }
+        &self.bytes[..self.len as usize]
     }
 }
 
@@ -62,22 +97,8 @@ impl BurstHandler for TxOnly {
 
     #[inline]
     fn handle(&mut self, ctx: &StreamCtx, burst: &mut Burst) -> usize {
-        let key = (ctx.tx_port, ctx.tx_queue);
-        if self.for_port != Some(key) {
-            let f = UdpFrame {
-                dst_mac: ctx.peer_mac,
-                src_mac: ctx.tx_mac,
-                src_ip: [198, 18, 0, 1],
-                dst_ip: [198, 18, 0, 2],
-                sport: 9,
-                dport: 9,
-                ip_id: 0,
-                ttl: 64,
-            };
-            f.write(&mut self.template[..self.len as usize]);
-            self.for_port = Some(key);
-        }
-        fill(&self.pool, burst, self.burst, &self.template[..self.len as usize], |_| {});
+        let frame = self.template.frame(ctx, [198, 18, 0, 2]);
+        fill(&self.pool, burst, self.burst, frame, |_| {});
         0
     }
 }
