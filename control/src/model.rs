@@ -18,16 +18,7 @@ pub const NS_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// IP protocol numbers used by policies.
 pub mod proto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-    /// SCTP.
-    pub const SCTP: u8 = 132;
+    pub use flowtable::parse::l4::proto::{ICMP, ICMPV6, SCTP, TCP, UDP};
 
     /// Parses `TCP`, `udp`, `SCTP`, `icmp`, `icmpv6` or a number.
     pub fn parse(s: &str) -> Option<u8> {

@@ -80,14 +80,7 @@ fn side(e: &super::record::Endpoint) -> String {
 }
 
 fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        132 => "sctp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    control::model::proto::name(p).to_ascii_lowercase()
 }
 
 /// The running exporter.
