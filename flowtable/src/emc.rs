@@ -2,10 +2,22 @@
 //! no atomics (OVS's EMC, with generations instead of a dead flag).
 //!
 //! ```text
-//! hash -> bucket (low bits) -> 8 signatures (hash | 1; 0 = empty), 32 bytes
+//! hash -> primary bucket (low bits) -> 8 signatures (hash | 1; 0 = empty), 32 bytes
 //!      -> matching way -> entry { key, gen, value } (128 bytes) -> full key compare
+//!      no signature in the primary -> the alternate bucket (primary ^ high bits), same
 //! entry.gen != current gen  => miss (decided under an older rule set)
 //! ```
+//!
+//! Two choices per flow: an insert goes to the primary bucket while it has a
+//! free or stale way, else to the alternate one; when both are full of
+//! current entries, one of their entries moves to its own other bucket if
+//! that has room (one cuckoo step), and only then does it evict (a
+//! pseudo-random way of the two). With
+//! one choice, a few of the 1,024 buckets of a default cache holding a couple
+//! of thousand flows get more than 8 of them and those flows evict each other
+//! for ever, each time taking the slow path again; with two choices the
+//! chance that 16 ways overflow is negligible at that load. A flow found in
+//! its primary bucket (the common case) costs one bucket read, as before.
 //!
 //! The key compare covers what identifies a flow on the wire: addresses,
 //! ports (ICMP type/code), protocol, in_port, VLAN and the key flags; not
@@ -115,20 +127,47 @@ impl<V: Copy + Default> Emc<V> {
         self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
     }
 
+    /// The primary bucket of `hash`.
     #[inline(always)]
-    fn find(&self, key: &FlowKey, hash: u32) -> Option<usize> {
-        let b = hash as usize & self.mask;
-        let sig = sig_of(hash);
-        let bucket = &self.buckets[b];
-        for (w, &s) in bucket.sig.iter().enumerate() {
-            if s == sig {
-                let i = b * WAYS + w;
-                if same_flow(&self.entries[i].key, key) {
-                    return Some(i);
-                }
+    fn primary(&self, hash: u32) -> usize {
+        hash as usize & self.mask
+    }
+
+    /// The alternate bucket of `hash`: the primary with bits flipped by the
+    /// high half of the hash (never the primary itself unless there is only
+    /// one bucket).
+    #[inline(always)]
+    fn alternate(&self, hash: u32) -> usize {
+        (hash as usize ^ ((hash >> 16) as usize | 1)) & self.mask
+    }
+
+    /// Ways of bucket `b` whose signature is `sig`, as a bit mask.
+    #[inline(always)]
+    fn sig_ways(&self, b: usize, sig: u32) -> u8 {
+        let mut w = 0u8;
+        for (j, &s) in self.buckets[b].sig.iter().enumerate() {
+            w |= u8::from(s == sig) << j;
+        }
+        w
+    }
+
+    #[inline(always)]
+    fn find_in(&self, b: usize, key: &FlowKey, sig: u32) -> Option<usize> {
+        let mut w = self.sig_ways(b, sig);
+        while w != 0 {
+            let i = b * WAYS + w.trailing_zeros() as usize;
+            w &= w - 1;
+            if same_flow(&self.entries[i].key, key) {
+                return Some(i);
             }
         }
         None
+    }
+
+    #[inline(always)]
+    fn find(&self, key: &FlowKey, hash: u32) -> Option<usize> {
+        let sig = sig_of(hash);
+        self.find_in(self.primary(hash), key, sig).or_else(|| self.find_in(self.alternate(hash), key, sig))
     }
 
     /// The value cached for `key` under generation `gen`.
@@ -156,7 +195,7 @@ impl<V: Copy + Default> Emc<V> {
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            prefetch(&self.buckets[hashes[i] as usize & self.mask]);
+            prefetch(&self.buckets[self.primary(hashes[i])]);
         }
         let mut cand = [0u32; BURST];
         let mut ways = [0u8; BURST];
@@ -164,12 +203,8 @@ impl<V: Copy + Default> Emc<V> {
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let b = hashes[i] as usize & self.mask;
-            let sig = sig_of(hashes[i]);
-            let mut w = 0u8;
-            for (j, &s) in self.buckets[b].sig.iter().enumerate() {
-                w |= u8::from(s == sig) << j;
-            }
+            let b = self.primary(hashes[i]);
+            let w = self.sig_ways(b, sig_of(hashes[i]));
             ways[i] = w;
             if w != 0 {
                 let e = b * WAYS + w.trailing_zeros() as usize;
@@ -191,8 +226,9 @@ impl<V: Copy + Default> Emc<V> {
                 }
                 continue;
             }
-            // No signature, or a signature collision on the first candidate.
-            match (ways[i] & (ways[i].wrapping_sub(1)) != 0).then(|| self.find(&keys[i], hashes[i])).flatten() {
+            // No signature in the primary bucket (the flow may sit in its
+            // alternate), or a signature collision on the first candidate.
+            match self.find(&keys[i], hashes[i]) {
                 Some(e) if self.entries[e].gen == gen => out[i] = self.entries[e].val,
                 _ => miss |= 1 << i,
             }
@@ -211,6 +247,43 @@ impl<V: Copy + Default> Emc<V> {
         x
     }
 
+    /// An empty way of bucket `b`, else one holding an entry of another
+    /// generation than `gen`, as an entry index.
+    fn free_way(&self, b: usize, gen: u64) -> Option<usize> {
+        let sig = &self.buckets[b].sig;
+        let w = sig.iter().position(|&s| s == 0).or_else(|| (0..WAYS).find(|&w| self.entries[b * WAYS + w].gen != gen))?;
+        Some(b * WAYS + w)
+    }
+
+    /// The other bucket of an entry sitting in bucket `b` with signature
+    /// `sig` (the signature keeps every hash bit the alternate uses).
+    #[inline(always)]
+    fn other(&self, b: usize, sig: u32) -> usize {
+        (b ^ ((sig >> 16) as usize | 1)) & self.mask
+    }
+
+    /// Both buckets of a new flow are full of current entries: moves one of
+    /// them to its own other bucket if that has a free or stale way (one
+    /// cuckoo step), returning the way it left.
+    fn make_room(&mut self, p: usize, a: usize, gen: u64) -> Option<usize> {
+        for b in [p, a] {
+            for w in 0..WAYS {
+                let sig = self.buckets[b].sig[w];
+                let o = self.other(b, sig);
+                if o == b {
+                    continue;
+                }
+                if let Some(to) = self.free_way(o, gen) {
+                    let from = b * WAYS + w;
+                    self.entries[to] = self.entries[from];
+                    self.buckets[o].sig[to % WAYS] = sig;
+                    return Some(from);
+                }
+            }
+        }
+        None
+    }
+
     /// Caches `val` for `key` under `gen`. An entry for the same key is
     /// always overwritten; a new one is inserted with probability
     /// 1/`insert_inv_prob`. Returns true when something was written.
@@ -224,17 +297,17 @@ impl<V: Copy + Default> Emc<V> {
                 if skip {
                     return false;
                 }
-                let b = hash as usize & self.mask;
-                let bucket = &self.buckets[b];
-                let way = match bucket.sig.iter().position(|&s| s == 0) {
-                    Some(w) => w,
-                    None => match (0..WAYS).find(|&w| self.entries[b * WAYS + w].gen != gen) {
-                        Some(w) => w,
-                        None => self.next_rand() as usize % WAYS,
-                    },
+                let (p, a) = (self.primary(hash), self.alternate(hash));
+                let i = match self.free_way(p, gen).or_else(|| self.free_way(a, gen)).or_else(|| self.make_room(p, a, gen)) {
+                    Some(i) => i,
+                    None => {
+                        let r = self.next_rand() as usize;
+                        let b = if r & WAYS == 0 { p } else { a };
+                        b * WAYS + r % WAYS
+                    }
                 };
-                self.buckets[b].sig[way] = sig_of(hash);
-                b * WAYS + way
+                self.buckets[i / WAYS].sig[i % WAYS] = sig_of(hash);
+                i
             }
         };
         let e = &mut self.entries[i];
@@ -255,20 +328,22 @@ impl<V: Copy + Default> Emc<V> {
         }
     }
 
-    /// Removes, from the bucket of `hash`, every entry whose addresses are
-    /// `src`/`dst` swapped and whose protocol is `proto`, whatever its ports
-    /// and in_port: the reply-direction entries of a flow. The pipeline calls
-    /// it when a connection is created, so that a drop cached for the reply
-    /// direction before the connection existed cannot outlive it (the
-    /// pipeline's hash is symmetric, so replies live in the same bucket).
+    /// Removes, from the two buckets of `hash`, every entry whose addresses
+    /// are `src`/`dst` swapped and whose protocol is `proto`, whatever its
+    /// ports and in_port: the reply-direction entries of a flow. The pipeline
+    /// calls it when a connection is created, so that a drop cached for the
+    /// reply direction before the connection existed cannot outlive it (the
+    /// pipeline's hash is symmetric, so replies live in the same two buckets).
     pub fn remove_replies(&mut self, hash: u32, src: u128, dst: u128, proto: u8) -> usize {
-        let b = hash as usize & self.mask;
+        let (p, a) = (self.primary(hash), self.alternate(hash));
         let mut n = 0;
-        for w in 0..WAYS {
-            let e = &self.entries[b * WAYS + w].key;
-            if self.buckets[b].sig[w] != 0 && e.src == dst && e.dst == src && e.proto == proto {
-                self.buckets[b].sig[w] = 0;
-                n += 1;
+        for b in [p, a].into_iter().take(if p == a { 1 } else { 2 }) {
+            for w in 0..WAYS {
+                let e = &self.entries[b * WAYS + w].key;
+                if self.buckets[b].sig[w] != 0 && e.src == dst && e.dst == src && e.proto == proto {
+                    self.buckets[b].sig[w] = 0;
+                    n += 1;
+                }
             }
         }
         n
@@ -357,6 +432,59 @@ mod tests {
         c.insert(&key(200), 7, 2, 200);
         assert_eq!(c.lookup(&key(200), 7, 2), Some(200));
         assert_eq!(c.occupancy(), WAYS);
+    }
+
+    #[test]
+    fn a_full_primary_bucket_overflows_into_the_alternate() {
+        // Two buckets; every hash below has primary 0 and alternate 1.
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 16, insert_inv_prob: 1 });
+        let h = |i: u32| (i << 16) & !1;
+        for i in 0..16 {
+            assert!(c.insert(&key(i), h(i), 1, i));
+        }
+        assert_eq!(c.occupancy(), 16);
+        for i in 0..16 {
+            assert_eq!(c.lookup(&key(i), h(i), 1), Some(i), "flow {i} kept");
+        }
+        let mut keys = [FlowKey::default(); BURST];
+        let mut hashes = [0u32; BURST];
+        for i in 0..16 {
+            keys[i] = key(i as u32);
+            hashes[i] = h(i as u32);
+        }
+        let mut out = [0u32; BURST];
+        assert_eq!(c.lookup_batch(&keys, &hashes, 0xffff, 1, &mut out), 0, "batch finds both buckets");
+        assert_eq!(out[..16], core::array::from_fn::<u32, 16, _>(|i| i as u32));
+        // Both full of current entries: the 17th evicts exactly one.
+        assert!(c.insert(&key(99), h(99), 1, 99));
+        assert_eq!(c.lookup(&key(99), h(99), 1), Some(99));
+        assert_eq!((0..16).filter(|&i| c.lookup(&key(i), h(i), 1).is_some()).count(), 15);
+        // Replies are cleared from either bucket.
+        let r = key(3).reversed();
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 16, insert_inv_prob: 1 });
+        for i in 0..8 {
+            c.insert(&key(100 + i), h(3), 1, i);
+        }
+        c.insert(&r, h(3), 1, 7);
+        assert_eq!(c.lookup(&r, h(3), 1), Some(7), "in the alternate bucket");
+        assert_eq!(c.remove_replies(h(3), key(3).src, key(3).dst, key(3).proto), 1);
+        assert_eq!(c.lookup(&r, h(3), 1), None);
+    }
+
+    #[test]
+    fn a_half_full_cache_keeps_every_flow() {
+        // With one bucket per flow, about 2 % of the 1,024 buckets would
+        // receive more than 8 of these 4,096 flows and lose some.
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 8192, insert_inv_prob: 1 });
+        let flows: Vec<FlowKey> = (0..4096u32)
+            .map(|i| FlowKey::v4(1, Ipv4Addr::from(0x0a00_0000 + i), Ipv4Addr::new(10, 1, (i % 7) as u8, 9), 17, 5000 + (i % 300) as u16, 53))
+            .collect();
+        for (i, k) in flows.iter().enumerate() {
+            c.insert(k, hash(k), 1, i as u32);
+        }
+        let lost = flows.iter().enumerate().filter(|&(i, k)| c.lookup(k, hash(k), 1) != Some(i as u32)).count();
+        assert_eq!(lost, 0);
+        assert_eq!(c.occupancy(), 4096);
     }
 
     #[test]
