@@ -238,6 +238,44 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
     })
 }
 
+/// Frames the IPv4 fast path takes (untagged, no options, not fragmented,
+/// TCP or UDP) and near misses (a tag, an option word, a fragment, SCTP),
+/// half of the time; else any frame.
+fn arb_fast_or_any() -> impl Strategy<Value = Spec> {
+    let l4 = prop_oneof![
+        4 => any::<(u16, u16, u8)>().prop_map(|(sport, dport, flags)| L4::Tcp { sport, dport, flags }),
+        4 => any::<(u16, u16)>().prop_map(|(sport, dport)| L4::Udp { sport, dport }),
+        1 => any::<(u16, u16)>().prop_map(|(sport, dport)| L4::Sctp { sport, dport }),
+    ];
+    let frag = prop_oneof![6 => Just(Frag::None), 1 => Just(Frag::First), 1 => (1u16..8000).prop_map(Frag::Later)];
+    let fast = (arb_addr(false), arb_addr(false), l4, frag, prop::bool::weighted(0.1), prop::bool::weighted(0.1), 0usize..64).prop_map(
+        |(src, dst, l4, frag, tag, opt, payload)| Spec {
+            payload,
+            frag,
+            vlans: if tag { vec![(0x8100, 7)] } else { Vec::new() },
+            ipv4_option_words: u8::from(opt),
+            ..Spec::new(src, dst, l4)
+        },
+    );
+    prop_oneof![fast, arb_spec()]
+}
+
+#[test]
+fn the_fast_path_takes_plain_tcp_and_udp_over_ipv4_only() {
+    let (a, b) = (v4_mapped(0x0a00_0001), v4_mapped(0x0a00_0002));
+    let mut k = FlowKey::default();
+    for l4 in [L4::Tcp { sport: 1, dport: 2, flags: SYN }, L4::Udp { sport: 1, dport: 2 }] {
+        assert!(parse_fast_v4(&Spec::new(a, b, l4).build(), 1, None, &mut k).is_some(), "{l4:?}");
+    }
+    let tagged = Spec { vlans: vec![(0x8100, 5)], ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
+    let options = Spec { ipv4_option_words: 1, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
+    let fragment = Spec { frag: Frag::First, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
+    let sctp = Spec::new(a, b, L4::Sctp { sport: 1, dport: 2 });
+    for s in [tagged, options, fragment, sctp] {
+        assert!(parse_fast_v4(&s.build(), 1, None, &mut k).is_none(), "{s:?}");
+    }
+}
+
 proptest! {
     #[test]
     fn build_parse_round_trip(s in arb_spec(), in_port in any::<u16>()) {
@@ -267,6 +305,26 @@ proptest! {
         r.tcp_flags = 0;
         if !matches!(s.l4, L4::Icmp { .. }) {
             prop_assert_eq!(flow_hash(&r, 0), flow_hash(&k, 0));
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser(s in arb_fast_or_any(), at in any::<prop::sample::Index>(), v in any::<u8>(), cut in any::<prop::sample::Index>(), tl in 0u16..80, rss in any::<Option<u32>>()) {
+        // Well-formed frames, one with another IPv4 total length (bytes 16-17
+        // of an untagged frame), one with a byte changed, and truncated ones:
+        // wherever parse_into answers, the general parser answers the same.
+        let mut f = s.build();
+        let n = f.len();
+        let mut short = f.clone();
+        short[16..18].copy_from_slice(&tl.to_be_bytes());
+        for frame in [f.clone(), short, { f[at.index(n)] = v; f.clone() }, f[..cut.index(n + 1)].to_vec()] {
+            let (mut a, mut b) = (FlowKey::default(), FlowKey::default());
+            let ra = parse_into(&frame, 3, rss, &mut a);
+            let rb = parse_general(&frame, 3, rss, &mut b);
+            prop_assert_eq!(ra, rb);
+            if ra.is_ok() {
+                prop_assert_eq!(a, b);
+            }
         }
     }
 
