@@ -229,7 +229,7 @@ mod tests {
         let mut round = 0u32;
         while done.load(Relaxed) < 2 {
             let p = round % 4;
-            let add = (round / 4) % 2 == 0;
+            let add = (round / 4) & 1 == 0;
             w.apply((add, 2 * p)).unwrap();
             w.apply((add, 2 * p + 1)).unwrap();
             w.publish();

@@ -218,6 +218,20 @@ impl LinearClassifier {
     }
 }
 
+
+/// What every classifier offers the pipeline and the control plane: the best
+/// matching rule for a key, per the ordering contract of this module.
+pub trait RuleLookup {
+    /// The best matching rule, or `None`.
+    fn lookup(&self, k: &FlowKey) -> Option<&Rule>;
+}
+
+impl RuleLookup for LinearClassifier {
+    fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
+        LinearClassifier::lookup(self, k)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,18 +258,5 @@ mod tests {
         assert_eq!(c.lookup(&k).unwrap().id, RuleId(9));
         assert_eq!(c.remove(RuleId(9)).unwrap().priority, 11);
         assert_eq!(c.lookup(&k).unwrap().id, RuleId(3));
-    }
-}
-
-/// What every classifier offers the pipeline and the control plane: the best
-/// matching rule for a key, per the ordering contract of this module.
-pub trait RuleLookup {
-    /// The best matching rule, or `None`.
-    fn lookup(&self, k: &FlowKey) -> Option<&Rule>;
-}
-
-impl RuleLookup for LinearClassifier {
-    fn lookup(&self, k: &FlowKey) -> Option<&Rule> {
-        LinearClassifier::lookup(self, k)
     }
 }
