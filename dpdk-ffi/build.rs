@@ -79,6 +79,11 @@ fn main() {
             pkg_config::Error::Command { .. } => fail("pkg-config not found"),
             _ => fail("DPDK (libdpdk >= 22.11) not found by pkg-config"),
         });
+    // The vhost PMD's own API (rte_eth_vhost_get_vid_from_port_id) lives in
+    // the driver library, which pkg-config does not list (EAL loads drivers as
+    // plugins). Linking it is the same file EAL's plugin loader opens, so the
+    // driver is registered once.
+    println!("cargo:rustc-link-lib=dylib=rte_net_vhost");
     let cflags = raw_cflags();
     println!("cargo:version={}", lib.version);
     println!("cargo:cflags={}", cflags.join(" "));

@@ -30,6 +30,7 @@ pub mod route;
 pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod vhost;
 
 pub use burst::{Burst, BURST};
 pub use eal::{Eal, EalConfig};

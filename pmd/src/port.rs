@@ -186,6 +186,10 @@ impl Port {
         // EAL's device lists: one at a time.
         static OPEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _g = OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let vhost = crate::vhost::VhostArgs::parse(devargs)?;
+        if let Some(v) = &vhost {
+            v.prepare()?;
+        }
         let id = probe(devargs)?;
         let mut port = Port {
             id,
@@ -202,6 +206,13 @@ impl Port {
             unsafe { ffi::rte_eth_dev_close(id) };
             port.state = PortState::Closed;
             return Err(e);
+        }
+        if vhost.is_some() {
+            // Connect/disconnect of the VM arrive as link-state events.
+            if let Err(e) = crate::vhost::watch(id) {
+                let _ = port.close();
+                return Err(e);
+            }
         }
         Ok(port)
     }
@@ -277,6 +288,11 @@ impl Port {
         &self.name
     }
 
+    /// The devargs the port was opened with.
+    pub fn devargs(&self) -> &str {
+        &self.devargs
+    }
+
     /// Current configuration (descriptor counts as adjusted by the device).
     pub fn conf(&self) -> PortConf {
         self.conf
@@ -330,6 +346,9 @@ impl Port {
             return Ok(());
         }
         self.stop()?;
+        if crate::vhost::is_vhost(&self.devargs) {
+            crate::vhost::unwatch(self.id);
+        }
         // SAFETY: stopped port, no pollers.
         rc("rte_eth_dev_close", unsafe { ffi::rte_eth_dev_close(self.id) })?;
         self.state = PortState::Closed;

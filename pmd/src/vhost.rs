@@ -1,0 +1,357 @@
+//! vhost-user ports: DPDK's `net_vhost` PMD, a VM's virtio-net device seen as
+//! an ethdev on the same polled rx/tx path as every other port.
+//!
+//! ```text
+//!  devargs  net_vhost0,iface=/run/bulkhead/vm1.sock[,client=1][,queues=N]
+//!  server   (default) Bulkhead creates and listens on the socket; QEMU (or a
+//!           virtio_user frontend) connects, disconnects and connects again
+//!  client   (client=1) the VM's QEMU owns the socket; DPDK's vhost library
+//!           reconnects every second until it is there, and after it goes away
+//!  events   the vhost thread raises RTE_ETH_EVENT_INTR_LSC on connect and
+//!           disconnect and RTE_ETH_EVENT_QUEUE_STATE per vring enable/disable;
+//!           [`watch`] counts them in per-port atomics the control thread reads
+//! ```
+//!
+//! A port outlives its VM: while nothing is connected, `rx_burst` returns 0 and
+//! `tx_burst` sends nothing (the poll loop frees and counts the unsent mbufs),
+//! so no mbuf is held by a dead connection.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{rc, Error, PortNum, Result};
+use dpdk_ffi as ffi;
+
+/// Who owns the vhost-user socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VhostMode {
+    /// Bulkhead listens (QEMU `-chardev socket,path=...` without `server`).
+    Server,
+    /// QEMU listens (`-chardev socket,path=...,server=on`); Bulkhead reconnects.
+    Client,
+}
+
+impl std::fmt::Display for VhostMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VhostMode::Server => "server",
+            VhostMode::Client => "client",
+        })
+    }
+}
+
+/// The vhost-user settings of a `net_vhost` devargs string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostArgs {
+    /// Socket path (`iface=`).
+    pub iface: PathBuf,
+    /// Server (default) or client (`client=1`).
+    pub mode: VhostMode,
+    /// Queue pairs (`queues=`, default 1).
+    pub queues: u16,
+}
+
+/// Most queue pairs a `net_vhost` port takes (the PMD's own limit).
+pub const MAX_QUEUES: u16 = 1024;
+
+/// True for `net_vhost*` (and the legacy `eth_vhost*`) device names.
+pub fn is_vhost(devargs: &str) -> bool {
+    let name = crate::port::devargs_name(devargs);
+    name.starts_with("net_vhost") || name.starts_with("eth_vhost")
+}
+
+impl VhostArgs {
+    /// Parses the vhost-user part of devargs; `Ok(None)` for other devices.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a missing `iface`, a `client` other than 0/1 or
+    /// a `queues` outside 1..=[`MAX_QUEUES`].
+    pub fn parse(devargs: &str) -> Result<Option<VhostArgs>> {
+        if !is_vhost(devargs) {
+            return Ok(None);
+        }
+        let name = crate::port::devargs_name(devargs);
+        let (mut iface, mut mode, mut queues) = (None, VhostMode::Server, 1u16);
+        for kv in devargs.split(',').skip(1) {
+            let Some((k, v)) = kv.split_once('=') else { continue };
+            match (k.trim(), v.trim()) {
+                ("iface", v) if !v.is_empty() => iface = Some(PathBuf::from(v)),
+                ("client", "0") => mode = VhostMode::Server,
+                ("client", "1") => mode = VhostMode::Client,
+                ("client", v) => return Err(Error::Invalid(format!("{name}: client={v}: expected 0 (server) or 1 (client)"))),
+                ("queues", v) => {
+                    queues = v
+                        .parse()
+                        .ok()
+                        .filter(|q| (1..=MAX_QUEUES).contains(q))
+                        .ok_or_else(|| Error::Invalid(format!("{name}: queues={v}: expected 1..={MAX_QUEUES}")))?;
+                }
+                _ => {}
+            }
+        }
+        let iface = iface.ok_or_else(|| Error::Invalid(format!("{name}: iface=SOCKET_PATH is required for a vhost-user port")))?;
+        Ok(Some(VhostArgs { iface, mode, queues }))
+    }
+
+    /// Gets the socket path ready before the device is probed. Server mode:
+    /// creates the parent directory and removes a stale socket file that no
+    /// process listens on (the vhost library refuses to bind over it), but
+    /// never a live one or a file that is not a socket. Client mode: nothing
+    /// (the socket is the VM's; DPDK retries until it appears).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the directory cannot be created, the path is a
+    /// live socket (another switch serves it) or not a socket at all.
+    pub fn prepare(&self) -> Result<()> {
+        if self.mode == VhostMode::Client {
+            return Ok(());
+        }
+        let p = &self.iface;
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Invalid(format!("vhost socket directory {}: {e}", dir.display())))?;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(p) else { return Ok(()) };
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(Error::Invalid(format!("vhost socket path {} exists and is not a socket", p.display())));
+        }
+        if UnixStream::connect(p).is_ok() {
+            return Err(Error::Invalid(format!("vhost socket {} is served by another process", p.display())));
+        }
+        std::fs::remove_file(p).map_err(|e| Error::Invalid(format!("stale vhost socket {}: {e}", p.display())))
+    }
+}
+
+/// Link and queue events seen on one port.
+#[derive(Debug)]
+struct PortEvents {
+    lsc: AtomicU64,
+    ups: AtomicU64,
+    downs: AtomicU64,
+    queue_state: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialise the array
+const NO_EVENTS: PortEvents =
+    PortEvents { lsc: AtomicU64::new(0), ups: AtomicU64::new(0), downs: AtomicU64::new(0), queue_state: AtomicU64::new(0) };
+static EVENTS: [PortEvents; ffi::RTE_MAX_ETHPORTS as usize] = [NO_EVENTS; ffi::RTE_MAX_ETHPORTS as usize];
+
+/// Counters of link-state events of a port (since the process started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkEvents {
+    /// RTE_ETH_EVENT_INTR_LSC callbacks.
+    pub lsc: u64,
+    /// ... of which found the link up (a frontend connected).
+    pub ups: u64,
+    /// ... of which found the link down (the frontend went away).
+    pub downs: u64,
+    /// RTE_ETH_EVENT_QUEUE_STATE callbacks (vrings enabled or disabled).
+    pub queue_state: u64,
+}
+
+/// Runs on DPDK's vhost event thread: counts the event, nothing else.
+unsafe extern "C" fn on_event(port: u16, event: ffi::rte_eth_event_type, _arg: *mut c_void, _ret: *mut c_void) -> c_int {
+    let Some(e) = EVENTS.get(port as usize) else { return 0 };
+    if event == ffi::rte_eth_event_type::RTE_ETH_EVENT_INTR_LSC {
+        let mut l = ffi::rte_eth_link::default();
+        // SAFETY: valid out-struct; the port exists while its callbacks are registered.
+        let up = unsafe { ffi::rte_eth_link_get_nowait(port, &mut l) } == 0 && l.link_status() != 0;
+        if up {
+            e.ups.fetch_add(1, Ordering::Relaxed);
+        } else {
+            e.downs.fetch_add(1, Ordering::Relaxed);
+        }
+        // Release: pairs with the Acquire in `events`; ups/downs are counted first.
+        e.lsc.fetch_add(1, Ordering::Release);
+    } else if event == ffi::rte_eth_event_type::RTE_ETH_EVENT_QUEUE_STATE {
+        e.queue_state.fetch_add(1, Ordering::Relaxed);
+    }
+    0
+}
+
+const WATCHED: [ffi::rte_eth_event_type; 2] =
+    [ffi::rte_eth_event_type::RTE_ETH_EVENT_INTR_LSC, ffi::rte_eth_event_type::RTE_ETH_EVENT_QUEUE_STATE];
+
+/// Registers the link-state and queue-state callbacks of `port`.
+///
+/// # Errors
+/// `rte_eth_dev_callback_register` failures.
+pub fn watch(port: PortNum) -> Result<()> {
+    for ev in WATCHED {
+        // SAFETY: `on_event` is a plain function valid for the whole process
+        // and touches only static atomics; the argument is unused (NULL).
+        rc("rte_eth_dev_callback_register", unsafe {
+            ffi::rte_eth_dev_callback_register(port, ev, Some(on_event), std::ptr::null_mut())
+        })?;
+    }
+    Ok(())
+}
+
+/// Removes the callbacks [`watch`] registered (before the port closes).
+pub fn unwatch(port: PortNum) {
+    for ev in WATCHED {
+        // SAFETY: same function and argument as registered; a missing
+        // registration returns -ENOENT, which is fine to ignore.
+        unsafe { ffi::rte_eth_dev_callback_unregister(port, ev, Some(on_event), std::ptr::null_mut()) };
+    }
+}
+
+/// Link and queue events of `port` so far.
+pub fn events(port: PortNum) -> LinkEvents {
+    let Some(e) = EVENTS.get(port as usize) else { return LinkEvents::default() };
+    // Acquire: pairs with the Release increment in `on_event`.
+    let lsc = e.lsc.load(Ordering::Acquire);
+    LinkEvents {
+        lsc,
+        ups: e.ups.load(Ordering::Relaxed),
+        downs: e.downs.load(Ordering::Relaxed),
+        queue_state: e.queue_state.load(Ordering::Relaxed),
+    }
+}
+
+/// What the vhost library knows of a port's frontend right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostConn {
+    /// The vhost device id (None: no frontend connected).
+    pub vid: Option<i32>,
+    /// virtio feature bits the frontend and the backend agreed on.
+    pub features: u64,
+    /// vrings the frontend set up (2 per queue pair).
+    pub vrings: u16,
+}
+
+/// The connection of vhost port `port` (None when nothing is connected).
+pub fn connection(port: PortNum) -> VhostConn {
+    // SAFETY: plain lookup; a non-vhost or unconnected port gives -1.
+    let vid = unsafe { ffi::rte_eth_vhost_get_vid_from_port_id(port) };
+    if vid < 0 {
+        return VhostConn { vid: None, features: 0, vrings: 0 };
+    }
+    let mut features = 0u64;
+    // SAFETY: valid out-pointer; an invalid vid returns -1 and leaves it 0.
+    if unsafe { ffi::rte_vhost_get_negotiated_features(vid, &mut features) } != 0 {
+        features = 0;
+    }
+    // SAFETY: plain query; 0 for an invalid vid.
+    let vrings = unsafe { ffi::rte_vhost_get_vring_num(vid) };
+    VhostConn { vid: Some(vid), features, vrings }
+}
+
+/// The socket path the vhost library registered for `vid` (diagnostics).
+pub fn ifname(vid: i32) -> Option<String> {
+    let mut buf = [0 as std::ffi::c_char; 256];
+    // SAFETY: `buf` is writable for its length; the library NUL-terminates.
+    if unsafe { ffi::rte_vhost_get_ifname(vid, buf.as_mut_ptr(), buf.len()) } != 0 {
+        return None;
+    }
+    // SAFETY: NUL-terminated within `buf` on success.
+    Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// virtio-net / vhost-user feature bits and their spec names.
+const FEATURES: &[(u32, &str)] = &[
+    (0, "CSUM"),
+    (1, "GUEST_CSUM"),
+    (2, "CTRL_GUEST_OFFLOADS"),
+    (3, "MTU"),
+    (5, "MAC"),
+    (7, "GUEST_TSO4"),
+    (8, "GUEST_TSO6"),
+    (9, "GUEST_ECN"),
+    (10, "GUEST_UFO"),
+    (11, "HOST_TSO4"),
+    (12, "HOST_TSO6"),
+    (13, "HOST_ECN"),
+    (14, "HOST_UFO"),
+    (15, "MRG_RXBUF"),
+    (16, "STATUS"),
+    (17, "CTRL_VQ"),
+    (18, "CTRL_RX"),
+    (19, "CTRL_VLAN"),
+    (20, "CTRL_RX_EXTRA"),
+    (21, "GUEST_ANNOUNCE"),
+    (22, "MQ"),
+    (23, "CTRL_MAC_ADDR"),
+    (24, "NOTIFY_ON_EMPTY"),
+    (26, "LOG_ALL"),
+    (27, "ANY_LAYOUT"),
+    (28, "RING_INDIRECT_DESC"),
+    (29, "RING_EVENT_IDX"),
+    (30, "PROTOCOL_FEATURES"),
+    (32, "VERSION_1"),
+    (33, "ACCESS_PLATFORM"),
+    (34, "RING_PACKED"),
+    (35, "IN_ORDER"),
+    (36, "ORDER_PLATFORM"),
+    (37, "SR_IOV"),
+    (38, "NOTIFICATION_DATA"),
+    (63, "RSC_EXT"),
+];
+
+/// Names of the set feature bits (`BIT<n>` for bits without a name).
+pub fn feature_names(bits: u64) -> Vec<String> {
+    (0..64)
+        .filter(|b| bits & (1u64 << b) != 0)
+        .map(|b| FEATURES.iter().find(|(n, _)| *n == b).map_or_else(|| format!("BIT{b}"), |(_, s)| (*s).to_string()))
+        .collect()
+}
+
+/// True when `path` is a socket someone accepts connections on.
+pub fn socket_is_live(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_modes_and_queues() {
+        let a = VhostArgs::parse("net_vhost0,iface=/tmp/a.sock").unwrap().unwrap();
+        assert_eq!(a, VhostArgs { iface: "/tmp/a.sock".into(), mode: VhostMode::Server, queues: 1 });
+        let b = VhostArgs::parse("net_vhost1, iface=/tmp/b.sock ,client=1,queues=2").unwrap().unwrap();
+        assert_eq!((b.mode, b.queues), (VhostMode::Client, 2));
+        assert_eq!(VhostArgs::parse("net_null0").unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_bad_vhost_devargs() {
+        for (d, needle) in [
+            ("net_vhost0", "iface"),
+            ("net_vhost0,iface=/x,client=2", "client=2"),
+            ("net_vhost0,iface=/x,queues=0", "queues=0"),
+            ("net_vhost0,iface=/x,queues=many", "queues=many"),
+        ] {
+            let e = VhostArgs::parse(d).unwrap_err().to_string();
+            assert!(e.contains(needle), "{d}: {e}");
+        }
+    }
+
+    #[test]
+    fn feature_bits_have_names() {
+        let n = feature_names((1 << 15) | (1 << 32) | (1 << 22) | (1 << 4));
+        assert_eq!(n, vec!["BIT4", "MRG_RXBUF", "MQ", "VERSION_1"]);
+    }
+
+    #[test]
+    fn prepare_removes_only_stale_sockets() {
+        let d = std::env::temp_dir().join(format!("bh-vhost-prep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let sock = d.join("sub/vm.sock");
+        let a = VhostArgs { iface: sock.clone(), mode: VhostMode::Server, queues: 1 };
+        a.prepare().unwrap();
+        assert!(sock.parent().unwrap().is_dir(), "parent directory created");
+        // A live listener is refused, a dead one is removed.
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(a.prepare().unwrap_err().to_string().contains("another process"));
+        drop(l);
+        assert!(sock.exists());
+        a.prepare().unwrap();
+        assert!(!sock.exists(), "stale socket removed");
+        std::fs::write(&sock, b"x").unwrap();
+        assert!(a.prepare().unwrap_err().to_string().contains("not a socket"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
