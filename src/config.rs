@@ -59,7 +59,11 @@ flowgen_flows = 1024
 autostart = true
 
 # Ports, in port-id order, by DPDK devargs: net_null, net_ring, net_pcap,
-# net_af_packet, net_vhost (vhost-user), or a PCI address. Ports are paired
+# net_af_packet, net_vhost (vhost-user), or a PCI address. A VM port is
+# "net_vhostN,iface=SOCKET[,client=1][,queues=N]": server mode by default
+# (Bulkhead creates SOCKET, removing a stale one), client=1 when QEMU owns the
+# socket (Bulkhead reconnects); it has queues= queue pairs whatever rxq/txq
+# say, and survives its VM going away and coming back. Ports are paired
 # like testpmd: 0 <-> 1, 2 <-> 3; an odd last port forwards to itself.
 # The default pair of net_null ports generates traffic on rx and frees it on
 # tx: a self-contained demo. Add "no-rx=1" to make one a pure sink.
@@ -522,6 +526,9 @@ impl Config {
             if !names.insert(name.to_string()) {
                 return err(&sect, "devargs", format!("device '{name}' is declared twice"));
             }
+            if let Err(e) = pmd::vhost::VhostArgs::parse(&p.devargs) {
+                return err(&sect, "devargs", e.to_string());
+            }
             for (k, v) in devargs_kv(&p.devargs) {
                 if k == "rx_pcap" && !Path::new(v).is_file() {
                     return err(&sect, "devargs", format!("rx_pcap file '{v}' does not exist"));
@@ -594,5 +601,10 @@ mod tests {
         assert!(e.msg.contains("/nonexistent/in.pcap"));
         let e = parse("[[port]]\ndevargs = \"net_null0\"\n[[port]]\ndevargs = \"net_null0,no-rx=1\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (4, "port[1].devargs"), "{e}");
+        let e = parse("[[port]]\ndevargs = \"net_vhost0,queues=2\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "port[0].devargs"), "{e}");
+        assert!(e.msg.contains("iface="), "{e}");
+        let e = parse("[[port]]\ndevargs = \"net_vhost0,iface=/tmp/x.sock,queues=0\"\n").unwrap_err();
+        assert!(e.msg.contains("queues=0"), "{e}");
     }
 }

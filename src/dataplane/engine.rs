@@ -42,6 +42,7 @@ pub struct SharedStats {
     nd_replied: AtomicU64,
     arp_dropped: AtomicU64,
     no_output: AtomicU64,
+    link_down: AtomicU64,
     events_lost: AtomicU64,
     ct_entries: AtomicU64,
     gen_seen: AtomicU64,
@@ -58,6 +59,7 @@ impl Default for SharedStats {
             nd_replied: AtomicU64::new(0),
             arp_dropped: AtomicU64::new(0),
             no_output: AtomicU64::new(0),
+            link_down: AtomicU64::new(0),
             events_lost: AtomicU64::new(0),
             ct_entries: AtomicU64::new(0),
             gen_seen: AtomicU64::new(0),
@@ -108,6 +110,7 @@ impl SharedStats {
         self.nd_replied.store(h.stats.nd_replied, Ordering::Relaxed);
         self.arp_dropped.store(h.stats.arp_dropped, Ordering::Relaxed);
         self.no_output.store(h.stats.no_output, Ordering::Relaxed);
+        self.link_down.store(h.stats.link_down, Ordering::Relaxed);
         self.events_lost.store(h.stats.events_lost, Ordering::Relaxed);
         self.ct_entries.store(h.pipeline().conntrack().len() as u64, Ordering::Relaxed);
         self.publish_gen(h);
@@ -141,6 +144,7 @@ impl SharedStats {
                 nd_replied: l(&self.nd_replied),
                 arp_dropped: l(&self.arp_dropped),
                 no_output: l(&self.no_output),
+                link_down: l(&self.link_down),
                 events_lost: l(&self.events_lost),
             },
             ct_entries: l(&self.ct_entries),

@@ -46,6 +46,8 @@ pub struct HandlerStats {
     pub arp_dropped: u64,
     /// Forwarded to a port this lcore cannot transmit on.
     pub no_output: u64,
+    /// Routed to a port whose link is down (a VM that is not connected).
+    pub link_down: u64,
     /// Flow events the record queue could not take.
     pub events_lost: u64,
 }
@@ -243,6 +245,10 @@ impl RouteHandler for PolicyHandler {
                 Fate::Forward(id) => {
                     let d = st.dests[id as usize];
                     match self.ports.out_of_port.get(d.port as usize) {
+                        _ if st.link_down(d.port) => {
+                            self.stats.link_down += 1;
+                            DROP
+                        }
                         Some(&o) if o != DROP => {
                             if let Some(mac) = d.mac {
                                 burst.data_mut(i)[0..6].copy_from_slice(&mac);

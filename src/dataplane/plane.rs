@@ -277,6 +277,21 @@ impl PolicyPlane {
         Ok(self.commit(diff, &addrs, t0))
     }
 
+    /// A port's link went down or came back (a VM's vhost-user connection).
+    /// Down: traffic routed to the port is dropped (counted as `link_down`)
+    /// and every connection decided before is re-decided, so the VM's flows
+    /// do not outlive its link. Up: traffic resumes at the next burst.
+    pub fn set_port_link(&mut self, port: u16, up: bool) -> Published {
+        let t0 = Instant::now();
+        self.writer.apply(DpOp::SetLink(port, up)).expect("link ops never fail");
+        self.commit_with(RuleDiff::default(), &[], t0, !up)
+    }
+
+    /// True when the published state marks `port`'s link down.
+    pub fn port_link_down(&self, port: u16) -> bool {
+        self.writer.staged().link_down(port)
+    }
+
     /// `quarantine W` / `unquarantine W`: sets or clears the quarantine label.
     ///
     /// # Errors
@@ -374,6 +389,23 @@ mod tests {
         assert!(p.delete_policy("no/such").is_err());
         p.delete_policy("shop/db").unwrap();
         assert!(!allowed(&r, "10.0.9.20", "10.0.1.30", 5432), "zero trust: nothing allows db ingress now");
+    }
+
+    #[test]
+    fn a_vm_link_going_down_marks_its_port_and_cuts_connections() {
+        let mut p = plane();
+        let r = p.reader();
+        let g0 = p.gen();
+        let pb = p.set_port_link(3, false);
+        assert_eq!(pb.gen, g0 + 1);
+        let s = r.load();
+        assert!(s.link_down(3) && !s.link_down(0));
+        assert_eq!(s.cut_before, pb.gen, "connections decided before the link went down are re-decided");
+        drop(s);
+        assert!(p.port_link_down(3));
+        let pb = p.set_port_link(3, true);
+        assert!(!r.load().link_down(3), "traffic resumes at generation {}", pb.gen);
+        assert!(!p.port_link_down(3));
     }
 }
 

@@ -41,6 +41,10 @@ pub struct DpState {
     /// Connections decided before this generation are re-evaluated even when
     /// established connections are kept (set by quarantine).
     pub cut_before: u64,
+    /// Ports whose link is down (bit = port id; ports >= 64 are never marked):
+    /// traffic routed to them is dropped and counted instead of sent into a
+    /// VM that is not there.
+    pub links_down: u64,
 }
 
 /// One change to the state.
@@ -64,6 +68,8 @@ pub enum DpOp {
     /// Re-evaluate every connection decided before this generation, even
     /// established ones that `keep_established` would keep.
     CutBefore(u64),
+    /// A port's link went up (true) or down (false).
+    SetLink(u16, bool),
 }
 
 /// Why an op was refused (the control plane and the state disagree: a bug).
@@ -93,7 +99,14 @@ impl DpState {
             dest_refs: Vec::new(),
             free_ids: Vec::new(),
             cut_before: 0,
+            links_down: 0,
         }
+    }
+
+    /// True when `port`'s link is marked down.
+    #[inline]
+    pub fn link_down(&self, port: u16) -> bool {
+        port < 64 && self.links_down & (1u64 << port) != 0
     }
 
     /// The destination for an address (longest prefix), if any.
@@ -168,6 +181,16 @@ impl Absorb for DpState {
             }
             DpOp::CutBefore(g) => {
                 self.cut_before = *g;
+                Ok(())
+            }
+            DpOp::SetLink(port, up) => {
+                if *port < 64 {
+                    if *up {
+                        self.links_down &= !(1u64 << port);
+                    } else {
+                        self.links_down |= 1u64 << port;
+                    }
+                }
                 Ok(())
             }
             DpOp::SetDefaults(e, i) => {

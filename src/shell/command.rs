@@ -82,6 +82,8 @@ pub enum Command {
     ShowPmdStats,
     /// `show flows`
     ShowFlows,
+    /// `show vhost`
+    ShowVhost,
     /// `help`
     Help,
     /// `quit`
@@ -121,7 +123,7 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "show config cores", help: "Show the forwarding cores." },
     Entry { template: "policy load <word>", help: "Add or replace the policies of a file (all or nothing), as a new generation." },
     Entry { template: "policy delete <word>", help: "Remove a policy (namespace/name, or name for cluster-wide ones)." },
-    Entry { template: "workload add <word> <rest>", help: "Add ns/name with ip=A[,B] labels=k=v[,k=v] [port=N] [mac=M]." },
+    Entry { template: "workload add <word> <rest>", help: "Add ns/name with ip=A[,B] labels=k=v[,k=v] [port=N|DEVICE] [mac=M]." },
     Entry { template: "workload move <word> <rest>", help: "New addresses for a workload: ip=A[,B] (policy follows it)." },
     Entry { template: "workload del <word>", help: "Remove a workload." },
     Entry { template: "workload label <word> <rest>", help: "Replace a workload's labels: k=v[,k=v]." },
@@ -130,6 +132,7 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "show policy", help: "Policies, rule counts, generation, defaults." },
     Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
     Entry { template: "show flows", help: "Flow records written and lost, and the most denied flows by workload and rule." },
+    Entry { template: "show vhost", help: "VM (vhost-user) ports: socket, mode, queues, connection, features, link events, workloads." },
     Entry { template: "help", help: "This list." },
     Entry { template: "quit", help: "Leave the shell (a switch started by this shell stops)." },
 ];
@@ -216,6 +219,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "show policy" => Command::ShowPolicy,
         "show pmd stats" => Command::ShowPmdStats,
         "show flows" => Command::ShowFlows,
+        "show vhost" => Command::ShowVhost,
         "help" => Command::Help,
         "quit" => Command::Quit,
         other => unreachable!("grammar entry without a parser arm: {other}"),

@@ -29,6 +29,9 @@ impl SwitchTarget<'_> {
     }
 
     fn run(&mut self, cmd: Command) -> Result<String, crate::switch::Error> {
+        // VM links changed since the last look are applied before the command
+        // (the shell in this process has no other control loop).
+        self.0.poll_links();
         let sw = &mut *self.0;
         let mut out = String::new();
         match cmd {
@@ -98,6 +101,14 @@ impl SwitchTarget<'_> {
                 let _ = writeln!(out, "policy delete {k}: {pb}");
             }
             Command::WorkloadAdd(k, args) => {
+                // port=DEVICE (net_vhost0, or vhost0) names the port by device.
+                let args: Vec<String> = args
+                    .into_iter()
+                    .map(|a| match a.strip_prefix("port=") {
+                        Some(v) if v.parse::<u16>().is_err() => sw.port_id_by_name(v).map(|id| format!("port={id}")).ok_or_else(|| invalid(format!("no port named {v:?}"))),
+                        _ => Ok(a),
+                    })
+                    .collect::<Result<_, _>>()?;
                 let w = workload_from_args(&k, &args)?;
                 let pb = sw.plane_mut()?.add_workload(w).map_err(ctl)?;
                 let _ = writeln!(out, "workload add {k}: {pb}");
@@ -129,6 +140,7 @@ impl SwitchTarget<'_> {
             Command::ShowPolicy => out = show_policy(sw),
             Command::ShowPmdStats => out = show_pmd_stats(sw),
             Command::ShowFlows => out = sw.flows_text(20),
+            Command::ShowVhost => out = sw.vhost_list().to_string(),
             Command::Help => out = command::help_text(),
             Command::Quit => out = "Bye...\n".into(),
         }
@@ -231,6 +243,7 @@ fn show_pmd_stats(sw: &Switch) -> String {
             .zip(&s.pipeline)
             .filter(|(n, v)| n.starts_with("drop_") && **v > 0)
             .map(|(n, v)| format!("{}={v}", &n[5..]))
+            .chain((s.handler.link_down > 0).then(|| format!("link_down={}", s.handler.link_down)))
             .collect();
         let _ = writeln!(out, "  drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
     }

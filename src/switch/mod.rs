@@ -42,8 +42,10 @@
 //! and apply at the next `port start`.
 
 mod report;
+mod vhost;
 
 pub use report::{FwdStatsReport, PortInfoReport, PortStatsReport, StreamReport};
+pub use vhost::VhostReport;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -206,6 +208,8 @@ pub struct Switch {
     opts: EngineOpts,
     workers: Vec<u32>,
     policy: PolicyRuntime,
+    /// Per port (index as `ports`): the link state last seen of a VM port.
+    links: Vec<Option<bool>>,
     // Held for its Drop (rte_eal_cleanup, runtime dir removal), last.
     #[allow(dead_code)]
     eal: Eal,
@@ -274,11 +278,13 @@ impl Switch {
         let conf = PortConf { rxq: f.rxq, txq: f.txq, rxd: f.rxd, txd: f.txd, promiscuous: true };
         let mut ports = Vec::with_capacity(cfg.ports.len());
         for p in &cfg.ports {
-            let mut port = Port::open(&p.devargs, PortConf { promiscuous: p.promiscuous, ..conf }, pool.clone())?;
+            let pc = vhost::port_conf(PortConf { promiscuous: p.promiscuous, ..conf }, &p.devargs);
+            let mut port = Port::open(&p.devargs, pc, pool.clone())?;
             port.start()?;
             ports.push(port);
         }
-        let applied = ports.iter().map(|p| PortConf { promiscuous: p.conf().promiscuous, ..conf }).collect();
+        let applied = ports.iter().map(|p| vhost::port_conf(PortConf { promiscuous: p.conf().promiscuous, ..conf }, p.devargs())).collect();
+        let links = vec![None; ports.len()];
         let workers = pmd::lcore::workers();
         let now = Instant::now();
         let last_show = ports.iter().map(|p| (now, p.stats().unwrap_or_default())).collect();
@@ -307,6 +313,7 @@ impl Switch {
                 flowlog_cfg: cfg.flowlog.clone(),
                 sample: None,
             },
+            links,
             eal,
         })
     }
@@ -396,7 +403,14 @@ impl Switch {
     /// The configured model or policy files no longer load.
     pub fn plane_mut(&mut self) -> Result<&mut PolicyPlane, Error> {
         if self.policy.plane.is_none() {
-            self.policy.plane = Some(load_plane(&self.policy.cfg)?);
+            let mut pl = load_plane(&self.policy.cfg)?;
+            // VM ports already seen down stay down in the new plane.
+            for (p, l) in self.ports.iter().zip(&self.links) {
+                if *l == Some(false) {
+                    pl.set_port_link(p.id(), false);
+                }
+            }
+            self.policy.plane = Some(pl);
         }
         Ok(self.policy.plane.as_mut().expect("just set"))
     }
@@ -446,7 +460,7 @@ impl Switch {
     /// # Errors
     /// Unknown or closed port.
     pub fn port_info(&self, port: u16) -> Result<PortInfoReport, Error> {
-        Ok(PortInfoReport(self.port(port)?.info()?))
+        Ok(PortInfoReport(self.port(port)?.info()?, self.vhost_info(port)))
     }
 
     /// `show port stats N`, with throughput since the previous call.
@@ -698,7 +712,7 @@ impl Switch {
         let conf = self.conf;
         for id in self.selected(port)? {
             let idx = self.ports.iter().position(|p| p.id() == id).unwrap_or(0);
-            let want = PortConf { promiscuous: self.ports[idx].conf().promiscuous, ..conf };
+            let want = vhost::port_conf(PortConf { promiscuous: self.ports[idx].conf().promiscuous, ..conf }, self.ports[idx].devargs());
             let p = &mut self.ports[idx];
             if p.state() == PortState::Stopped && self.applied[idx] != want {
                 p.configure(want)?;
@@ -996,6 +1010,7 @@ pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut
     let mut next = Instant::now() + period;
     while !pmd::signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
+        sw.poll_links();
         if !tick(&mut sw) {
             break;
         }

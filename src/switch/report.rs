@@ -11,7 +11,7 @@ fn mac(m: &[u8; 6]) -> String {
 
 /// `show port info N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortInfoReport(pub PortInfo);
+pub struct PortInfoReport(pub PortInfo, pub Option<super::VhostReport>);
 
 impl fmt::Display for PortInfoReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -32,7 +32,11 @@ impl fmt::Display for PortInfoReport {
         writeln!(f, "Max possible TX queues: {}", i.max_txq)?;
         writeln!(f, "Current number of TX queues: {}", i.txq)?;
         writeln!(f, "RX descriptors: {}  TX descriptors: {}", i.rxd, i.txd)?;
-        write!(f, "RSS hash functions: {}", if i.rss_hf == 0 { "none (RSS off)".to_string() } else { format!("{:#x}", i.rss_hf) })
+        write!(f, "RSS hash functions: {}", if i.rss_hf == 0 { "none (RSS off)".to_string() } else { format!("{:#x}", i.rss_hf) })?;
+        if let Some(v) = &self.1 {
+            write!(f, "\n{}", v.info_lines())?;
+        }
+        Ok(())
     }
 }
 
