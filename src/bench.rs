@@ -149,7 +149,7 @@ fn mbufs_for(flows: u32) -> u32 {
 }
 
 /// CPU nanoseconds consumed by thread `comm` of process `pid`.
-fn thread_cpu_ns(pid: &str, comm: &str) -> Option<u64> {
+pub(crate) fn thread_cpu_ns(pid: &str, comm: &str) -> Option<u64> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
         let c = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         if c.trim() == comm {

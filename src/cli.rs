@@ -101,6 +101,28 @@ pub enum BenchCmd {
     Fwd(BenchFwdArgs),
     /// Publish-to-enforced latency of live policy changes under load.
     PolicyUpdate(BenchPolicyUpdateArgs),
+    /// VM-to-VM through vhost-user: Bulkhead (io, policy) vs testpmd vs OVS-DPDK.
+    Vhost(BenchVhostArgs),
+}
+
+/// `bulkhead bench vhost`
+#[derive(Debug, Args)]
+pub struct BenchVhostArgs {
+    /// Systems to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "bulkhead-io,bulkhead-policy,testpmd,ovs")]
+    pub systems: Vec<String>,
+    /// Measured seconds per system.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Seconds of traffic before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// The OVS peer script.
+    #[arg(long)]
+    pub ovs_script: Option<PathBuf>,
+    /// Keep logs and configs here (default: a temporary directory, removed).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
 }
 
 /// `bulkhead bench policy-update`

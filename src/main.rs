@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_vhost;
 mod cli;
 mod config;
 mod dataplane;
@@ -67,6 +68,14 @@ fn dispatch(args: Cli) -> Result<u8> {
                 o.rounds = r;
             }
             bench::fwd(&o)?;
+            Ok(0)
+        }
+        Cmd::Bench(BenchCmd::Vhost(a)) => {
+            let mut o = bench_vhost::VhostBenchOpts { systems: a.systems, seconds: a.seconds, warmup: a.warmup, workdir: a.workdir, ..Default::default() };
+            if let Some(s) = a.ovs_script {
+                o.ovs_script = s;
+            }
+            bench_vhost::vhost(&o)?;
             Ok(0)
         }
         Cmd::Bench(BenchCmd::PolicyUpdate(a)) => {

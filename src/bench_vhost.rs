@@ -1,0 +1,419 @@
+//! `bulkhead bench vhost`: VM-to-VM forwarding through vhost-user, Bulkhead
+//! against dpdk-testpmd and OVS-DPDK, one after the other in one run.
+//!
+//! Topology, the same for every system (no hugepages):
+//!   G  dpdk-testpmd virtio_user txonly (64-byte frames), server=1 on SOCK0
+//!   R  dpdk-testpmd virtio_user rxonly, server=1 on SOCK1
+//!   DUT connects to both sockets as the vhost-user backend (client mode) and
+//!       forwards SOCK0 -> SOCK1 on one forwarding core:
+//!       bulkhead-io      `bulkhead run`, io engine (net_vhost client=1 ports)
+//!       bulkhead-policy  `bulkhead run`, policy engine: two workloads, one
+//!                        allow rule (sink isolated for ingress, allowed from
+//!                        gen on 9/udp: testpmd txonly's 198.18.0.1 -> .2)
+//!       testpmd          dpdk-testpmd io with net_vhost client=1 vdevs
+//!       ovs              OVS-DPDK, dpdkvhostuserclient ports, one flow
+//!                        in_port=1,actions=output:2 (peers/ovs-dpdk-vhost.sh)
+//! CPUs: G and R share CPU `gen_cpu` (both lcores mapped there); the DUT's
+//! main lcore is on `gen_cpu` too and its forwarding core alone on `fwd_cpu`.
+//! Rate = packets R received over the measured window (R's own counters);
+//! dut_cpu = share of a CPU the DUT's forwarding thread got (from /proc), and
+//! mpps_per_cpu = mpps / dut_cpu, the better figure on a shared machine.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bench::thread_cpu_ns;
+use crate::switch::Error;
+
+/// Options of `bulkhead bench vhost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostBenchOpts {
+    /// Systems, in order (bulkhead-io, bulkhead-policy, testpmd, ovs).
+    pub systems: Vec<String>,
+    /// Measured seconds per system.
+    pub seconds: u64,
+    /// Seconds of traffic before measuring.
+    pub warmup: u64,
+    /// CPU of the generator, the receiver and the DUT's main lcore.
+    pub gen_cpu: u32,
+    /// CPU of the DUT's forwarding core.
+    pub fwd_cpu: u32,
+    /// The testpmd binary.
+    pub testpmd: PathBuf,
+    /// The OVS peer script.
+    pub ovs_script: PathBuf,
+    /// Scratch directory (default: a fresh one in /tmp, removed after).
+    pub workdir: Option<PathBuf>,
+}
+
+impl Default for VhostBenchOpts {
+    fn default() -> Self {
+        Self {
+            systems: ["bulkhead-io", "bulkhead-policy", "testpmd", "ovs"].map(String::from).to_vec(),
+            seconds: 5,
+            warmup: 2,
+            gen_cpu: 0,
+            fwd_cpu: 1,
+            testpmd: PathBuf::from("dpdk-testpmd"),
+            ovs_script: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/ovs-dpdk-vhost.sh")),
+            workdir: None,
+        }
+    }
+}
+
+/// One system's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhostBenchResult {
+    /// System name.
+    pub system: String,
+    /// Packets per second R received, millions.
+    pub mpps: f64,
+    /// Share of a CPU the DUT's forwarding thread got.
+    pub dut_cpu: f64,
+    /// Packets received in the window.
+    pub packets: u64,
+}
+
+impl VhostBenchResult {
+    /// mpps / dut_cpu.
+    pub fn mpps_per_cpu(&self) -> f64 {
+        if self.dut_cpu > 0.0 {
+            self.mpps / self.dut_cpu
+        } else {
+            0.0
+        }
+    }
+}
+
+fn err(m: impl Into<String>) -> Error {
+    Error::Invalid(m.into())
+}
+
+/// An interactive testpmd child whose output goes to a log file.
+struct Tp {
+    child: Child,
+    log: PathBuf,
+    prefix: String,
+}
+
+impl Tp {
+    fn spawn(bin: &Path, log: PathBuf, prefix: &str, eal: &[String], app: &[&str]) -> Result<Tp, Error> {
+        let f = std::fs::File::create(&log).map_err(|e| err(format!("{}: {e}", log.display())))?;
+        let mut args: Vec<String> = vec!["--no-huge".into(), "--no-pci".into(), format!("--file-prefix={prefix}"), "--log-level=error".into()];
+        args.extend(eal.iter().cloned());
+        args.push("--".into());
+        args.push("-i".into());
+        args.extend(app.iter().map(|s| s.to_string()));
+        let child = Command::new(bin)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(f.try_clone().map_err(|e| err(e.to_string()))?))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .map_err(|e| err(format!("cannot run {}: {e} (apt-get install dpdk)", bin.display())))?;
+        let mut tp = Tp { child, log, prefix: prefix.into() };
+        let t0 = Instant::now();
+        while !tp.text().contains("testpmd>") {
+            if let Ok(Some(st)) = tp.child.try_wait() {
+                return Err(err(format!("testpmd exited ({st}); see {}", tp.log.display())));
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                return Err(err(format!("testpmd did not start; see {}", tp.log.display())));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(tp)
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn cmd(&mut self, c: &str) -> Result<(), Error> {
+        let s = self.child.stdin.as_mut().ok_or_else(|| err("testpmd stdin closed"))?;
+        writeln!(s, "{c}").and_then(|_| s.flush()).map_err(|e| err(format!("testpmd: {e}")))
+    }
+
+    fn quit(&mut self) {
+        let _ = self.cmd("quit");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `key` of the n-th (1-based) "NIC statistics for port 0" block.
+    fn port0_field(&self, n: usize, key: &str) -> Option<u64> {
+        let t = self.text();
+        let block = t.split("NIC statistics for port 0").nth(n)?;
+        let l = block.lines().find(|l| l.contains(key))?;
+        let mut w = l.split_whitespace();
+        w.position(|x| x == key)?;
+        w.next()?.parse().ok()
+    }
+}
+
+impl Drop for Tp {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
+    }
+}
+
+/// The device under test while it runs.
+enum Dut {
+    /// `bulkhead run` (its forwarding lcore thread is `rte-worker-1`).
+    Switch { child: Child, prefix: String },
+    /// dpdk-testpmd io over net_vhost vdevs.
+    Testpmd(Tp),
+    /// OVS through the peer script (PMD thread `pmd-cNN...`).
+    Ovs { script: PathBuf, work: PathBuf, pid: String, comm: String },
+}
+
+/// CPU ns of thread `comm` of `pid`, by exact name or else by prefix (OVS
+/// names its PMD thread `pmd-cNN/id:M`).
+fn fwd_thread_ns(pid: &str, comm: &str) -> u64 {
+    if let Some(v) = thread_cpu_ns(pid, comm) {
+        return v;
+    }
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    for t in rd.flatten() {
+        let c = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if c.trim().starts_with(comm) {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            return s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    0
+}
+
+impl Dut {
+    fn cpu_ns(&self) -> u64 {
+        match self {
+            Dut::Switch { child, .. } => fwd_thread_ns(&child.id().to_string(), "rte-worker-1"),
+            Dut::Testpmd(t) => fwd_thread_ns(&t.child.id().to_string(), "rte-worker-1"),
+            Dut::Ovs { pid, comm, .. } => fwd_thread_ns(pid, comm),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Dut::Testpmd(mut t) => {
+                let _ = t.cmd("stop");
+                t.quit();
+            }
+            Dut::Switch { mut child, prefix } => {
+                // SIGTERM: the switch stops its lcores and cleans up EAL.
+                let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(20) {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&prefix));
+            }
+            Dut::Ovs { script, work, .. } => {
+                let _ = Command::new("bash").arg(&script).arg("stop").arg(&work).status();
+            }
+        }
+    }
+}
+
+const MODEL: &str = r#"[[namespaces]]
+name = "bench"
+[[workloads]]
+name = "gen"
+namespace = "bench"
+labels = { app = "gen" }
+addresses = ["198.18.0.1"]
+port = 0
+[[workloads]]
+name = "sink"
+namespace = "bench"
+labels = { app = "sink" }
+addresses = ["198.18.0.2"]
+port = 1
+"#;
+
+const POLICY: &str = r#"[[policy]]
+name = "sink"
+namespace = "bench"
+selector = "app=sink"
+  [[policy.ingress]]
+  from = [{ selector = "app=gen" }]
+  ports = ["9/udp"]
+"#;
+
+fn start_dut(o: &VhostBenchOpts, system: &str, work: &Path, s0: &Path, s1: &Path) -> Result<Dut, Error> {
+    let pid = std::process::id();
+    match system {
+        "bulkhead-io" | "bulkhead-policy" => {
+            let policy = system == "bulkhead-policy";
+            let prefix = format!("bhvb-{system}-{pid}");
+            let mut cfg = format!(
+                "[eal]\nmemory_mb = 512\nfile_prefix = \"{prefix}\"\nlcores = \"0@{},1@{}\"\n[metrics]\nlisten = \"\"\n[flowlog]\nfollow = \"\"\n\
+                 [forwarding]\nmode = \"{}\"\n[[port]]\ndevargs = \"net_vhost0,iface={},client=1\"\n[[port]]\ndevargs = \"net_vhost1,iface={},client=1\"\n",
+                o.gen_cpu,
+                o.fwd_cpu,
+                if policy { "policy" } else { "io" },
+                s0.display(),
+                s1.display()
+            );
+            if policy {
+                let (m, p) = (work.join("model.toml"), work.join("policy.toml"));
+                std::fs::write(&m, MODEL).map_err(|e| err(e.to_string()))?;
+                std::fs::write(&p, POLICY).map_err(|e| err(e.to_string()))?;
+                cfg += &format!("[policy]\nmodel = \"{}\"\nfiles = [\"{}\"]\n", m.display(), p.display());
+            }
+            let path = work.join(format!("{system}.toml"));
+            std::fs::write(&path, cfg).map_err(|e| err(e.to_string()))?;
+            let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
+            let log = std::fs::File::create(work.join(format!("{system}.log"))).map_err(|e| err(e.to_string()))?;
+            let child = Command::new(exe)
+                .args(["run", "--config"])
+                .arg(&path)
+                .arg("--socket")
+                .arg(work.join(format!("{system}.sock")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().map_err(|e| err(e.to_string()))?))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .map_err(|e| err(e.to_string()))?;
+            Ok(Dut::Switch { child, prefix })
+        }
+        "testpmd" => {
+            let prefix = format!("bhvb-tpdut-{pid}");
+            let eal = vec![
+                "-m".into(),
+                "512".into(),
+                "--lcores".into(),
+                format!("0@{},1@{}", o.gen_cpu, o.fwd_cpu),
+                format!("--vdev=net_vhost0,iface={},client=1", s0.display()),
+                format!("--vdev=net_vhost1,iface={},client=1", s1.display()),
+            ];
+            let mut tp = Tp::spawn(&o.testpmd, work.join("testpmd-dut.log"), &prefix, &eal, &["--forward-mode=io", "--burst=32", "--total-num-mbufs=16384"])?;
+            tp.cmd("start")?;
+            Ok(Dut::Testpmd(tp))
+        }
+        "ovs" => {
+            let ow = work.join("ovs");
+            std::fs::create_dir_all(&ow).map_err(|e| err(e.to_string()))?;
+            let out = Command::new("bash")
+                .arg(&o.ovs_script)
+                .arg("start")
+                .arg(&ow)
+                .arg(s0)
+                .arg(s1)
+                .arg(o.fwd_cpu.to_string())
+                .arg(o.gen_cpu.to_string())
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| err(format!("{}: {e}", o.ovs_script.display())))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().find(|l| l.starts_with("ovs pid=")).ok_or_else(|| err(format!("OVS did not start ({}): {text}", out.status)))?;
+            let kv = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or_default().to_string();
+            Ok(Dut::Ovs { script: o.ovs_script.clone(), work: ow, pid: kv("pid="), comm: kv("pmd_comm=") })
+        }
+        other => Err(err(format!("unknown system {other:?} (bulkhead-io, bulkhead-policy, testpmd, ovs)"))),
+    }
+}
+
+fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult, Error> {
+    let pid = std::process::id();
+    let (s0, s1) = (work.join(format!("{system}-g.sock")), work.join(format!("{system}-r.sock")));
+    let _ = std::fs::remove_file(&s0);
+    let _ = std::fs::remove_file(&s1);
+    let lc = format!("0@{},1@{}", o.gen_cpu, o.gen_cpu);
+    let fe = |sock: &Path| vec!["-m".to_string(), "512".into(), "--single-file-segments".into(), "--lcores".into(), lc.clone(), format!("--vdev=virtio_user0,path={},server=1,queue_size=1024", sock.display())];
+    // The DUT first: a virtio_user frontend in server mode waits in its
+    // start-up for the backend to connect (the DUT retries every second).
+    let dut = start_dut(o, system, work, &s0, &s1)?;
+    let spawned = (|| {
+        let r = Tp::spawn(&o.testpmd, work.join(format!("{system}-r.log")), &format!("bhvb-r-{pid}"), &fe(&s1), &["--forward-mode=rxonly", "--total-num-mbufs=4096", "--no-flush-rx"])?;
+        let g = Tp::spawn(&o.testpmd, work.join(format!("{system}-g.log")), &format!("bhvb-g-{pid}"), &fe(&s0), &["--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=4096", "--burst=32"])?;
+        Ok::<_, Error>((r, g))
+    })();
+    let (mut r, mut g) = match spawned {
+        Ok(v) => v,
+        Err(e) => {
+            dut.stop();
+            return Err(e);
+        }
+    };
+    let res = (|| {
+        std::thread::sleep(Duration::from_secs(1));
+        r.cmd("start")?;
+        g.cmd("start")?;
+        std::thread::sleep(Duration::from_secs(o.warmup));
+        r.cmd("show port stats 0")?;
+        let c0 = dut.cpu_ns();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(o.seconds));
+        r.cmd("show port stats 0")?;
+        let c1 = dut.cpu_ns();
+        let dt = t0.elapsed().as_secs_f64();
+        g.cmd("stop")?;
+        r.cmd("stop")?;
+        Ok::<_, Error>((c1.saturating_sub(c0), dt))
+    })();
+    dut.stop();
+    g.quit();
+    r.quit();
+    let (cpu_ns, dt) = res?;
+    let (p0, p1) = (r.port0_field(1, "RX-packets:"), r.port0_field(2, "RX-packets:"));
+    let (Some(p0), Some(p1)) = (p0, p1) else {
+        return Err(err(format!("no receiver stats for {system}; see {}", r.log.display())));
+    };
+    let packets = p1.saturating_sub(p0);
+    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets })
+}
+
+/// Runs every system in turn and prints one line each, then the ratios.
+///
+/// # Errors
+/// A system that cannot be started or measured.
+pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
+    let work = o.workdir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("bulkhead-bench-vhost-{}", std::process::id())));
+    std::fs::create_dir_all(&work).map_err(|e| err(format!("{}: {e}", work.display())))?;
+    println!(
+        "# vhost-user VM->VM: virtio_user txonly 64 B -> DUT (1 forwarding core on cpu {}) -> virtio_user rxonly; {} s per system after {} s warm-up; loadavg {}",
+        o.fwd_cpu,
+        o.seconds,
+        o.warmup,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?")
+    );
+    let mut results = Vec::new();
+    for s in &o.systems {
+        let r = one(o, s, &work)?;
+        println!("system={:<16} mpps={:.3} dut_cpu={:.2} mpps_per_cpu={:.3} packets={}", r.system, r.mpps, r.dut_cpu, r.mpps_per_cpu(), r.packets);
+        results.push(r);
+    }
+    if let Some(ovs) = results.iter().find(|r| r.system == "ovs").cloned() {
+        for r in &results {
+            println!(
+                "ratio_to_ovs system={:<16} mpps={:.3} cpu_normalised={:.3}",
+                r.system,
+                if ovs.mpps > 0.0 { r.mpps / ovs.mpps } else { 0.0 },
+                if ovs.mpps_per_cpu() > 0.0 { r.mpps_per_cpu() / ovs.mpps_per_cpu() } else { 0.0 }
+            );
+        }
+    }
+    if o.workdir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(results)
+}
