@@ -3,7 +3,8 @@
 # Debian 12, as root. Safe to run again: it does nothing when all is there.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config clang libclang-dev dpdk dpdk-dev libdpdk-dev libpcap-dev python3 iproute2 nfdump)
+PKGS=(build-essential pkg-config clang libclang-dev dpdk dpdk-dev libdpdk-dev libpcap-dev python3 iproute2 nfdump
+      qemu-system-x86 busybox-static cpio)   # the last three: the VM test (tests/vm_guest.rs)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

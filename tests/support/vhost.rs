@@ -51,7 +51,10 @@ impl Switch {
         let cfg = dir.join("switch.toml");
         std::fs::write(
             &cfg,
-            format!("[eal]\nmemory_mb = 256\nfile_prefix = \"{prefix}\"\nlcores = \"0,1\"\n[metrics]\nlisten = \"\"\n[flowlog]\nfollow = \"\"\n{body}"),
+            format!(
+                "[eal]\nmemory_mb = 256\nfile_prefix = \"{prefix}\"\nlcores = \"0,1\"\n[metrics]\nlisten = \"\"\n{}{body}",
+                if body.contains("[flowlog]") { "" } else { "[flowlog]\nfollow = \"\"\n" }
+            ),
         )
         .unwrap();
         let sock = dir.join("ctl.sock");

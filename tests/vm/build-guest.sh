@@ -6,14 +6,16 @@
 # serial console:
 #   bh.ip=10.0.0.2/24 bh.peer=10.0.0.1 bh.count=N bh.udp=PORT
 #   -> "BH-PING <i> ok|fail" and, with bh.udp, one UDP datagram per round
-#      to bh.peer:PORT ("BH-UDP <i> sent").
+#      to bh.peer:PORT ("BH-UDP <i> sent"; a TFTP read request).
 # usage: tests/vm/build-guest.sh OUTDIR   (writes OUTDIR/vmlinuz, OUTDIR/initramfs.gz)
 # Needs: apt-get install busybox-static cpio (run as root; downloads one .deb).
 set -euo pipefail
 out=${1:?usage: build-guest.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [[ -s $out/vmlinuz && -s $out/initramfs.gz ]]; then exit 0; fi
+# Reused while this script is unchanged (the stamp is its checksum).
+stamp=$(sha256sum "$0" | cut -d' ' -f1)
+if [[ -s $out/vmlinuz && -s $out/initramfs.gz && "$(cat "$out/stamp" 2>/dev/null)" == "$stamp" ]]; then exit 0; fi
 
 for p in busybox-static cpio; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -56,7 +58,10 @@ if [ -n "$ip" ]; then
     i=1
     while [ "$i" -le "${count:-30}" ]; do
         if ping -c 1 -W 1 "$peer" >/dev/null 2>&1; then echo "BH-PING $i ok"; else echo "BH-PING $i fail"; fi
-        if [ -n "$udp" ]; then echo "bh-udp $i" | nc -u -w 1 "$peer" "$udp" >/dev/null 2>&1; echo "BH-UDP $i sent"; fi
+        # busybox nc has no UDP: a TFTP read request is one UDP datagram to
+        # peer:PORT from a fresh source port (a new flow each round); nothing
+        # answers it, so give up after a second.
+        if [ -n "$udp" ]; then timeout 1 tftp -g -r "bh-udp-$i" -l /tmp/udp "$peer" "$udp" >/dev/null 2>&1; echo "BH-UDP $i sent"; fi
         i=$((i + 1))
     done
 fi
@@ -65,4 +70,5 @@ poweroff -f
 INIT
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 > "$out/initramfs.gz")
+echo "$stamp" > "$out/stamp"
 echo "build-guest: kernel $kver, initramfs $(du -h "$out/initramfs.gz" | cut -f1) in $out"
