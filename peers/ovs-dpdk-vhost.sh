@@ -8,7 +8,8 @@
 #       DPDK --file-prefix), a netdev bridge with fail-mode=secure and two
 #       dpdkvhostuserclient ports (ofport 1 -> SOCK0, ofport 2 -> SOCK1: the
 #       frontends own the sockets, OVS connects and reconnects), and one flow
-#       "in_port=1,actions=output:2". Prints "ovs pid=<vswitchd pid>
+#       per direction: "in_port=1,actions=output:2", "in_port=2,actions=output:1"
+#       (what io forwarding does). Prints "ovs pid=<vswitchd pid>
 #       pmd_comm=<PMD thread name prefix>" when ready.
 #   ovs-dpdk-vhost.sh stats WORK        ofport 2 tx_packets
 #   ovs-dpdk-vhost.sh stop WORK         stops the daemons it started (by pid
@@ -92,6 +93,7 @@ start)
     ovs-vsctl add-port "$BR" vhu0 -- set Interface vhu0 type=dpdkvhostuserclient ofport_request=1 "options:vhost-server-path=$SOCK0"
     ovs-vsctl add-port "$BR" vhu1 -- set Interface vhu1 type=dpdkvhostuserclient ofport_request=2 "options:vhost-server-path=$SOCK1"
     ovs-ofctl add-flow "$BR" "in_port=1,actions=output:2"
+    ovs-ofctl add-flow "$BR" "in_port=2,actions=output:1"
     trap - ERR
     echo "ovs pid=$(cat "$OVS_RUNDIR/ovs-vswitchd.pid") pmd_comm=$(printf 'pmd-c%02d' "$PMD_CORE")"
     ;;

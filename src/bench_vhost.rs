@@ -1,21 +1,28 @@
 //! `bulkhead bench vhost`: VM-to-VM forwarding through vhost-user, Bulkhead
 //! against dpdk-testpmd and OVS-DPDK, one after the other in one run.
 //!
-//! Topology, the same for every system (no hugepages):
-//!   G  dpdk-testpmd virtio_user txonly (64-byte frames), server=1 on SOCK0
-//!   R  dpdk-testpmd virtio_user rxonly, server=1 on SOCK1
-//!   DUT connects to both sockets as the vhost-user backend (client mode) and
-//!       forwards SOCK0 -> SOCK1 on one forwarding core:
-//!       bulkhead-io      `bulkhead run`, io engine (net_vhost client=1 ports)
-//!       bulkhead-policy  `bulkhead run`, policy engine: two workloads, one
-//!                        allow rule (sink isolated for ingress, allowed from
-//!                        gen on 9/udp: testpmd txonly's 198.18.0.1 -> .2)
-//!       testpmd          dpdk-testpmd io with net_vhost client=1 vdevs
-//!       ovs              OVS-DPDK, dpdkvhostuserclient ports, one flow
-//!                        in_port=1,actions=output:2 (peers/ovs-dpdk-vhost.sh)
-//! CPUs: G and R share CPU `gen_cpu` (both lcores mapped there); the DUT's
-//! main lcore is on `gen_cpu` too and its forwarding core alone on `fwd_cpu`.
-//! Rate = packets R received over the measured window (R's own counters);
+//! The device under test (DUT) is the vhost-user backend of two sockets,
+//! SOCK0 and SOCK1 (client mode: the frontends own the sockets), forwarding on
+//! one core (`fwd_cpu`; its main lcore on `gen_cpu`), no hugepages:
+//!   bulkhead-io      `bulkhead run`, io engine (net_vhost client=1 ports)
+//!   bulkhead-policy  `bulkhead run`, policy engine: two workloads, one allow
+//!                    rule (sink isolated for ingress, allowed from gen on
+//!                    9/udp: testpmd txonly's 198.18.0.1 -> 198.18.0.2)
+//!   testpmd          dpdk-testpmd io with net_vhost client=1 vdevs
+//!   ovs              OVS-DPDK, dpdkvhostuserclient ports, one flow per
+//!                    direction, in_port=1,actions=output:2 and back
+//!                    (peers/ovs-dpdk-vhost.sh)
+//! Frontends (dpdk-testpmd virtio_user, server=1, 64-byte txonly frames):
+//!   loop (default)   one frontend process, both sockets, one lcore on
+//!                    `gen_cpu`: a txonly burst (`start tx_first 32`), then io
+//!                    forwarding sends back what the DUT delivers; see
+//!                    [`one_loop`]. Two busy pollers on two CPUs.
+//!   split            G txonly on SOCK0 and R rxonly on SOCK1, both on
+//!                    `gen_cpu`: three busy pollers. On a 2-CPU machine the
+//!                    two frontends time-share one CPU and each starves the
+//!                    other for whole scheduler slices (a 1024-entry ring
+//!                    fills in microseconds): every DUT then measures the same
+//!                    ~0.1 Mpps, so use it only with three free CPUs.
 //! dut_cpu = share of a CPU the DUT's forwarding thread got (from /proc), and
 //! mpps_per_cpu = mpps / dut_cpu, the better figure on a shared machine.
 
@@ -32,6 +39,9 @@ use crate::switch::Error;
 pub struct VhostBenchOpts {
     /// Systems, in order (bulkhead-io, bulkhead-policy, testpmd, ovs).
     pub systems: Vec<String>,
+    /// `loop` (one frontend process: generator and receiver on one lcore)
+    /// or `split` (txonly and rxonly frontends, two busy pollers).
+    pub topology: String,
     /// Measured seconds per system.
     pub seconds: u64,
     /// Seconds of traffic before measuring.
@@ -52,6 +62,7 @@ impl Default for VhostBenchOpts {
     fn default() -> Self {
         Self {
             systems: ["bulkhead-io", "bulkhead-policy", "testpmd", "ovs"].map(String::from).to_vec(),
+            topology: "loop".into(),
             seconds: 5,
             warmup: 2,
             gen_cpu: 0,
@@ -149,8 +160,13 @@ impl Tp {
 
     /// `key` of the n-th (1-based) "NIC statistics for port 0" block.
     fn port0_field(&self, n: usize, key: &str) -> Option<u64> {
+        self.port_field(0, n, key)
+    }
+
+    /// `key` of the n-th (1-based) "NIC statistics for port P" block.
+    fn port_field(&self, port: u16, n: usize, key: &str) -> Option<u64> {
         let t = self.text();
-        let block = t.split("NIC statistics for port 0").nth(n)?;
+        let block = t.split(&format!("NIC statistics for port {port} ")).nth(n)?;
         let l = block.lines().find(|l| l.contains(key))?;
         let mut w = l.split_whitespace();
         w.position(|x| x == key)?;
@@ -332,7 +348,71 @@ fn start_dut(o: &VhostBenchOpts, system: &str, work: &Path, s0: &Path, s1: &Path
     }
 }
 
+/// The loop topology: one frontend process F with two virtio_user ports on
+/// one lcore, io forwarding. `start tx_first 32` injects 32 bursts of 64-byte
+/// txonly frames (198.18.0.1 -> 198.18.0.2 udp 9) on each port; then F sends
+/// back out of port 0 whatever it receives on port 1, so the frames circle
+/// F port 0 -> DUT (SOCK0 -> SOCK1) -> F port 1 -> F port 0, and the frames
+/// injected on port 1 the other way round where the DUT forwards that way
+/// (io engines; OVS has one flow per direction; Bulkhead's policy engine
+/// routes them by address, to SOCK1). Rate = F rx packets per second, both
+/// ports = everything the DUT forwarded. Two busy pollers (F on `gen_cpu`,
+/// the DUT on `fwd_cpu`) on two CPUs.
+fn one_loop(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult, Error> {
+    let pid = std::process::id();
+    let (s0, s1) = (work.join(format!("{system}-0.sock")), work.join(format!("{system}-1.sock")));
+    let _ = std::fs::remove_file(&s0);
+    let _ = std::fs::remove_file(&s1);
+    let dut = start_dut(o, system, work, &s0, &s1)?;
+    let eal = vec![
+        "-m".to_string(),
+        "512".into(),
+        "--single-file-segments".into(),
+        "--lcores".into(),
+        format!("0@{},1@{}", o.gen_cpu, o.gen_cpu),
+        format!("--vdev=virtio_user0,path={},server=1,queue_size=1024", s0.display()),
+        format!("--vdev=virtio_user1,path={},server=1,queue_size=1024", s1.display()),
+    ];
+    let f = Tp::spawn(&o.testpmd, work.join(format!("{system}-f.log")), &format!("bhvb-f-{pid}"), &eal, &["--forward-mode=io", "--txpkts=64", "--total-num-mbufs=8192", "--no-flush-rx", "--burst=32"]);
+    let mut f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            dut.stop();
+            return Err(e);
+        }
+    };
+    let res = (|| {
+        std::thread::sleep(Duration::from_secs(1));
+        f.cmd("start tx_first 32")?;
+        std::thread::sleep(Duration::from_secs(o.warmup));
+        f.cmd("show port stats all")?;
+        let c0 = dut.cpu_ns();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(o.seconds));
+        f.cmd("show port stats all")?;
+        let c1 = dut.cpu_ns();
+        let dt = t0.elapsed().as_secs_f64();
+        f.cmd("stop")?;
+        Ok::<_, Error>((c1.saturating_sub(c0), dt))
+    })();
+    dut.stop();
+    f.quit();
+    let (cpu_ns, dt) = res?;
+    // Both F ports: whatever the DUT forwarded, in either direction.
+    let mut packets = 0;
+    for port in [0, 1] {
+        let (Some(a), Some(b)) = (f.port_field(port, 1, "RX-packets:"), f.port_field(port, 2, "RX-packets:")) else {
+            return Err(err(format!("no frontend stats for {system}; see {}", f.log.display())));
+        };
+        packets += b.saturating_sub(a);
+    }
+    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets })
+}
+
 fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult, Error> {
+    if o.topology == "loop" {
+        return one_loop(o, system, work);
+    }
     let pid = std::process::id();
     let (s0, s1) = (work.join(format!("{system}-g.sock")), work.join(format!("{system}-r.sock")));
     let _ = std::fs::remove_file(&s0);
@@ -390,12 +470,16 @@ pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
     let work = o.workdir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("bulkhead-bench-vhost-{}", std::process::id())));
     std::fs::create_dir_all(&work).map_err(|e| err(format!("{}: {e}", work.display())))?;
     println!(
-        "# vhost-user VM->VM: virtio_user txonly 64 B -> DUT (1 forwarding core on cpu {}) -> virtio_user rxonly; {} s per system after {} s warm-up; loadavg {}",
+        "# vhost-user VM->VM ({} topology): virtio_user txonly 64 B -> DUT (1 forwarding core on cpu {}) -> virtio_user; {} s per system after {} s warm-up; loadavg {}",
+        o.topology,
         o.fwd_cpu,
         o.seconds,
         o.warmup,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().next().unwrap_or("?")
     );
+    if o.topology != "loop" && o.topology != "split" {
+        return Err(err(format!("--topology {}: expected loop or split", o.topology)));
+    }
     let mut results = Vec::new();
     for s in &o.systems {
         let r = one(o, s, &work)?;

@@ -117,6 +117,10 @@ pub struct BenchVhostArgs {
     /// Seconds of traffic before measuring.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
+    /// loop: one frontend (txonly burst, then io) on one lcore; split: txonly
+    /// and rxonly frontends (three busy pollers: needs three free CPUs).
+    #[arg(long, default_value = "loop")]
+    pub topology: String,
     /// The OVS peer script.
     #[arg(long)]
     pub ovs_script: Option<PathBuf>,
