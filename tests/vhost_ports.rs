@@ -39,15 +39,18 @@ fn case(name: &str, queues: u16, port0_server: bool) {
     let pid = std::process::id();
     let (s0, s1) = (dir.join("vm0.sock"), dir.join("vm1.sock"));
     let mode = |server: bool| if server { "" } else { ",client=1" };
+    let model = dir.join("model.toml");
+    std::fs::write(&model, "[[namespaces]]\nname = \"lab\"\n").unwrap();
     let sw = Switch::start(
         &dir,
         &format!("bh-{name}-{pid}"),
         &format!(
-            "[forwarding]\nmode = \"io\"\n[[port]]\ndevargs = \"net_vhost0,iface={},queues={queues}{}\"\n[[port]]\ndevargs = \"net_vhost1,iface={},queues={queues}{}\"\n",
+            "[forwarding]\nmode = \"io\"\n[[port]]\ndevargs = \"net_vhost0,iface={},queues={queues}{}\"\n[[port]]\ndevargs = \"net_vhost1,iface={},queues={queues}{}\"\n[policy]\nmodel = \"{}\"\n",
             s0.display(),
             mode(port0_server),
             s1.display(),
-            mode(!port0_server)
+            mode(!port0_server),
+            model.display()
         ),
     );
     let info = sw.cli("show port info 0\nshow port info 1\n");
@@ -57,6 +60,12 @@ fn case(name: &str, queues: u16, port0_server: bool) {
     assert!(info.contains(&format!("vhost-user socket: {} ({m1} mode)", s1.display())), "{info}");
     assert!(info.contains(&format!("vhost-user queues: {queues}")), "{info}");
     assert!(info.contains("vhost-user connection: listening") && info.contains("vhost-user connection: reconnecting"), "{info}");
+    // A workload bound to a VM port by its device name.
+    let out = sw.cli(&format!("workload add lab/vm1 ip=10.9.0.{queues} labels=app=vm port=net_vhost1\nworkload add lab/vm2 ip=10.9.1.1 port=net_vhost7\n"));
+    assert!(out.contains("workload add lab/vm1:"), "{out}");
+    assert!(out.contains("no port named \"net_vhost7\""), "{out}");
+    assert!(sw.vhost_row(1).last().is_some_and(|w| w == "lab/vm1"), "{:?}", sw.vhost_row(1));
+    assert!(sw.cli("show port info 1\n").contains("vhost-user workloads: lab/vm1"));
 
     // Inputs: per queue, a flood (replayed for ever) and the checked frames.
     let empty = dir.join("empty.pcap");

@@ -31,6 +31,10 @@
 //!   pub fn set_nbcore(&mut self, n: u16) -> Result<(), Error>
 //!   pub fn show_config(&self, what: ShowConfig) -> String
 //!   pub fn stats_text(&mut self) -> String   // what --stats-period prints
+//!   pub fn vhost_info(&self, port: u16) -> Option<VhostReport>   // VM port state
+//!   pub fn vhost_list(&self) -> VhostList                          // show vhost
+//!   pub fn port_id_by_name(&self, name: &str) -> Option<u16>
+//!   pub fn poll_links(&mut self) -> Vec<(u16, bool)>  // VM link changes -> plane
 //!   pub fn shutdown(self) -> Result<(), Error>
 //! }
 //! pub enum QueueParam { Rxq, Txq, Rxd, Txd }
