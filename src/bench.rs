@@ -128,7 +128,7 @@ impl std::fmt::Display for FwdBenchResult {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

@@ -25,13 +25,16 @@
 //!                    ~0.1 Mpps, so use it only with three free CPUs.
 //! dut_cpu = share of a CPU the DUT's forwarding thread got (from /proc), and
 //! mpps_per_cpu = mpps / dut_cpu, the better figure on a shared machine.
+//! `--rounds` runs every system once per round, interleaved, and reports the
+//! medians and the ratios of the medians to OVS: on a shared 2-CPU machine a
+//! single 4 s sample of one system moved by up to 6x between rounds.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::thread_cpu_ns;
+use crate::bench::{median, thread_cpu_ns};
 use crate::switch::Error;
 
 /// Options of `bulkhead bench vhost`.
@@ -44,6 +47,8 @@ pub struct VhostBenchOpts {
     pub topology: String,
     /// Measured seconds per system.
     pub seconds: u64,
+    /// Rounds over all systems (medians are reported).
+    pub rounds: u32,
     /// Seconds of traffic before measuring.
     pub warmup: u64,
     /// CPU of the generator, the receiver and the DUT's main lcore.
@@ -64,6 +69,7 @@ impl Default for VhostBenchOpts {
             systems: ["bulkhead-io", "bulkhead-policy", "testpmd", "ovs"].map(String::from).to_vec(),
             topology: "loop".into(),
             seconds: 5,
+            rounds: 3,
             warmup: 2,
             gen_cpu: 0,
             fwd_cpu: 1,
@@ -480,21 +486,44 @@ pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
     if o.topology != "loop" && o.topology != "split" {
         return Err(err(format!("--topology {}: expected loop or split", o.topology)));
     }
+    // Rounds interleave the systems, so a burst of load from elsewhere on
+    // the machine hits them alike; the medians are the result.
+    let mut samples: Vec<VhostBenchResult> = Vec::new();
+    for round in 1..=o.rounds.max(1) {
+        for s in &o.systems {
+            let r = one(o, s, &work)?;
+            println!("round={round} system={:<16} mpps={:.3} dut_cpu={:.2} mpps_per_cpu={:.3} packets={}", r.system, r.mpps, r.dut_cpu, r.mpps_per_cpu(), r.packets);
+            samples.push(r);
+        }
+    }
     let mut results = Vec::new();
     for s in &o.systems {
-        let r = one(o, s, &work)?;
-        println!("system={:<16} mpps={:.3} dut_cpu={:.2} mpps_per_cpu={:.3} packets={}", r.system, r.mpps, r.dut_cpu, r.mpps_per_cpu(), r.packets);
-        results.push(r);
-    }
-    if let Some(ovs) = results.iter().find(|r| r.system == "ovs").cloned() {
-        for r in &results {
-            println!(
-                "ratio_to_ovs system={:<16} mpps={:.3} cpu_normalised={:.3}",
-                r.system,
-                if ovs.mpps > 0.0 { r.mpps / ovs.mpps } else { 0.0 },
-                if ovs.mpps_per_cpu() > 0.0 { r.mpps_per_cpu() / ovs.mpps_per_cpu() } else { 0.0 }
-            );
+        if results.iter().any(|r: &VhostBenchResult| &r.system == s) {
+            continue;
         }
+        let mine: Vec<&VhostBenchResult> = samples.iter().filter(|r| &r.system == s).collect();
+        let mut m: Vec<f64> = mine.iter().map(|r| r.mpps).collect();
+        let mut c: Vec<f64> = mine.iter().map(|r| r.dut_cpu).collect();
+        let mut p: Vec<f64> = mine.iter().map(|r| r.packets as f64).collect();
+        results.push(VhostBenchResult { system: s.clone(), mpps: median(&mut m), dut_cpu: median(&mut c), packets: median(&mut p) as u64 });
+    }
+    let per_cpu = |s: &str| {
+        let mut v: Vec<f64> = samples.iter().filter(|r| r.system == s).map(VhostBenchResult::mpps_per_cpu).collect();
+        median(&mut v)
+    };
+    let ovs = results.iter().find(|r| r.system == "ovs").cloned();
+    for r in &results {
+        let (ratio, cratio) = match &ovs {
+            Some(o) if o.mpps > 0.0 => (format!("{:.3}", r.mpps / o.mpps), format!("{:.3}", per_cpu(&r.system) / per_cpu("ovs").max(1e-9))),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "system={:<16} median_mpps={:.3} median_dut_cpu={:.2} median_mpps_per_cpu={:.3} ratio_to_ovs={ratio} cpu_ratio_to_ovs={cratio}",
+            r.system,
+            r.mpps,
+            r.dut_cpu,
+            per_cpu(&r.system)
+        );
     }
     if o.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&work);

@@ -117,6 +117,9 @@ pub struct BenchVhostArgs {
     /// Seconds of traffic before measuring.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
+    /// Rounds over all systems, interleaved (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// loop: one frontend (txonly burst, then io) on one lcore; split: txonly
     /// and rxonly frontends (three busy pollers: needs three free CPUs).
     #[arg(long, default_value = "loop")]

@@ -71,7 +71,7 @@ fn dispatch(args: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Bench(BenchCmd::Vhost(a)) => {
-            let mut o = bench_vhost::VhostBenchOpts { systems: a.systems, topology: a.topology, seconds: a.seconds, warmup: a.warmup, workdir: a.workdir, ..Default::default() };
+            let mut o = bench_vhost::VhostBenchOpts { systems: a.systems, topology: a.topology, seconds: a.seconds, rounds: a.rounds, warmup: a.warmup, workdir: a.workdir, ..Default::default() };
             if let Some(s) = a.ovs_script {
                 o.ovs_script = s;
             }
