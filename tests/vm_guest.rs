@@ -152,7 +152,7 @@ fn qemu_guest_on_a_vm_port_policy_allows_denies_and_flips_live() {
     let allowed = wait_until(Duration::from_secs(60), || counts_after(&console, 0).0 >= 3);
     assert!(allowed, "no ping answered while policy allows: {}\n{}", con(), sw.cli("show pmd stats\n"));
     assert!(wait_until(Duration::from_secs(10), || records(&flows, 17, "allow") >= 1), "no UDP allow record");
-    assert!(records(&flows, 1, "allow") >= 1, "no ICMP allow record");
+    assert!(wait_until(Duration::from_secs(10), || records(&flows, 1, "allow") >= 1), "no ICMP allow record");
     let tx_peer = sw.port_counter(1, "TX-packets:");
 
     // A label change over the control socket flips it to deny, live.
@@ -163,7 +163,8 @@ fn qemu_guest_on_a_vm_port_policy_allows_denies_and_flips_live() {
     assert!(denied, "pings still answered after the label change: {}", con());
     let stats = sw.cli("show pmd stats\n");
     assert!(stats.contains("policy_ingress="), "no policy drops counted: {stats}");
-    assert!(records(&flows, 17, "deny") >= 1 && records(&flows, 1, "deny") >= 1, "no deny records for UDP and ICMP");
+    let deny_records = wait_until(Duration::from_secs(10), || records(&flows, 17, "deny") >= 1 && records(&flows, 1, "deny") >= 1);
+    assert!(deny_records, "no deny records for UDP and ICMP");
     // Only the first round after the change may straddle it.
     let (ok_after, _) = counts_after(&console, mark + 1);
     assert_eq!(ok_after, 0, "a ping was answered under deny: {}", con());
