@@ -30,6 +30,9 @@ pub enum Intent {
     Mark {
         /// Rx queue the flow arrives on.
         queue: u16,
+        /// The mark value the requester bound to its verdict; 0 lets the
+        /// manager pick one (then only [`Manager::marks`] knows it).
+        mark: u32,
     },
 }
 
@@ -173,6 +176,8 @@ pub struct Manager<B: Backend> {
     done: Vec<Completion>,
     next_user: u64,
     next_mark: u32,
+    /// Flows left in the current counter sweep ([`Manager::scan_step`]).
+    sweep: Vec<FlowId>,
     /// Counters.
     pub stats: OffloadStats,
     /// The last error that made the manager give up on a request (for `show offload`).
@@ -195,6 +200,7 @@ impl<B: Backend> Manager<B> {
             done: Vec::new(),
             next_user: 1,
             next_mark: 1,
+            sweep: Vec::new(),
             stats: OffloadStats::default(),
             last_error: None,
         }
@@ -257,9 +263,14 @@ impl<B: Backend> Manager<B> {
         }
         let (actions, mark) = match req.intent {
             Intent::Drop => (vec![FlowAction::Drop], None),
-            Intent::Mark { queue } => {
-                let m = self.next_mark;
-                self.next_mark = self.next_mark.wrapping_add(1).max(1);
+            Intent::Mark { queue, mark } => {
+                let m = if mark != 0 {
+                    mark
+                } else {
+                    let m = self.next_mark;
+                    self.next_mark = self.next_mark.wrapping_add(1).max(1);
+                    m
+                };
                 (vec![FlowAction::Mark(m), FlowAction::Queue(queue)], Some(m))
             }
         };
@@ -346,6 +357,30 @@ impl<B: Backend> Manager<B> {
         }
     }
 
+    /// One bounded step of a sweep over the rules' counters (as [`Manager::scan`],
+    /// `budget` rules at a time, so a caller can interleave revocations with a
+    /// sweep whose queries are slow). A new sweep starts when the last one has
+    /// ended and `start` is true. Returns true while a sweep is in progress.
+    pub fn scan_step(&mut self, budget: usize, start: bool) -> bool {
+        if self.sweep.is_empty() {
+            if !start {
+                return false;
+            }
+            self.sweep = self.installed.keys().copied().collect();
+        }
+        for _ in 0..budget {
+            let Some(id) = self.sweep.pop() else { break };
+            let Some(hw) = self.installed.get(&id).map(|i| i.hw) else { continue };
+            if let Ok(c) = self.backend.query(hw) {
+                if let Some(inst) = self.installed.get_mut(&id) {
+                    inst.heat = c.hits.saturating_sub(inst.last_hits);
+                    inst.last_hits = c.hits;
+                }
+            }
+        }
+        !self.sweep.is_empty()
+    }
+
     /// Removes the rule with the least heat. False when nothing can be evicted.
     fn evict_coldest(&mut self) -> bool {
         let Some((&id, _)) = self.installed.iter().min_by_key(|(_, v)| v.heat) else { return false };
@@ -367,6 +402,40 @@ impl<B: Backend> Manager<B> {
         self.stats.revoked += old.len() as u64;
         self.flush_batch();
         old.len()
+    }
+
+    /// Every rule this manager keeps in hardware, as the rule it installed
+    /// (for `flow list`), with its handle and generation.
+    pub fn rules(&self) -> Vec<(HwRuleId, FlowSpec, u64)> {
+        let mut v: Vec<(HwRuleId, FlowSpec, u64)> = self
+            .installed
+            .iter()
+            .map(|(id, inst)| {
+                let k = FlowKey::new(id.port, id.src, id.dst, id.proto, id.sport, id.dport);
+                let actions = match inst.mark {
+                    Some(m) => vec![FlowAction::Mark(m), FlowAction::Queue(0)],
+                    None => vec![FlowAction::Drop],
+                };
+                (inst.hw, FlowSpec::exact(id.port, &k, actions), inst.gen)
+            })
+            .collect();
+        v.sort_by_key(|r| r.0);
+        v
+    }
+
+    /// True when `hw` is a rule this manager installed.
+    pub fn owns(&self, hw: HwRuleId) -> bool {
+        self.installed.values().any(|i| i.hw == hw)
+    }
+
+    /// Forgets the rule `hw` without destroying it (someone else destroyed it).
+    pub fn forget(&mut self, hw: HwRuleId) {
+        self.installed.retain(|_, i| i.hw != hw);
+    }
+
+    /// Forgets every rule without destroying it (the device was flushed).
+    pub fn forget_all(&mut self) {
+        self.installed.clear();
     }
 
     /// The mark values currently in hardware, with their generation.
@@ -476,7 +545,7 @@ mod tests {
         let mut m = Manager::new(SoftNic::new(fast(100)), ManagerConfig::default());
         m.handle(req(1, Intent::Drop, 1));
         m.handle(req(1, Intent::Drop, 1));
-        m.handle(req(2, Intent::Mark { queue: 0 }, 1));
+        m.handle(req(2, Intent::Mark { queue: 0, mark: 0 }, 1));
         assert_eq!(m.len(), 2);
         assert_eq!(m.stats.discarded, 1);
         assert!(matches!(m.backend().rx(&hdr(1), 64), HwVerdict::Drop(_)));
@@ -535,7 +604,7 @@ mod tests {
         let mut f = feeder(&q);
         let mut pushed = 0;
         for i in 0..6 {
-            pushed += f.push(req(i, Intent::Mark { queue: 0 }, 0)) as u32;
+            pushed += f.push(req(i, Intent::Mark { queue: 0, mark: 0 }, 0)) as u32;
         }
         assert_eq!((pushed, f.full), (4, 2), "a full queue is counted, never waited on");
         assert_eq!(m.step(&q, 64), 4);

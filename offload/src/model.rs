@@ -317,6 +317,16 @@ struct Shared {
     ops: ArrayQueue<Op>,
     done: ArrayQueue<Completion>,
     installed: AtomicUsize,
+    /// Queries and flushes (rare, from the shell): (tag, request).
+    ctl: ArrayQueue<(u64, Ctl)>,
+    ctl_done: ArrayQueue<(u64, Result<HwCounters, OffloadError>)>,
+}
+
+/// A rare request the port half answers between bursts.
+#[derive(Clone, Copy, Debug)]
+enum Ctl {
+    Query(HwRuleId),
+    Flush,
 }
 
 /// The manager's half of a split device: a [`Backend`] whose operations are
@@ -344,6 +354,8 @@ pub fn channel(cfg: SoftNicConfig) -> (SoftNicBackend, SoftNicPort) {
         ops: ArrayQueue::new(cfg.queue_depth.max(1)),
         done: ArrayQueue::new(cfg.queue_depth.max(1)),
         installed: AtomicUsize::new(0),
+        ctl: ArrayQueue::new(16),
+        ctl_done: ArrayQueue::new(16),
     });
     let b = SoftNicBackend {
         shared: shared.clone(),
@@ -366,6 +378,16 @@ impl SoftNicPort {
             let _ = self.shared.done.push(c);
             n += 1;
         }
+        if !self.shared.ctl.is_empty() && !self.shared.ctl_done.is_full() {
+            if let Some((tag, c)) = self.shared.ctl.pop() {
+                let r = match c {
+                    Ctl::Query(id) => self.nic.query(id),
+                    Ctl::Flush => self.nic.flush().map(|_| HwCounters::default()),
+                };
+                // Cannot fail: checked for room, single producer.
+                let _ = self.shared.ctl_done.push((tag, r));
+            }
+        }
         // Relaxed: a statistic for `installed()`, no data is published through it.
         self.shared.installed.store(self.nic.installed(), Ordering::Relaxed);
         n
@@ -379,6 +401,29 @@ impl SoftNicPort {
 }
 
 impl SoftNicBackend {
+    /// Runs one query or flush on the port half and waits for the answer.
+    fn ctl(&mut self, c: Ctl) -> Result<HwCounters, OffloadError> {
+        let tag = self.next_user;
+        self.next_user += 1;
+        if self.shared.ctl.push((tag, c)).is_err() {
+            return Err(OffloadError::Busy);
+        }
+        let t = Instant::now();
+        loop {
+            while let Some((t2, r)) = self.shared.ctl_done.pop() {
+                if t2 == tag {
+                    return r;
+                }
+            }
+            // Short: a device whose port half stopped polling must not hold the
+            // caller (a late answer is discarded by its tag).
+            if t.elapsed() > Duration::from_millis(200) {
+                return Err(OffloadError::Busy);
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Runs one op synchronously: enqueue, wait for its completion.
     fn roundtrip(&mut self, op: Op) -> Result<HwRuleId, OffloadError> {
         spin(self.sync_call);
@@ -421,10 +466,10 @@ impl Backend for SoftNicBackend {
         self.roundtrip(Op::Destroy { user: 0, id }).map(|_| ())
     }
     fn query(&mut self, id: HwRuleId) -> Result<HwCounters, OffloadError> {
-        Err(OffloadError::Unsupported(format!("query of rule {} through a split device; read the port half", id.0)))
+        self.ctl(Ctl::Query(id))
     }
     fn flush(&mut self) -> Result<(), OffloadError> {
-        Err(OffloadError::Unsupported("flush through a split device; destroy each rule".into()))
+        self.ctl(Ctl::Flush).map(|_| ())
     }
     fn has_async(&self) -> bool {
         true

@@ -177,6 +177,30 @@ pub struct Headers {
     pub key: FlowKey,
 }
 
+impl Headers {
+    /// What a NIC's parser extracts from a received frame: MACs, the outer
+    /// VLAN tag, the ethertype after tags and the flow key (through
+    /// flowtable's parser). None for a frame the parser rejects (no rule
+    /// matches it, as on hardware whose parser gives up).
+    #[inline]
+    pub fn from_frame(frame: &[u8], in_port: u16) -> Option<Headers> {
+        let p = flowtable::parse::parse(frame, in_port, None).ok()?;
+        let mac = |b: &[u8]| b.iter().fold(0u64, |a, x| a << 8 | *x as u64);
+        let l3 = p.meta.l3 as usize;
+        if l3 < 14 || frame.len() < l3 {
+            return None;
+        }
+        let vlan = (frame[12..14] == [0x81, 0x00] && frame.len() >= 18).then(|| u16::from_be_bytes([frame[14], frame[15]]));
+        Some(Headers {
+            eth_dst: mac(&frame[0..6]),
+            eth_src: mac(&frame[6..12]),
+            eth_type: u16::from_be_bytes([frame[l3 - 2], frame[l3 - 1]]),
+            vlan,
+            key: p.key,
+        })
+    }
+}
+
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 
