@@ -93,6 +93,16 @@ ct_capacity = 65536
 # Keep established connections when a policy change would deny them
 # (default: re-evaluate them, so a change cuts live connections too).
 keep_established = false
+# Hardware offload of hot flows: "off", or "model" (the software NIC model in
+# the rx path of the ports below; `offload on|off` at run time). Denied hot
+# flows get DROP rules, allowed ones MARK + QUEUE.
+offload = "off"
+# Ports with a model ([] = every port).
+offload_ports = []
+# Packets within one millisecond that make a flow hot (`set offload threshold N`).
+offload_threshold = 64
+# Rules per model port (the coldest is evicted past it).
+offload_capacity = 8192
 
 # Flow records (policy mode): the first packet of every flow decided by policy.
 [flowlog]
@@ -193,6 +203,14 @@ pub struct PolicySection {
     pub ct_capacity: u32,
     /// Keep established connections across policy changes.
     pub keep_established: bool,
+    /// "off" or "model".
+    pub offload: String,
+    /// Ports with a model (empty: all).
+    pub offload_ports: Vec<u16>,
+    /// Hot threshold, packets per millisecond.
+    pub offload_threshold: u32,
+    /// Rules per model port.
+    pub offload_capacity: u32,
 }
 
 impl Default for PolicySection {
@@ -205,6 +223,10 @@ impl Default for PolicySection {
             emc_insert_inv_prob: 1,
             ct_capacity: 65536,
             keep_established: false,
+            offload: "off".into(),
+            offload_ports: Vec::new(),
+            offload_threshold: 64,
+            offload_capacity: 8192,
         }
     }
 }
@@ -496,6 +518,19 @@ impl Config {
         }
         if f.nb_cores == 0 {
             return err("forwarding", "nb_cores", "must be at least 1".into());
+        }
+        let p = &self.policy;
+        if p.offload != "off" && p.offload != "model" {
+            return err("policy", "offload", format!("\"{}\": expected \"off\" or \"model\"", p.offload));
+        }
+        if p.offload_threshold == 0 {
+            return err("policy", "offload_threshold", "must be at least 1".into());
+        }
+        if p.offload_capacity == 0 {
+            return err("policy", "offload_capacity", "must be at least 1".into());
+        }
+        if let Some(bad) = p.offload_ports.iter().find(|&&i| i as usize >= self.ports.len()) {
+            return err("policy", "offload_ports", format!("port {bad} is not configured ({} ports)", self.ports.len()));
         }
         for (k, v) in [("rxq", f.rxq), ("txq", f.txq), ("rxd", f.rxd), ("txd", f.txd)] {
             if v == 0 {

@@ -275,6 +275,11 @@ impl RteFlowPort {
         me
     }
 
+    /// The port id.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// What the port takes.
     pub fn caps(&self) -> &Caps {
         &self.caps

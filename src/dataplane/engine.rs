@@ -11,6 +11,7 @@
 //! on the data path, and a reader sees each counter whole.
 
 use super::handler::{HandlerStats, PolicyHandler, PortMap};
+use super::offload::OffloadRuntime;
 use super::state::DpState;
 use crate::visibility::export::EventSender;
 use flowtable::leftright::Reader;
@@ -200,6 +201,9 @@ pub enum EngineError {
     /// More ports than a route table can address.
     #[error("{0} ports: the policy engine handles at most 254")]
     TooManyPorts(usize),
+    /// A model-offloaded port whose rx queues several lcores poll.
+    #[error("offload model on port {0}: its rx queues are spread over {1} lcores; one lcore must poll them all (fewer rxq or lcores)")]
+    SplitModel(u16, usize),
     /// DPDK refused (a queue claimed twice: too few tx queues for the lcores, ...).
     #[error("{0}")]
     Pmd(#[from] pmd::Error),
@@ -217,6 +221,7 @@ impl PolicyEngine {
         burst: u16,
         cfg: PipelineConfig,
         events: Option<EventSender>,
+        offload: Option<&OffloadRuntime>,
     ) -> Result<Self, EngineError> {
         if lcores.is_empty() {
             return Err(EngineError::NoLcores);
@@ -236,8 +241,18 @@ impl PolicyEngine {
         let stop = Arc::new(AtomicBool::new(false));
         let mut eng = PolicyEngine { stop: stop.clone(), lcores: Vec::new(), shared: Vec::new() };
         let hz = pmd::Eal::tsc_hz();
+        let rx_of = |k: usize| -> Vec<RxQueue> { all_rx.iter().copied().skip(k).step_by(lcores.len()).collect() };
+        if let Some(o) = offload {
+            // A model is one device: the lcore that owns it must poll all its queues.
+            for p in ports.iter().filter(|p| o.has_port(p.id)) {
+                let owners = (0..lcores.len()).filter(|&k| rx_of(k).iter().any(|r| r.port == p.id)).count();
+                if owners > 1 {
+                    return Err(EngineError::SplitModel(p.id, owners));
+                }
+            }
+        }
         for (k, &lc) in lcores.iter().enumerate() {
-            let rxqs: Vec<RxQueue> = all_rx.iter().copied().skip(k).step_by(lcores.len()).collect();
+            let rxqs: Vec<RxQueue> = rx_of(k);
             let outs: Vec<Output> = ports.iter().map(|p| Output { port: p.id, queue: k as u16 }).collect();
             if let Some(p) = ports.iter().find(|p| p.txq as usize <= k) {
                 eng.stop();
@@ -251,7 +266,11 @@ impl PolicyEngine {
                 }
             };
             let shared = Arc::new(SharedStats::default());
-            let h = PolicyHandler::new(reader.clone(), cfg, map.clone(), events.clone(), hz);
+            let mut h = PolicyHandler::new(reader.clone(), cfg, map.clone(), events.clone(), hz);
+            if let Some(o) = offload {
+                let mine: Vec<u16> = rxqs.iter().map(|r| r.port).collect();
+                h.set_offload(o.lcore(&mine, hz));
+            }
             let (stop2, sh2) = (stop.clone(), shared.clone());
             let launched = pmd::lcore::launch(lc, move || {
                 let mut p = Publishing { h, shared: sh2.clone(), bursts: 0 };

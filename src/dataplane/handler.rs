@@ -14,6 +14,7 @@
 //! ```
 //! Nothing here allocates or locks; the state guard is held for one burst.
 
+use super::offload::Pre;
 use super::state::DpState;
 use crate::visibility::export::EventSender;
 use crate::visibility::record::{FlowEvent, FlowVerdict as RecVerdict, RecordKind};
@@ -68,6 +69,8 @@ pub struct PolicyHandler {
     /// The newest generation a burst was decided under, and the TSC of the
     /// first burst decided under it (publish-to-enforced latency).
     pub gen_seen: (u64, u64),
+    /// The hardware-offload path (model ports), if offload is configured.
+    offload: Option<super::offload::LcoreOffload>,
 }
 
 impl PolicyHandler {
@@ -87,7 +90,14 @@ impl PolicyHandler {
             epoch_tsc: pmd::lcore::rdtsc(),
             stats: HandlerStats::default(),
             gen_seen: (0, 0),
+            offload: None,
         }
+    }
+
+    /// Puts the offload path (the model ports this lcore polls) in front of
+    /// software.
+    pub fn set_offload(&mut self, o: super::offload::LcoreOffload) {
+        self.offload = Some(o);
     }
 
     /// The pipeline's counters.
@@ -220,16 +230,52 @@ impl RouteHandler for PolicyHandler {
         if gen != self.gen_seen.0 {
             self.gen_seen = (gen, now);
         }
+        // Hardware first (model ports): DROP rules free packets before
+        // software; a current mark carries the verdict; the rest is software's.
+        let mut pre = [Pre::Soft(None); BURST];
+        let mut off = false;
+        if let Some(o) = self.offload.as_mut() {
+            if o.has_model(rx.port) && o.begin_burst() {
+                for (i, p) in pre.iter_mut().enumerate().take(n) {
+                    *p = o.rx(burst.data(i), rx.port, gen);
+                }
+                off = true;
+            }
+        }
+        // Software decides the packets hardware did not: compacted, in order.
+        let mut soft = [0u8; BURST];
+        let mut m = 0;
         {
             let empty = RxPacket { frame: &[], rss: None, in_port: rx.port };
             let mut pkts = [empty; BURST];
-            for (i, p) in pkts.iter_mut().enumerate().take(n) {
-                *p = RxPacket { frame: burst.data(i), rss: None, in_port: rx.port };
+            for i in 0..n {
+                if let Pre::Soft(_) = pre[i] {
+                    pkts[m] = RxPacket { frame: burst.data(i), rss: None, in_port: rx.port };
+                    soft[i] = m as u8;
+                    m += 1;
+                }
             }
-            self.pipeline.process(&policy, &pkts[..n], now, &mut self.verdicts[..n]);
+            if m > 0 {
+                self.pipeline.process(&policy, &pkts[..m], now, &mut self.verdicts[..m]);
+            }
         }
         for i in 0..n {
-            let v = self.verdicts[i];
+            let v = match pre[i] {
+                Pre::Soft(h) => {
+                    let v = self.verdicts[soft[i] as usize];
+                    if off {
+                        if let (Some(h), Some(o)) = (h, self.offload.as_mut()) {
+                            o.observe(&h, rx.port, rx.queue, v.fate, gen, now);
+                        }
+                    }
+                    v
+                }
+                Pre::Dropped => {
+                    dest[i] = DROP;
+                    continue;
+                }
+                Pre::Forward(id) => PacketVerdict { fate: Fate::Forward(id), flags: 0, cookie: 0 },
+            };
             if is_ns(burst.data(i)) {
                 // Neighbour discovery is the switch's to answer, like ARP.
                 dest[i] = if answer_ns(burst.data_mut(i), &st, &self.ports) {

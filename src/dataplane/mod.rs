@@ -5,5 +5,6 @@ pub mod engine;
 pub mod handler;
 pub mod latency;
 pub mod names;
+pub mod offload;
 pub mod plane;
 pub mod state;

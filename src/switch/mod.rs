@@ -62,6 +62,7 @@ use pmd::{Eal, EalConfig, Mempool, Port};
 
 use crate::config::{devargs_kv, Config, ConfigError};
 use crate::dataplane::engine::{EnginePort, LcoreSnapshot, PolicyEngine};
+use crate::dataplane::offload::{OffloadRuntime, OffloadSettings};
 use crate::dataplane::plane::PolicyPlane;
 use crate::dataplane::state::Dest;
 use crate::visibility::export::{FlowLog, FlowLogConfig};
@@ -228,6 +229,11 @@ struct PolicyRuntime {
     plane: Option<PolicyPlane>,
     /// The lcores, while forwarding.
     engine: Option<PolicyEngine>,
+    /// Hardware offload (software NIC models and the offload thread); kept
+    /// across engine restarts, as hardware keeps its rules.
+    offload: Option<OffloadRuntime>,
+    /// rte_flow backends of ports without a model (`flow` commands), probed on first use.
+    rte_flow: Vec<pmd::flow::RteFlowPort>,
     /// Counters at the last stop (reported after it).
     last: Vec<LcoreSnapshot>,
     /// Counters at the last `clear fwd stats`.
@@ -310,6 +316,8 @@ impl Switch {
                 on: policy_on,
                 plane,
                 engine: None,
+                offload: None,
+                rte_flow: Vec::new(),
                 last: Vec::new(),
                 baseline: StreamStats::default(),
                 cfg: cfg.policy.clone(),
@@ -693,10 +701,133 @@ impl Switch {
         pc.ct.keep_established = c.keep_established;
         let reader = self.plane_mut()?.reader();
         let events = self.flowlog_sender()?;
-        let e = PolicyEngine::start(&reader, &ports, &lcores, self.burst, pc, events).map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
+        if self.policy.cfg.offload == "model" && self.policy.offload.is_none() {
+            self.policy.offload = Some(self.start_offload(&ports)?);
+        }
+        let off = self.policy.offload.as_ref();
+        let e = PolicyEngine::start(&reader, &ports, &lcores, self.burst, pc, events, off).map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
         self.policy.engine = Some(e);
         self.policy.baseline = StreamStats::default();
         Ok(())
+    }
+
+    fn start_offload(&mut self, ports: &[EnginePort]) -> Result<OffloadRuntime, Error> {
+        let c = &self.policy.cfg;
+        let ids: Vec<u16> = if c.offload_ports.is_empty() { ports.iter().map(|p| p.id).collect() } else { c.offload_ports.clone() };
+        let s = OffloadSettings { threshold: c.offload_threshold, capacity: c.offload_capacity as usize };
+        let reader = self.plane_mut()?.reader();
+        OffloadRuntime::start(reader, &ids, &s).map_err(Error::Invalid)
+    }
+
+    /// `show offload`.
+    pub fn offload_text(&self) -> String {
+        match &self.policy.offload {
+            Some(o) => o.show(),
+            None => format!(
+                "offload: off (no model; [policy] offload = \"{}\"; 'offload on' puts the software NIC model in the rx path)",
+                self.policy.cfg.offload
+            ),
+        }
+    }
+
+    /// `offload on|off`. The first `on` creates the models (restarting
+    /// forwarding if it runs); later ones only switch them in or out.
+    ///
+    /// # Errors
+    /// The policy engine cannot restart, or the offload thread is gone.
+    pub fn set_offload(&mut self, on: bool) -> Result<String, Error> {
+        if let Some(o) = &self.policy.offload {
+            return o.set_enabled(on).map_err(Error::Invalid);
+        }
+        if !on {
+            return Ok("offload off".into());
+        }
+        self.policy.cfg.offload = "model".into();
+        if self.policy.engine.is_some() {
+            self.restarting(|_| Ok(()))?;
+        }
+        Ok("offload on (software NIC model; rules are installed while packet forwarding runs in policy mode)".into())
+    }
+
+    /// `set offload threshold N`.
+    ///
+    /// # Errors
+    /// N is 0.
+    pub fn set_offload_threshold(&mut self, n: u32) -> Result<(), Error> {
+        if n == 0 {
+            return Err(Error::Invalid("offload threshold must be at least 1 packet per millisecond".into()));
+        }
+        self.policy.cfg.offload_threshold = n;
+        if let Some(o) = &self.policy.offload {
+            o.set_threshold(n);
+        }
+        Ok(())
+    }
+
+    /// The offload runtime, if models exist.
+    pub fn offload(&self) -> Option<&OffloadRuntime> {
+        self.policy.offload.as_ref()
+    }
+
+    /// testpmd's `flow ...`: on a model port the model takes it; elsewhere the
+    /// port's rte_flow (virtual PMDs refuse with ENOTSUP, reported as such).
+    ///
+    /// # Errors
+    /// Unknown port, or the device's refusal.
+    pub fn flow(&mut self, c: offload::FlowCommand) -> Result<String, Error> {
+        use offload::{Backend, FlowCommand as F, HwRuleId};
+        let port = match &c {
+            F::Validate(s) | F::Create(s) => s.port,
+            F::Destroy { port, .. } | F::Flush(port) | F::List(port) | F::Query { port, .. } => *port,
+        };
+        self.port(port)?;
+        if let Some(o) = self.policy.offload.as_ref().filter(|o| o.has_port(port)) {
+            return o.flow(c).map_err(Error::Invalid);
+        }
+        let i = match self.policy.rte_flow.iter().position(|b| b.port() == port) {
+            Some(i) => i,
+            None => {
+                self.policy.rte_flow.push(pmd::flow::RteFlowPort::probe(port));
+                self.policy.rte_flow.len() - 1
+            }
+        };
+        let b = &mut self.policy.rte_flow[i];
+        let e = |e: offload::OffloadError| Error::Invalid(format!("port {port} (rte_flow, no offload model): {e}"));
+        match c {
+            F::Validate(s) => b.validate(&s).map(|_| "Flow rule validated".into()).map_err(e),
+            F::Create(s) => b.create(&s).map(|id| format!("Flow rule #{} created", id.0)).map_err(e),
+            F::Destroy { rules, .. } => {
+                let mut out = Vec::new();
+                for r in rules {
+                    b.destroy(HwRuleId(r)).map_err(e)?;
+                    out.push(format!("Flow rule #{r} destroyed"));
+                }
+                Ok(out.join("\n"))
+            }
+            F::Flush(_) => b.flush().map(|_| format!("Flushed all flow rules on port {port}")).map_err(e),
+            F::Query { rule, .. } => {
+                let c = b.query(HwRuleId(rule)).map_err(e)?;
+                Ok(format!("COUNT:\n hits_set: 1\n bytes_set: 1\n hits: {}\n bytes: {}", c.hits, c.bytes))
+            }
+            F::List(_) => Ok(format!("{} rules on port {port} ({})", b.installed(), b.caps().summary(port))),
+        }
+    }
+
+    /// `quarantine W` / `unquarantine W`: the policy change, then (offload on)
+    /// prefix DROP rules for the workload's addresses on every model port.
+    ///
+    /// # Errors
+    /// Unknown workload, or a device refusal (the policy change stands).
+    pub fn quarantine(&mut self, key: &str, on: bool) -> Result<String, Error> {
+        let ctl = |e: control::Error| Error::Invalid(e.to_string());
+        let pb = self.plane_mut()?.quarantine(key, on).map_err(ctl)?;
+        let mut msg = pb.to_string();
+        let addrs = self.plane_mut()?.compiler().model().find(key).map_err(ctl)?.addresses.clone();
+        if let Some(o) = &self.policy.offload {
+            msg.push_str("; ");
+            msg.push_str(&o.quarantine(addrs, on).map_err(Error::Invalid)?);
+        }
+        Ok(msg)
     }
 
     fn require_not_forwarding(&self, what: &str) -> Result<(), Error> {
@@ -968,6 +1099,8 @@ impl Switch {
         if let Some(mut e) = self.policy.engine.take() {
             e.stop();
         }
+        drop(self.policy.offload.take());
+        self.policy.rte_flow.clear();
         if let Some(mut f) = self.policy.flowlog.take() {
             f.stop();
         }
