@@ -84,6 +84,14 @@ pub enum Command {
     ShowFlows,
     /// `show vhost`
     ShowVhost,
+    /// `flow validate|create|list|query|destroy|flush <port> ...` (testpmd's rte_flow grammar)
+    Flow(offload::FlowCommand),
+    /// `show offload`
+    ShowOffload,
+    /// `offload on|off`
+    Offload(bool),
+    /// `set offload threshold <n>`
+    SetOffloadThreshold(u16),
     /// `help`
     Help,
     /// `quit`
@@ -133,6 +141,11 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
     Entry { template: "show flows", help: "Flow records written and lost, and the most denied flows by workload and rule." },
     Entry { template: "show vhost", help: "VM (vhost-user) ports: socket, mode, queues, connection, features, link events, workloads." },
+    Entry { template: "flow <rest>", help: "testpmd rte_flow: flow validate|create|list|query|destroy|flush <port> ... (model ports: the NIC model)." },
+    Entry { template: "show offload", help: "Offload: rules installed, failed, evicted, hardware hits and drops, queue full." },
+    Entry { template: "offload on", help: "Put the software NIC model in the rx path of the offload ports (hot flows to hardware)." },
+    Entry { template: "offload off", help: "Take the model out of the rx path; every offloaded rule is removed." },
+    Entry { template: "set offload threshold <n>", help: "Packets within 1 ms that make a flow hot." },
     Entry { template: "help", help: "This list." },
     Entry { template: "quit", help: "Leave the shell (a switch started by this shell stops)." },
 ];
@@ -220,6 +233,11 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "show pmd stats" => Command::ShowPmdStats,
         "show flows" => Command::ShowFlows,
         "show vhost" => Command::ShowVhost,
+        "flow <rest>" => Command::Flow(offload::parse_flow(&toks.join(" ")).map_err(|e| ParseError { msg: e.to_string() })?),
+        "show offload" => Command::ShowOffload,
+        "offload on" => Command::Offload(true),
+        "offload off" => Command::Offload(false),
+        "set offload threshold <n>" => Command::SetOffloadThreshold(n(3)),
         "help" => Command::Help,
         "quit" => Command::Quit,
         other => unreachable!("grammar entry without a parser arm: {other}"),

@@ -130,12 +130,25 @@ impl SwitchTarget<'_> {
                 let _ = writeln!(out, "workload label {k}: {pb}");
             }
             Command::Quarantine(k) => {
-                let pb = sw.plane_mut()?.quarantine(&k, true).map_err(ctl)?;
-                let _ = writeln!(out, "quarantine {k}: {pb}");
+                let msg = sw.quarantine(&k, true)?;
+                let _ = writeln!(out, "quarantine {k}: {msg}");
             }
             Command::Unquarantine(k) => {
-                let pb = sw.plane_mut()?.quarantine(&k, false).map_err(ctl)?;
-                let _ = writeln!(out, "unquarantine {k}: {pb}");
+                let msg = sw.quarantine(&k, false)?;
+                let _ = writeln!(out, "unquarantine {k}: {msg}");
+            }
+            Command::Flow(c) => {
+                let _ = writeln!(out, "{}", sw.flow(c)?);
+            }
+            Command::ShowOffload => {
+                let _ = writeln!(out, "{}", sw.offload_text());
+            }
+            Command::Offload(on) => {
+                let _ = writeln!(out, "{}", sw.set_offload(on)?);
+            }
+            Command::SetOffloadThreshold(n) => {
+                sw.set_offload_threshold(n as u32)?;
+                let _ = writeln!(out, "offload threshold: {n} packets per millisecond");
             }
             Command::ShowPolicy => out = show_policy(sw),
             Command::ShowPmdStats => out = show_pmd_stats(sw),
