@@ -103,6 +103,8 @@ pub enum BenchCmd {
     PolicyUpdate(BenchPolicyUpdateArgs),
     /// VM-to-VM through vhost-user: Bulkhead (io, policy) vs testpmd vs OVS-DPDK.
     Vhost(BenchVhostArgs),
+    /// Hot-flow offload to the software NIC model: policy switch rate with offload off vs on.
+    Offload(BenchOffloadArgs),
 }
 
 /// `bulkhead bench vhost`
@@ -130,6 +132,35 @@ pub struct BenchVhostArgs {
     /// Keep logs and configs here (default: a temporary directory, removed).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+}
+
+/// `bulkhead bench offload`
+#[derive(Debug, Args)]
+pub struct BenchOffloadArgs {
+    /// Distinct flows.
+    #[arg(long, default_value_t = 1000)]
+    pub flows: u32,
+    /// Hot flows among them.
+    #[arg(long, default_value_t = 100)]
+    pub hot: u32,
+    /// Percent of packets the hot flows carry.
+    #[arg(long, default_value_t = 90)]
+    pub hot_share: u32,
+    /// Percent of flows the policy denies.
+    #[arg(long, default_value_t = 20)]
+    pub deny_pct: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Rounds (offload off, then on, each round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Hot threshold, packets per millisecond.
+    #[arg(long, default_value_t = 16)]
+    pub threshold: u32,
+    /// EAL lcores: main, then the one forwarding lcore.
+    #[arg(long, default_value = "0,1")]
+    pub lcores: String,
 }
 
 /// `bulkhead bench policy-update`

@@ -83,6 +83,21 @@ fn dispatch(args: Cli) -> Result<u8> {
             print!("{r}");
             Ok(0)
         }
+        Cmd::Bench(BenchCmd::Offload(a)) => {
+            let o = dataplane::offload_bench::OffloadBenchOpts {
+                flows: a.flows,
+                hot: a.hot,
+                hot_share: a.hot_share,
+                deny_pct: a.deny_pct,
+                seconds: a.seconds,
+                rounds: a.rounds,
+                threshold: a.threshold,
+                lcores: a.lcores,
+                ..Default::default()
+            };
+            print!("{}", dataplane::offload_bench::run(&o)?);
+            Ok(0)
+        }
         Cmd::Classify(a) => {
             if a.bench {
                 let r = flowtable::classbench::bench(&a.rules, &a.trace, &Default::default())?;

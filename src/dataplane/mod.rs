@@ -6,5 +6,6 @@ pub mod handler;
 pub mod latency;
 pub mod names;
 pub mod offload;
+pub mod offload_bench;
 pub mod plane;
 pub mod state;
