@@ -317,6 +317,8 @@ mod tests {
                     "<port>" => "all".into(),
                     "<n>" => "4".into(),
                     "<fwdmode>" => "mac".into(),
+                    // `flow` hands its words to testpmd's grammar.
+                    "<rest>" if e.template.starts_with("flow ") => "list 0".into(),
                     "<word>" | "<rest>" => "x".into(),
                     lit => lit.into(),
                 })
@@ -332,6 +334,11 @@ mod tests {
         assert_eq!(parse("  port config all rxq 2 ").unwrap(), Some(Command::PortConfig(QueueParam::Rxq, 2)));
         assert_eq!(parse("set fwd macswap").unwrap(), Some(Command::SetFwd("macswap".into())));
         assert_eq!(parse("# comment").unwrap(), None);
+        assert_eq!(parse("flow flush 1").unwrap(), Some(Command::Flow(offload::FlowCommand::Flush(1))));
+        assert_eq!(parse("set offload threshold 32").unwrap(), Some(Command::SetOffloadThreshold(32)));
+        assert_eq!(parse("offload off").unwrap(), Some(Command::Offload(false)));
+        let e = parse("flow create 0 ingress pattern eth / bogus / end actions drop / end").unwrap_err();
+        assert!(e.msg.contains("bogus"), "{}", e.msg);
         assert_eq!(parse("").unwrap(), None);
     }
 
