@@ -84,6 +84,10 @@ pub struct PipelineConfig {
     pub sample_inv: u32,
     /// Conntrack slots examined for expiry per `process` call.
     pub sweep_budget: usize,
+    /// Track connections (replies of allowed flows pass, policy changes
+    /// re-decide live connections). false: every packet is decided by the
+    /// rules alone, like a stateless ACL; conntrack is never consulted.
+    pub stateful: bool,
 }
 
 impl Default for PipelineConfig {
@@ -94,6 +98,7 @@ impl Default for PipelineConfig {
             symmetric_rss: false,
             sample_inv: 0,
             sweep_budget: 16,
+            stateful: true,
         }
     }
 }
@@ -180,7 +185,9 @@ impl Pipeline {
         for (chunk, o) in pkts.chunks(BURST).zip(out.chunks_mut(BURST)) {
             self.burst(policy, chunk, now, o);
         }
-        self.ct.sweep(now, self.cfg.sweep_budget);
+        if self.cfg.stateful {
+            self.ct.sweep(now, self.cfg.sweep_budget);
+        }
     }
 
     #[inline]
@@ -290,7 +297,7 @@ impl Pipeline {
                 return self.finish(v.fate, 0, 0);
             }
         };
-        let tracked = trackable(&k);
+        let tracked = self.cfg.stateful && trackable(&k);
         if tracked {
             if let Some((r, dir)) = self.ct.lookup(&k, echo, now) {
                 self.stats.ct_hit += 1;

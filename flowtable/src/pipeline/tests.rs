@@ -98,6 +98,20 @@ fn replies_of_an_allowed_connection_are_allowed_and_nothing_else() {
 }
 
 #[test]
+fn stateless_pipeline_decides_by_the_rules_alone() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { stateful: false, ..Default::default() });
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, SYN), 1, 0).fate, Fate::Forward(2));
+    // No connection: B's reply is decided by B's egress rules (default deny).
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 40000, SYN | ACK), 2, 1).fate, Fate::Drop(DropReason::PolicyEgress));
+    let v = one(&mut p, &w, &tcp(A, B, 40000, 80, ACK), 1, 2);
+    assert_eq!(v, PacketVerdict { fate: Fate::Forward(2), flags: 0, cookie: 101 });
+    let s = *p.stats();
+    assert_eq!((s.ct_created, s.ct_hit, s.ct_miss, s.emc_hit, s.cls_lookup), (0, 0, 0, 1, 2));
+    assert!(p.conntrack().is_empty());
+}
+
+#[test]
 fn policy_change_reevaluates_connections_unless_kept() {
     for keep in [false, true] {
         let mut w = World::new();
