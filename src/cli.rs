@@ -97,7 +97,8 @@ pub enum ConfigCmd {
 /// `bulkhead bench ...`
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// Forwarding rate: Bulkhead vs dpdk-testpmd on the same vdevs and pcaps.
+    /// Forwarding rate: Bulkhead vs dpdk-testpmd on the same vdevs and pcaps
+    /// (`--mode policy`: the policy engine on gen_bench.py's ACLs vs testpmd io).
     Fwd(BenchFwdArgs),
     /// Publish-to-enforced latency of live policy changes under load.
     PolicyUpdate(BenchPolicyUpdateArgs),
@@ -183,7 +184,7 @@ pub struct BenchPolicyUpdateArgs {
 /// `bulkhead bench fwd`
 #[derive(Debug, Args)]
 pub struct BenchFwdArgs {
-    /// Forwarding mode.
+    /// Forwarding mode: io, mac, macswap, or policy.
     #[arg(long, default_value = "io")]
     pub mode: String,
     /// Flow counts, comma separated.
@@ -195,6 +196,15 @@ pub struct BenchFwdArgs {
     /// Rounds per system (medians are reported).
     #[arg(long)]
     pub rounds: Option<u32>,
+    /// Seconds of traffic before each measurement.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// `--mode policy`: ACL rules (as ../shared/peers/gen_bench.py rules --rules R).
+    #[arg(long, default_value_t = 10_000)]
+    pub rules: u32,
+    /// `--mode policy`: connection tracking on (stateless ACL otherwise).
+    #[arg(long)]
+    pub stateful: bool,
 }
 
 /// `bulkhead classify`

@@ -60,9 +60,13 @@ fn dispatch(args: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Bench(BenchCmd::Fwd(a)) => {
-            let mut o = bench::FwdBenchOpts { mode: a.mode, flows: a.flows, ..Default::default() };
+            let mut o =
+                bench::FwdBenchOpts { mode: a.mode, flows: a.flows, rules: a.rules, stateful: a.stateful, ..Default::default() };
             if let Some(s) = a.seconds {
                 o.seconds = s;
+            }
+            if let Some(w) = a.warmup {
+                o.warmup = w;
             }
             if let Some(r) = a.rounds {
                 o.rounds = r;
