@@ -488,7 +488,7 @@ impl Side {
                 // Both ports polled, like testpmd's paired streams.
                 let ep: Vec<EnginePort> =
                     self.ports.iter().map(|p| EnginePort { id: p.id(), mac: p.mac(), rxq: 1, txq: 1 }).collect();
-                let eng = PolicyEngine::start(reader, &ep, &[self.fwd_lcore], 32, *cfg, None)
+                let eng = PolicyEngine::start(reader, &ep, &[self.fwd_lcore], 32, *cfg, None, None)
                     .map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
                 run_policy = Some(eng);
             }
