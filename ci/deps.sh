@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PKGS=(build-essential pkg-config clang libclang-dev dpdk dpdk-dev libdpdk-dev libpcap-dev python3 iproute2 nfdump
-      qemu-system-x86 busybox-static cpio)   # the last three: the VM test (tests/vm_guest.rs)
+      qemu-system-x86 busybox-static cpio   # the VM test (tests/vm_guest.rs)
+      protobuf-compiler etcd-server etcd-client)   # etcd-client's build (protoc); the many-hosts tests
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -325,6 +325,27 @@ impl<C: RuleTable> Compiler<C> {
         Ok(c)
     }
 
+    /// Fixes identity numbers chosen cluster-wide (see
+    /// [`IdentityAllocator::pin`]): workloads attached from now on get them.
+    pub fn pin_identities(&mut self, keys: impl IntoIterator<Item = (IdentityKey, u32)>) {
+        self.ids.pin(keys);
+    }
+
+    /// A compiler over `model` with `set` applied, identities pinned first.
+    pub fn with_pinned(model: Model, set: PolicySet, pins: impl IntoIterator<Item = (IdentityKey, u32)>) -> Result<Self> {
+        let base = Model { namespaces: model.namespaces.clone(), host_addresses: model.host_addresses.clone(), ..Model::default() };
+        let mut c = Self::new(base, set.settings.clone())?;
+        c.ids.pin(pins);
+        let mut diff = RuleDiff::default();
+        let mut touched = HashSet::new();
+        for w in model.workloads.into_values() {
+            c.check_workload(&w).map_err(|e| Error::invalid("<model>", 0, w.key(), e))?;
+            c.attach(w, &mut diff, &mut touched)?;
+        }
+        c.replace_policies(set)?;
+        Ok(c)
+    }
+
     /// A compiler over `model` with `set` applied.
     pub fn with_policies(model: Model, set: PolicySet) -> Result<Self> {
         let mut c = Self::new(model, set.settings.clone())?;

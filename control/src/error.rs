@@ -56,6 +56,9 @@ pub enum Error {
     /// The identity space is exhausted.
     #[error("identity space exhausted")]
     IdentitiesExhausted,
+    /// The datastore (state file or etcd) failed or holds bad data.
+    #[error("datastore: {0}")]
+    Datastore(String),
     /// Writing command output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),

@@ -45,6 +45,10 @@ pub struct IdentityAllocator {
     by_id: HashMap<u32, Entry>,
     next: u32,
     free: Vec<u32>,
+    /// Numbers fixed by the cluster datastore: a key here always gets its
+    /// number, and fresh local numbers skip every pinned one.
+    pinned: HashMap<IdentityKey, u32>,
+    pinned_ids: std::collections::HashSet<u32>,
 }
 
 impl Default for IdentityAllocator {
@@ -54,6 +58,8 @@ impl Default for IdentityAllocator {
             by_id: HashMap::new(),
             next: FIRST_DYNAMIC,
             free: Vec::new(),
+            pinned: HashMap::new(),
+            pinned_ids: Default::default(),
         }
     }
 }
@@ -68,13 +74,10 @@ impl IdentityAllocator {
             }
             return Some((id, false));
         }
-        // Fresh numbers first, so a released number is not reused while stale
-        // flow state may still carry it; recycle only when the space runs out.
-        let id = if self.next < u32::MAX {
-            self.next += 1;
-            self.next - 1
-        } else {
-            self.free.pop()?
+        let pinned = self.pinned.get(key).copied().filter(|id| !self.by_id.contains_key(id));
+        let id = match pinned {
+            Some(id) => id,
+            None => self.fresh()?,
         };
         self.by_key.insert(key.clone(), id);
         self.by_id.insert(
@@ -85,6 +88,43 @@ impl IdentityAllocator {
             },
         );
         Some((id, true))
+    }
+
+    /// A number no live or pinned identity uses. Fresh numbers first, so a
+    /// released number is not reused while stale flow state may still carry
+    /// it; recycle only when the space runs out.
+    fn fresh(&mut self) -> Option<u32> {
+        while self.next < u32::MAX {
+            self.next += 1;
+            let id = self.next - 1;
+            if !self.pinned_ids.contains(&id) && !self.by_id.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        while let Some(id) = self.free.pop() {
+            if !self.pinned_ids.contains(&id) && !self.by_id.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Fixes the numbers of `keys` (cluster-wide identities from the
+    /// datastore). Takes effect for keys acquired from now on; a live
+    /// identity keeps its number until its last reference goes.
+    pub fn pin(&mut self, keys: impl IntoIterator<Item = (IdentityKey, u32)>) {
+        for (k, id) in keys {
+            self.pinned_ids.insert(id);
+            self.pinned.insert(k, id);
+        }
+    }
+
+    /// True when the live identity of `key` differs from its pinned number.
+    pub fn differs_from_pin(&self, key: &IdentityKey) -> bool {
+        match (self.by_key.get(key), self.pinned.get(key)) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        }
     }
 
     /// Drops a reference; returns true when the identity was released.
@@ -149,5 +189,18 @@ mod tests {
         let (i3, new3) = a.acquire(&k).unwrap();
         assert!(new3);
         assert_ne!(i3, i1, "a released number is not reused at once");
+    }
+
+    #[test]
+    fn pinned_numbers_win_and_fresh_ones_skip_them() {
+        let mut a = IdentityAllocator::default();
+        let k = |v: &str| IdentityKey { namespace: "x".into(), labels: [("app".to_string(), v.to_string())].into() };
+        a.pin([(k("db"), FIRST_DYNAMIC), (k("web"), 9000)]);
+        let (w, _) = a.acquire(&k("web")).unwrap();
+        assert_eq!(w, 9000);
+        let (other, _) = a.acquire(&k("api")).unwrap();
+        assert_eq!(other, FIRST_DYNAMIC + 1, "the pinned FIRST_DYNAMIC is skipped");
+        let (d, _) = a.acquire(&k("db")).unwrap();
+        assert_eq!(d, FIRST_DYNAMIC);
     }
 }

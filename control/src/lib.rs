@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod compiler;
 pub mod conformance;
+pub mod datastore;
 pub mod error;
 pub mod identity;
 pub mod labels;

@@ -26,9 +26,15 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet> {
         })?;
         texts.push((p.display().to_string(), t));
     }
+    load_texts(&texts)
+}
+
+/// Parses (name, text) documents as one set, all or nothing (a name ending
+/// in `.toml` is TOML, anything else YAML); errors name the document.
+pub fn load_texts(texts: &[(String, String)]) -> Result<PolicySet> {
     let mut set = PolicySet::default();
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
-    for (file, text) in &texts {
+    for (file, text) in texts {
         let one = parse_into(file, text, &mut set.settings)?;
         for p in one {
             if let Some((f, l)) = seen.get(&p.key()) {

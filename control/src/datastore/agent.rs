@@ -1,0 +1,328 @@
+//! The host agent: one thread per host, off the packet path, that keeps this
+//! host's view of the cluster current.
+//!
+//! - registers the host's namespaces and workloads in etcd, workloads under a
+//!   lease kept alive by the agent (a dead host's workloads expire with it);
+//! - watches the prefix and hands the control thread a checked [`Desired`]
+//!   state after every change (a state that does not parse or compile is
+//!   rejected with one log line, and the last good one stays enforced);
+//! - writes the control thread's acknowledgements (the data revision it
+//!   enforces) under `hosts/<host>`;
+//! - when etcd is unreachable, keeps the last state (the control thread keeps
+//!   enforcing it), retries with exponential backoff (50 ms to 2 s), logs one
+//!   line per change of connectivity and shows it in [`AgentStatus`]; once
+//!   back, it resumes the watch from the last revision it processed (a full
+//!   re-read only when etcd compacted that revision away), so an unchanged
+//!   state republishes nothing and established flows are untouched;
+//! - optionally caches the last good state in a [`FileStore`], so a restarted
+//!   host enforces it before etcd answers.
+
+use super::etcd::{self, err, EtcdConfig};
+use super::{identity_key_text, keys, ClusterState, Desired, FileStore, HostAck, WorkloadRecord};
+use crate::error::{Error, Result};
+use crate::identity::IdentityKey;
+use crate::model::Model;
+use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// What the agent does.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The etcd cluster.
+    pub etcd: EtcdConfig,
+    /// This host's name (unique in the cluster).
+    pub host: String,
+    /// Lease TTL in seconds for this host's workloads and acknowledgement.
+    pub lease_ttl: i64,
+    /// This host's namespaces and workloads (with their ports).
+    pub local: Model,
+    /// Where the last good state is cached (None: not cached).
+    pub cache: Option<std::path::PathBuf>,
+}
+
+/// Live figures (the `bulkhead_datastore_*` metrics and `show cluster`).
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    /// etcd reachable and the watch running.
+    pub connected: AtomicBool,
+    /// Times connectivity was lost.
+    pub disconnects: AtomicU64,
+    /// States rejected as malformed.
+    pub rejected: AtomicU64,
+    /// The last data revision seen.
+    pub seen: AtomicI64,
+    /// The last data revision acknowledged as enforced.
+    pub enforced: AtomicI64,
+    /// The last error (connectivity or rejected data).
+    pub last_error: Mutex<String>,
+}
+
+/// The control thread's side.
+#[derive(Debug)]
+pub struct AgentHandle {
+    /// Checked states to enforce, in order.
+    pub updates: mpsc::Receiver<Desired>,
+    acks: tokio::sync::mpsc::UnboundedSender<HostAck>,
+    /// Live figures.
+    pub status: Arc<AgentStatus>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Reports that `revision` is enforced (with `workloads` workloads).
+    pub fn ack(&self, revision: i64, workloads: usize) {
+        let _ = self.acks.send(HostAck { revision, workloads, at_ms: super::now_ms() });
+    }
+
+    /// Stops the agent thread and waits for it (its lease is revoked, so its
+    /// workloads leave the cluster at once).
+    pub fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// A log sink (the binary prints; tests collect).
+pub type Log = Box<dyn Fn(&str) + Send>;
+
+/// Starts the agent thread.
+///
+/// # Errors
+/// The thread or its runtime could not start.
+pub fn spawn(cfg: AgentConfig, log: Log) -> Result<AgentHandle> {
+    let (tx, rx) = mpsc::channel();
+    let (atx, arx) = tokio::sync::mpsc::unbounded_channel();
+    let status = Arc::new(AgentStatus::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Datastore(format!("runtime: {e}")))?;
+    let mut a = Agent { cfg, log, tx, acks: arx, status: status.clone(), stop: stop.clone(), state: ClusterState::default(), store_rev: 0, synced: false, enforced: None };
+    let thread = std::thread::Builder::new()
+        .name("bh-agent".into())
+        .spawn(move || rt.block_on(a.run()))
+        .map_err(|e| Error::Datastore(format!("agent thread: {e}")))?;
+    Ok(AgentHandle { updates: rx, acks: atx, status, stop, thread: Some(thread) })
+}
+
+struct Agent {
+    cfg: AgentConfig,
+    log: Log,
+    tx: mpsc::Sender<Desired>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<HostAck>,
+    status: Arc<AgentStatus>,
+    stop: Arc<AtomicBool>,
+    /// The last state seen (raw), and the store revision processed last.
+    state: ClusterState,
+    store_rev: i64,
+    synced: bool,
+    enforced: Option<HostAck>,
+}
+
+impl Agent {
+    async fn run(&mut self) {
+        if let Some(p) = &self.cfg.cache {
+            match FileStore::new(p).load() {
+                Ok(st) if !st.kvs.is_empty() => {
+                    (self.log)(&format!("cluster: enforcing the cached state (revision {}) until etcd answers", st.revision));
+                    self.state = st;
+                    self.deliver(false);
+                }
+                Ok(_) => {}
+                Err(e) => (self.log)(&format!("cluster: cached state ignored: {e}")),
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        while !self.stop.load(Relaxed) {
+            let e = self.session(&mut backoff).await;
+            if self.stop.load(Relaxed) {
+                break;
+            }
+            let e = e.err().map(|e| e.to_string()).unwrap_or_else(|| "session ended".into());
+            if self.status.connected.swap(false, Relaxed) {
+                self.status.disconnects.fetch_add(1, Relaxed);
+                (self.log)(&format!("cluster: etcd unreachable ({e}); enforcing the last state (revision {}), retrying", self.status.enforced.load(Relaxed)));
+            }
+            *self.status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+            let t = tokio::time::Instant::now() + backoff;
+            while tokio::time::Instant::now() < t && !self.stop.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Checks the current state and hands it to the control thread, or
+    /// rejects it (the last good state stays). `save`: cache it.
+    fn deliver(&mut self, save: bool) {
+        self.status.seen.store(self.state.revision, Relaxed);
+        match self.state.desired(&self.cfg.host, &self.cfg.local) {
+            Ok(d) => {
+                if save {
+                    if let Some(p) = &self.cfg.cache {
+                        if let Err(e) = FileStore::new(p).save(&self.state) {
+                            (self.log)(&format!("cluster: caching the state: {e}"));
+                        }
+                    }
+                }
+                let _ = self.tx.send(d);
+            }
+            Err(e) => {
+                self.status.rejected.fetch_add(1, Relaxed);
+                let msg = format!("cluster: rejected revision {}: {e}; still enforcing revision {}", self.state.revision, self.status.enforced.load(Relaxed));
+                (self.log)(&msg);
+                *self.status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = msg;
+            }
+        }
+    }
+
+    async fn register(&mut self, c: &mut Client, lease: i64) -> Result<()> {
+        let p = self.cfg.etcd.prefix.clone();
+        for (name, ns) in &self.cfg.local.namespaces {
+            let mut labels = ns.labels.clone();
+            labels.remove(crate::model::NS_NAME_LABEL);
+            let v = serde_json::to_string(&labels).map_err(|e| Error::Datastore(e.to_string()))?;
+            let k = format!("{p}{}{name}", keys::NS);
+            if self.state.kvs.get(&k[p.len()..]) != Some(&v) {
+                c.put(k, v, None).await.map_err(|e| err("put", e))?;
+            }
+        }
+        for (key, w) in &self.cfg.local.workloads {
+            etcd::allocate_identity(c, &p, &IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() }).await?;
+            let r = WorkloadRecord { labels: w.labels.clone(), addresses: w.addresses.clone(), host: self.cfg.host.clone(), mac: w.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")) };
+            let v = serde_json::to_string(&r).map_err(|e| Error::Datastore(e.to_string()))?;
+            // Keep labels that were changed in etcd since (the cluster owns them once registered).
+            let rel = format!("{}{key}", keys::WL);
+            let v = match self.state.kvs.get(&rel).and_then(|old| serde_json::from_str::<WorkloadRecord>(old).ok()) {
+                Some(old) if old.host == r.host => {
+                    let keep = WorkloadRecord { labels: old.labels.clone(), ..r };
+                    etcd::allocate_identity(c, &p, &IdentityKey { namespace: w.namespace.clone(), labels: old.labels }).await?;
+                    serde_json::to_string(&keep).map_err(|e| Error::Datastore(e.to_string()))?
+                }
+                _ => v,
+            };
+            c.put(format!("{p}{rel}"), v, Some(PutOptions::new().with_lease(lease))).await.map_err(|e| err("put", e))?;
+        }
+        if let Some(a) = &self.enforced {
+            self.put_ack(c, lease, a.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_ack(&mut self, c: &mut Client, lease: i64, a: HostAck) -> Result<()> {
+        let v = serde_json::to_string(&a).map_err(|e| Error::Datastore(e.to_string()))?;
+        c.put(format!("{}{}{}", self.cfg.etcd.prefix, keys::HOSTS, self.cfg.host), v, Some(PutOptions::new().with_lease(lease))).await.map_err(|e| err("put ack", e))?;
+        self.status.enforced.store(a.revision, Relaxed);
+        self.enforced = Some(a);
+        Ok(())
+    }
+
+    async fn resnapshot(&mut self, c: &mut Client) -> Result<()> {
+        let (st, rev) = etcd::snapshot(c, &self.cfg.etcd.prefix).await?;
+        self.state = st;
+        self.store_rev = rev;
+        self.synced = true;
+        Ok(())
+    }
+
+    async fn session(&mut self, backoff: &mut Duration) -> Result<()> {
+        let mut c = etcd::connect(&self.cfg.etcd).await?;
+        let lease = c.lease_grant(self.cfg.lease_ttl, None).await.map_err(|e| err("lease grant", e))?.id();
+        let (mut keeper, mut ka) = c.lease_keep_alive(lease).await.map_err(|e| err("lease keep-alive", e))?;
+        let full = !self.synced;
+        if full {
+            self.resnapshot(&mut c).await?;
+        }
+        self.register(&mut c, lease).await?;
+        let prefix = self.cfg.etcd.prefix.clone();
+        let mut watch = c.watch(prefix.as_str(), Some(WatchOptions::new().with_prefix().with_start_revision(self.store_rev + 1))).await.map_err(|e| err("watch", e))?;
+        self.status.connected.store(true, Relaxed);
+        (self.log)(&format!("cluster: etcd connected, host {} watching {prefix} from revision {}", self.cfg.host, self.store_rev + 1));
+        *backoff = Duration::from_millis(50);
+        if full {
+            self.deliver(true);
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis((self.cfg.lease_ttl.max(1) as u64 * 1000) / 3));
+        let mut stop_tick = tokio::time::interval(Duration::from_millis(50));
+        let result = loop {
+            tokio::select! {
+                m = watch.message() => {
+                    let resp = match m {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break Err(Error::Datastore("etcd watch closed".into())),
+                        Err(e) => break Err(err("watch", e)),
+                    };
+                    if resp.canceled() {
+                        if resp.compact_revision() > 0 {
+                            (self.log)(&format!("cluster: revision {} was compacted; re-reading the whole state", self.store_rev + 1));
+                            self.resnapshot(&mut c).await?;
+                            self.deliver(true);
+                            break Err(Error::Datastore("watch restarted after compaction".into()));
+                        }
+                        break Err(Error::Datastore(format!("etcd watch canceled: {}", resp.cancel_reason())));
+                    }
+                    let mut data = false;
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let Ok(k) = kv.key_str() else { continue };
+                        let Some(rel) = k.strip_prefix(prefix.as_str()) else { continue };
+                        let v = match ev.event_type() {
+                            EventType::Put => Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                            EventType::Delete => None,
+                        };
+                        if self.state.set(rel, v) {
+                            data = true;
+                            self.state.revision = self.state.revision.max(kv.mod_revision());
+                        }
+                        self.store_rev = self.store_rev.max(kv.mod_revision());
+                    }
+                    if let Some(h) = resp.header() {
+                        self.store_rev = self.store_rev.max(h.revision());
+                    }
+                    if data {
+                        self.deliver(true);
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = keeper.keep_alive().await {
+                        break Err(err("lease keep-alive", e));
+                    }
+                }
+                r = ka.message() => match r {
+                    Ok(Some(r)) if r.ttl() <= 0 => break Err(Error::Datastore("lease expired".into())),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break Err(Error::Datastore("lease keep-alive stream closed".into())),
+                    Err(e) => break Err(err("lease keep-alive", e)),
+                },
+                a = self.acks.recv() => {
+                    if let Some(a) = a {
+                        if let Err(e) = self.put_ack(&mut c, lease, a).await {
+                            break Err(e);
+                        }
+                    }
+                }
+                _ = stop_tick.tick() => {
+                    if self.stop.load(Relaxed) {
+                        let _ = c.lease_revoke(lease).await;
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        result
+    }
+}
+
+/// The label-set text of a workload's identity (for `cluster status`).
+pub fn workload_identity_text(ns: &str, r: &WorkloadRecord) -> String {
+    identity_key_text(&IdentityKey { namespace: ns.into(), labels: r.labels.clone() })
+}

@@ -1,0 +1,131 @@
+//! The etcd datastore against a real etcd (Debian's etcd-server, started here
+//! on 127.0.0.1 with free ports and a temporary data directory).
+
+use control::datastore::agent::{self, AgentConfig};
+use control::datastore::etcd::EtcdConfig;
+use control::datastore::server::{self, EtcdCluster};
+use control::datastore::{Datastore, EtcdStore, WorkloadRecord};
+use control::identity::IdentityKey;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn etcd(name: &str, n: usize) -> Option<EtcdCluster> {
+    if !server::available() {
+        println!("SKIP: {} is not installed (ci/deps.sh installs etcd-server)", server::ETCD);
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("bh-etcd-{name}-{}", std::process::id()));
+    Some(EtcdCluster::start(&dir, n).expect("etcd starts"))
+}
+
+#[test]
+fn racing_hosts_never_share_an_identity_number() {
+    let Some(e) = etcd("race", 1) else { return };
+    let cfg = EtcdConfig::new(e.endpoints(), "/race");
+    // 6 "hosts" allocate the same 20 label sets in different orders at once.
+    let sets: Vec<IdentityKey> = (0..20).map(|i| IdentityKey { namespace: "ns".into(), labels: [("app".to_string(), format!("a{i}"))].into() }).collect();
+    let results: Vec<Vec<(IdentityKey, u32)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6)
+            .map(|h| {
+                let (cfg, sets) = (cfg.clone(), sets.clone());
+                s.spawn(move || {
+                    let mut st = EtcdStore::connect(cfg).unwrap();
+                    let mut order = sets.clone();
+                    order.rotate_left(h * 3);
+                    if h % 2 == 1 {
+                        order.reverse();
+                    }
+                    order.into_iter().map(|k| { let id = st.allocate_identity(&k).unwrap(); (k, id) }).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut by_key: HashMap<IdentityKey, u32> = HashMap::new();
+    for r in &results {
+        for (k, id) in r {
+            let prev = by_key.insert(k.clone(), *id);
+            assert!(prev.is_none() || prev == Some(*id), "{k:?} got {prev:?} and {id}");
+        }
+    }
+    let ids: HashSet<u32> = by_key.values().copied().collect();
+    assert_eq!(ids.len(), sets.len(), "20 label sets, 20 distinct numbers: {by_key:?}");
+    // And what the store says agrees with what every host was told.
+    let snap = EtcdStore::connect(cfg).unwrap().snapshot().unwrap();
+    let d = snap.desired("x", &Default::default()).unwrap();
+    assert_eq!(d.identities, by_key);
+}
+
+#[test]
+fn agent_follows_changes_rejects_bad_data_and_resumes_after_etcd_restarts() {
+    let Some(mut e) = etcd("agent", 1) else { return };
+    let cfg = EtcdConfig::new(e.endpoints(), "/bh");
+    let mut st = EtcdStore::connect(cfg.clone()).unwrap();
+    st.put_namespace("shop", &Default::default()).unwrap();
+    st.put_policy("zero.toml", "[settings]\ndefault_deny = true\n").unwrap();
+    let mut local = control::Model::default();
+    local.add_namespace("shop", Default::default());
+    local.workloads.insert(
+        "shop/web".into(),
+        control::Workload { name: "web".into(), namespace: "shop".into(), labels: [("app".to_string(), "web".to_string())].into(), addresses: vec!["10.1.0.1".parse().unwrap()], port: Some(1), ..Default::default() },
+    );
+    let logs = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = logs.clone();
+    let a = agent::spawn(AgentConfig { etcd: cfg.clone(), host: "h1".into(), lease_ttl: 2, local, cache: None }, Box::new(move |s| l2.lock().unwrap().push(s.to_string()))).unwrap();
+    let next = |want: &dyn Fn(&control::datastore::Desired) -> bool| -> control::datastore::Desired {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let d = a.updates.recv_timeout(end.saturating_duration_since(Instant::now())).expect("an update in time");
+            a.ack(d.revision, d.model.workloads.len());
+            if want(&d) {
+                return d;
+            }
+        }
+    };
+    let d = next(&|d| d.model.workloads.contains_key("shop/web"));
+    assert_eq!(d.model.workloads["shop/web"].port, Some(1), "the local workload keeps its port");
+    assert!(d.policies.settings.default_deny_ingress);
+    let web_id = d.identities[&IdentityKey { namespace: "shop".into(), labels: [("app".to_string(), "web".to_string())].into() }];
+    // A remote workload arrives through the watch.
+    let db = WorkloadRecord { labels: [("app".into(), "db".into())].into(), addresses: vec!["10.2.0.1".parse().unwrap()], host: "h2".into(), mac: None };
+    st.put_workload("shop/db", &db).unwrap();
+    let d = next(&|d| d.model.workloads.contains_key("shop/db"));
+    assert_eq!(d.model.workloads["shop/db"].port, None, "a remote workload has no local port");
+    assert!(d.identities.values().any(|&i| i != web_id));
+    // Malformed data is rejected, the last good state stays.
+    st.put("pol/bad.toml", "[[policy]]\nname = 3\n").unwrap();
+    let t = Instant::now();
+    while a.status.rejected.load(std::sync::atomic::Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a.status.rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(a.updates.try_recv().is_err(), "nothing delivered for the bad state");
+    assert!(logs.lock().unwrap().iter().any(|l| l.contains("rejected") && l.contains("pol/bad.toml")), "{:?}", logs.lock().unwrap());
+    st.delete("pol/bad.toml").unwrap();
+    next(&|d| d.policies.policies.is_empty());
+    // The host's acknowledgement is visible to everyone.
+    let rev = st.snapshot().unwrap().revision;
+    st.wait_for(rev, Duration::from_secs(10)).expect("h1 acknowledges");
+    // etcd goes away: one log line, the status says so; back: the watch resumes.
+    e.kill(0);
+    let t = Instant::now();
+    while a.status.connected.load(std::sync::atomic::Ordering::Relaxed) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!a.status.connected.load(std::sync::atomic::Ordering::Relaxed), "the agent noticed");
+    std::thread::sleep(Duration::from_millis(1500));
+    let down_lines = logs.lock().unwrap().iter().filter(|l| l.contains("unreachable")).count();
+    assert_eq!(down_lines, 1, "one line per state change, not per retry: {:?}", logs.lock().unwrap());
+    e.restart(0).unwrap();
+    let mut st = EtcdStore::connect(cfg.clone()).unwrap();
+    let relabel = WorkloadRecord { labels: [("app".into(), "db2".into())].into(), ..db };
+    st.put_workload("shop/db", &relabel).unwrap();
+    let d = next(&|d| d.model.workloads.get("shop/db").is_some_and(|w| w.labels.get("app").map(String::as_str) == Some("db2")));
+    assert!(d.model.workloads.contains_key("shop/web"), "the local workload is registered again");
+    assert_eq!(a.status.disconnects.load(std::sync::atomic::Ordering::Relaxed), 1);
+    a.stop();
+    // Stopping revokes the lease: the host's workloads and ack leave the cluster.
+    let s = st.snapshot().unwrap();
+    assert!(!s.kvs.contains_key("wl/shop/web") && !s.kvs.contains_key("hosts/h1"), "{:?}", s.kvs.keys().collect::<Vec<_>>());
+}
