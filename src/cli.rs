@@ -35,6 +35,9 @@ pub enum Cmd {
     Policy(PolicyCmd),
     /// Who can reach whom (compliance report).
     Reach(ReachCli),
+    /// Many hosts: the datastore's view of the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Replay NetworkPolicy conformance cases and check every probe matrix.
     Conformance(ConformanceCli),
     /// Stream flow records from a running switch.
@@ -249,6 +252,48 @@ pub enum PolicyCmd {
         port: String,
         /// Policy files.
         files: Vec<PathBuf>,
+    },
+    /// Write policy documents into the datastore (validated first; each file
+    /// is one document named after the file).
+    Apply {
+        /// The datastore.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Return only when every live host enforces the change (or fail
+        /// after --timeout, naming the hosts that lag).
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits.
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Which datastore a command talks to.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/bulkhead/")]
+    pub prefix: String,
+    /// The embedded state file instead of etcd.
+    #[arg(long, conflicts_with = "etcd")]
+    pub state: Option<PathBuf>,
+}
+
+/// `bulkhead cluster`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Every live host and the revision it enforces, against the data revision.
+    Status {
+        /// The datastore.
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 

@@ -118,6 +118,20 @@ queue = 65536
 # Prometheus metrics over HTTP ("" = off). Loopback unless you say otherwise.
 [metrics]
 listen = "127.0.0.1:9464"
+
+# Many hosts. With etcd endpoints, the host agent registers this host's
+# workloads (policy.model) in etcd, enforces every namespace, workload and
+# policy found under `prefix`, and acknowledges the revision it enforces.
+# Without, `state_file` (when set) is the embedded datastore, reloaded on
+# restart. With both, state_file caches the last good cluster state.
+[cluster]
+etcd = []
+prefix = "/bulkhead/"
+# This host's name in the cluster ("" = the machine's hostname).
+host = ""
+# Lease on this host's workloads and acknowledgement, seconds.
+lease_ttl = 5
+state_file = ""
 "#;
 
 /// The documented default configuration text.
@@ -144,6 +158,45 @@ pub struct Config {
     pub flowlog: FlowlogSection,
     /// Prometheus metrics.
     pub metrics: MetricsSection,
+    /// Many hosts: datastore and agent.
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// etcd client URLs (empty = no etcd).
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd.
+    pub prefix: String,
+    /// This host's name ("" = hostname).
+    pub host: String,
+    /// Lease TTL, seconds.
+    pub lease_ttl: u32,
+    /// Embedded state file / cache of the last good cluster state ("" = none).
+    pub state_file: std::path::PathBuf,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection { etcd: Vec::new(), prefix: "/bulkhead/".into(), host: String::new(), lease_ttl: 5, state_file: std::path::PathBuf::new() }
+    }
+}
+
+impl ClusterSection {
+    /// True when the switch takes its state from a datastore.
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty() || !self.state_file.as_os_str().is_empty()
+    }
+
+    /// The host name to use.
+    pub fn host_name(&self) -> String {
+        if !self.host.is_empty() {
+            return self.host.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    }
 }
 
 /// `[flowlog]`
@@ -352,6 +405,7 @@ impl Default for Config {
             policy: PolicySection::default(),
             flowlog: FlowlogSection::default(),
             metrics: MetricsSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -509,6 +563,21 @@ impl Config {
     /// Semantic checks; the error is (section, key, message).
     fn validate(&self) -> Result<(), (String, String, String)> {
         let err = |s: &str, k: &str, m: String| Err((s.to_string(), k.to_string(), m));
+        let c = &self.cluster;
+        if !c.etcd.is_empty() {
+            if c.lease_ttl == 0 {
+                return err("cluster", "lease_ttl", "must be at least 1".into());
+            }
+            if !c.prefix.starts_with('/') {
+                return err("cluster", "prefix", format!("{:?} must start with /", c.prefix));
+            }
+            if let Some(u) = c.etcd.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+                return err("cluster", "etcd", format!("{u:?} is not an http:// or https:// URL"));
+            }
+            if !self.policy.files.is_empty() {
+                return err("policy", "files", "with [cluster] etcd the policies come from etcd: apply them with `bulkhead policy apply`".into());
+            }
+        }
         let f = &self.forwarding;
         if let Err(e) = f.mode.parse::<pmd::FwdMode>().map(|_| ()).or_else(|e| if f.mode == "policy" { Ok(()) } else { Err(e) }) {
             return err("forwarding", "mode", e.to_string());

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_vhost;
 mod cli;
+mod cluster_cmd;
 mod config;
 mod dataplane;
 mod shell;
@@ -14,7 +15,7 @@ mod visibility;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cli::{BenchCmd, Cli, Cmd, ConfigCmd, PolicyCmd};
+use cli::{BenchCmd, Cli, ClusterCmd, Cmd, ConfigCmd, PolicyCmd};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -120,6 +121,8 @@ fn dispatch(args: Cli) -> Result<u8> {
             let a = control::ExplainArgs { model, policies: files, from, to, port };
             Ok(exit_code(control::commands::policy_explain(&a, out)?))
         }
+        Cmd::Policy(PolicyCmd::Apply { store, wait, timeout, files }) => cluster_cmd::apply(&store, &files, wait.then(|| std::time::Duration::from_secs_f64(timeout.max(0.0)))),
+        Cmd::Cluster(ClusterCmd::Status { store }) => cluster_cmd::status(&store),
         Cmd::Reach(a) => {
             let r = control::ReachArgs { model: a.model, policies: a.files, from: a.from, to: a.to, port: a.port, json: a.json };
             Ok(exit_code(control::commands::reach(&r, out)?))

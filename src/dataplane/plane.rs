@@ -233,6 +233,86 @@ impl PolicyPlane {
         Ok(self.commit(diff, &addrs, t0))
     }
 
+    /// Makes the plane enforce `d` (a checked cluster state from the
+    /// datastore agent): namespaces, workloads and policies that differ are
+    /// changed, everything else is left alone, and the whole change is ONE
+    /// new generation (none when nothing differs, so a resync after a
+    /// datastore outage leaves live connections untouched). Identities are
+    /// pinned to the cluster's numbers first.
+    ///
+    /// # Errors
+    /// Compile errors (the agent has compiled `d` once already, so these
+    /// mean a bug); the plane may then hold part of the change.
+    pub fn apply_desired(&mut self, d: control::datastore::Desired) -> control::Result<Option<Published>> {
+        let t0 = Instant::now();
+        self.compiler.pin_identities(d.identities);
+        let mut diff = RuleDiff::default();
+        let mut touched: Vec<IpAddr> = Vec::new();
+        let merge = |diff: &mut RuleDiff, x: RuleDiff| {
+            diff.inserts.extend(x.inserts);
+            diff.deletes.extend(x.deletes);
+        };
+        for (name, ns) in &d.model.namespaces {
+            if self.compiler.model().namespaces.get(name).map(|n| &n.labels) != Some(&ns.labels) {
+                let x = self.compiler.add_namespace(name, ns.labels.clone())?;
+                merge(&mut diff, x);
+            }
+        }
+        let gone: Vec<String> = self.compiler.model().workloads.keys().filter(|k| !d.model.workloads.contains_key(*k)).cloned().collect();
+        for k in gone {
+            let addrs = self.addresses_of(&k);
+            let x = self.compiler.remove_workload(&k)?;
+            merge(&mut diff, x);
+            for a in &addrs {
+                self.by_addr.remove(a);
+            }
+            touched.extend(addrs);
+        }
+        for (k, w) in &d.model.workloads {
+            let old = self.compiler.model().workloads.get(k).cloned();
+            let id_moved = self.compiler.identities().differs_from_pin(&control::identity::IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() });
+            if old.as_ref() == Some(w) && !id_moved {
+                continue;
+            }
+            if let Some(o) = &old {
+                for a in &o.addresses {
+                    self.by_addr.remove(a);
+                }
+                touched.extend(o.addresses.iter().copied());
+            }
+            let x = if id_moved && old.is_some() {
+                let x = self.compiler.remove_workload(k)?;
+                merge(&mut diff, x);
+                self.compiler.add_workload(w.clone())?
+            } else {
+                self.compiler.replace_workload(w.clone())?
+            };
+            merge(&mut diff, x);
+            for a in &w.addresses {
+                self.by_addr.insert(*a, k.clone());
+            }
+            touched.extend(w.addresses.iter().copied());
+        }
+        let gone_ns: Vec<String> = self.compiler.model().namespaces.keys().filter(|n| !d.model.namespaces.contains_key(*n)).cloned().collect();
+        for n in gone_ns {
+            let x = self.compiler.remove_namespace(&n)?;
+            merge(&mut diff, x);
+        }
+        let x = self.compiler.replace_policies(d.policies)?;
+        merge(&mut diff, x);
+        let defaults_changed = {
+            let e = &self.compiler.tables().enforce;
+            let s = &self.writer.staged().enforce;
+            (e.default_egress, e.default_ingress) != (s.default_egress, s.default_ingress)
+        };
+        if diff.is_empty() && touched.is_empty() && !defaults_changed {
+            return Ok(None);
+        }
+        touched.sort();
+        touched.dedup();
+        Ok(Some(self.commit(diff, &touched, t0)))
+    }
+
     /// `workload del`.
     ///
     /// # Errors

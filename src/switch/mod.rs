@@ -45,6 +45,7 @@
 //! queue changes (`port config all ...`) need the ports stopped, as in testpmd,
 //! and apply at the next `port start`.
 
+mod cluster;
 mod report;
 mod vhost;
 
@@ -215,6 +216,8 @@ pub struct Switch {
     policy: PolicyRuntime,
     /// Per port (index as `ports`): the link state last seen of a VM port.
     links: Vec<Option<bool>>,
+    /// The datastore agent's figures (many hosts), when it runs.
+    cluster: Option<std::sync::Arc<control::datastore::agent::AgentStatus>>,
     // Held for its Drop (rte_eal_cleanup, runtime dir removal), last.
     #[allow(dead_code)]
     eal: Eal,
@@ -246,10 +249,15 @@ struct PolicyRuntime {
     sample: Option<(Instant, u64, u64, u64)>,
 }
 
-fn load_plane(p: &crate::config::PolicySection) -> Result<PolicyPlane, Error> {
+fn load_plane(p: &crate::config::PolicySection, cluster: &crate::config::ClusterSection) -> Result<PolicyPlane, Error> {
     let ctl = |e: control::Error| Error::Invalid(format!("policy: {e}"));
     let model = if p.model.as_os_str().is_empty() { control::Model::default() } else { control::Model::load(&p.model).map_err(ctl)? };
-    let set = control::commands::load_policies(&p.files).map_err(ctl)?;
+    let mut set = control::commands::load_policies(&p.files).map_err(ctl)?;
+    if !cluster.etcd.is_empty() {
+        // Fail closed until the cluster's state (or the cached one) arrives.
+        set.settings.default_deny_ingress = true;
+        set.settings.default_deny_egress = true;
+    }
     let uplink = u16::try_from(p.uplink).ok().map(|port| Dest { port, mac: None });
     PolicyPlane::new(model, set, uplink).map_err(ctl)
 }
@@ -275,8 +283,8 @@ impl Switch {
         let policy_on = cfg.forwarding.mode == "policy";
         let mode: FwdMode = if policy_on { FwdMode::Io } else { cfg.forwarding.mode.parse()? };
         // Policies first: a bad policy file fails before EAL starts.
-        let plane = if policy_on || !cfg.policy.model.as_os_str().is_empty() || !cfg.policy.files.is_empty() {
-            Some(load_plane(&cfg.policy)?)
+        let plane = if policy_on || !cfg.policy.model.as_os_str().is_empty() || !cfg.policy.files.is_empty() || cfg.cluster.enabled() {
+            Some(load_plane(&cfg.policy, &cfg.cluster)?)
         } else {
             None
         };
@@ -326,6 +334,7 @@ impl Switch {
                 sample: None,
             },
             links,
+            cluster: None,
             eal,
         })
     }
@@ -393,6 +402,14 @@ impl Switch {
                 p.gauge("bulkhead_policy_rules", "Compiled rules per policy.", &[("policy", k.as_str())], c.policy_rule_count(&k) as f64);
             }
         }
+        if let Some(c) = &self.cluster {
+            use std::sync::atomic::Ordering::Relaxed;
+            p.gauge("bulkhead_datastore_connected", "1 while etcd is reachable and watched, 0 while the last state is enforced without it.", &[], if c.connected.load(Relaxed) { 1.0 } else { 0.0 });
+            p.counter("bulkhead_datastore_disconnects_total", "Times etcd became unreachable.", &[], c.disconnects.load(Relaxed));
+            p.counter("bulkhead_datastore_rejected_total", "Cluster states rejected as malformed (the last good one kept).", &[], c.rejected.load(Relaxed));
+            p.gauge("bulkhead_datastore_revision", "Data revision seen in etcd and enforced here.", &[("which", "seen")], c.seen.load(Relaxed) as f64);
+            p.gauge("bulkhead_datastore_revision", "Data revision seen in etcd and enforced here.", &[("which", "enforced")], c.enforced.load(Relaxed) as f64);
+        }
         if let Some(f) = &self.policy.flowlog {
             use std::sync::atomic::Ordering::Relaxed;
             let s = &f.stats;
@@ -415,7 +432,7 @@ impl Switch {
     /// The configured model or policy files no longer load.
     pub fn plane_mut(&mut self) -> Result<&mut PolicyPlane, Error> {
         if self.policy.plane.is_none() {
-            let mut pl = load_plane(&self.policy.cfg)?;
+            let mut pl = load_plane(&self.policy.cfg, &crate::config::ClusterSection::default())?;
             // VM ports already seen down stay down in the new plane.
             for (p, l) in self.ports.iter().zip(&self.links) {
                 if *l == Some(false) {
@@ -1137,6 +1154,13 @@ pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut
     let cfg = Config::load(config_path)?;
     pmd::signal::install();
     let mut sw = Switch::new(&cfg)?;
+    let agent = match cluster::start(&cfg, &mut sw) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = sw.shutdown();
+            return Err(e);
+        }
+    };
     if cfg.forwarding.autostart {
         if let Err(e) = sw.start() {
             let _ = sw.shutdown();
@@ -1146,7 +1170,11 @@ pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut
     let period = Duration::from_secs(stats_period);
     let mut next = Instant::now() + period;
     while !pmd::signal::stop_requested() {
-        std::thread::sleep(Duration::from_millis(100));
+        match &agent {
+            // Cluster changes are enforced as soon as they arrive.
+            Some(a) => cluster::serve(&mut sw, a, Duration::from_millis(100)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
         sw.poll_links();
         if !tick(&mut sw) {
             break;
@@ -1155,6 +1183,9 @@ pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut
             print!("{}", sw.stats_text());
             next += period;
         }
+    }
+    if let Some(a) = agent {
+        a.stop();
     }
     if sw.is_forwarding() {
         if let Ok(r) = sw.stop() {

@@ -159,6 +159,24 @@ impl EtcdStore {
         Ok((st.acks(), st.revision))
     }
 
+    /// Every live host's acknowledgement (reads only `hosts/`).
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub fn acks(&mut self) -> Result<BTreeMap<String, Result<HostAck>>> {
+        let (mut c, p) = (self.client(), format!("{}{}", self.cfg.prefix, keys::HOSTS));
+        self.block_on(async move {
+            let r = c.get(p.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(|e| err("get", e))?;
+            let mut out = BTreeMap::new();
+            for kv in r.kvs() {
+                let k = String::from_utf8_lossy(kv.key()).into_owned();
+                let ack = serde_json::from_slice(kv.value()).map_err(|e| Error::Datastore(format!("key {k}: {e}")));
+                out.insert(k[p.len()..].to_string(), ack);
+            }
+            Ok(out)
+        })
+    }
+
     /// Waits until every live host acknowledges `revision` or later, or
     /// `timeout` passes. Ok(acks) on success; Err lists the laggards.
     ///
@@ -167,7 +185,7 @@ impl EtcdStore {
     pub fn wait_for(&mut self, revision: i64, timeout: Duration) -> Result<BTreeMap<String, HostAck>> {
         let end = std::time::Instant::now() + timeout;
         loop {
-            let (acks, _) = self.hosts()?;
+            let acks = self.acks()?;
             let mut lag = Vec::new();
             let mut ok = BTreeMap::new();
             for (h, a) in acks {
@@ -189,7 +207,7 @@ impl EtcdStore {
                     lag.join(", ")
                 )));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

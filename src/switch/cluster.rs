@@ -1,0 +1,95 @@
+//! The switch's side of the datastore: at start, the embedded state file is
+//! loaded (and this host's workloads written into it), or the etcd agent is
+//! started; then the control loop enforces every checked state the agent
+//! hands over as soon as it arrives, and acknowledges its revision.
+
+use super::{Error, Switch};
+use crate::config::Config;
+use control::datastore::agent::{self, AgentConfig, AgentHandle};
+use control::datastore::etcd::EtcdConfig;
+use control::datastore::{Datastore, Desired, FileStore, WorkloadRecord};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+fn local_model(cfg: &Config) -> Result<control::Model, Error> {
+    if cfg.policy.model.as_os_str().is_empty() {
+        return Ok(control::Model::default());
+    }
+    control::Model::load(&cfg.policy.model).map_err(|e| Error::Invalid(format!("policy: {e}")))
+}
+
+fn enforce(sw: &mut Switch, d: Desired) -> Result<(i64, usize), String> {
+    let (rev, n) = (d.revision, d.model.workloads.len());
+    let plane = sw.plane_mut().map_err(|e| e.to_string())?;
+    match plane.apply_desired(d) {
+        Ok(Some(p)) => println!("cluster: revision {rev} enforced: {p}"),
+        Ok(None) => {}
+        Err(e) => return Err(format!("cluster: revision {rev} not enforced: {e}")),
+    }
+    Ok((rev, n))
+}
+
+/// Starts what `[cluster]` asks for: None when it asks for nothing or for
+/// the embedded state file only (applied here, once).
+///
+/// # Errors
+/// A state file that cannot be read or does not check, an agent that cannot start.
+pub(super) fn start(cfg: &Config, sw: &mut Switch) -> Result<Option<AgentHandle>, Error> {
+    let c = &cfg.cluster;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let local = local_model(cfg)?;
+    let host = c.host_name();
+    if c.etcd.is_empty() {
+        // The embedded datastore: this host's namespaces and workloads are
+        // written into the state file, then the whole file is enforced.
+        let ds = |e: control::Error| Error::Invalid(format!("cluster.state_file {}: {e}", c.state_file.display()));
+        let mut fs = FileStore::new(&c.state_file);
+        let st = fs.snapshot().map_err(ds)?;
+        for (name, ns) in &local.namespaces {
+            let mut labels = ns.labels.clone();
+            labels.remove(control::model::NS_NAME_LABEL);
+            if !st.kvs.contains_key(&format!("ns/{name}")) {
+                fs.put_namespace(name, &labels).map_err(ds)?;
+            }
+        }
+        for (key, w) in &local.workloads {
+            if !st.kvs.contains_key(&format!("wl/{key}")) {
+                let r = WorkloadRecord { labels: w.labels.clone(), addresses: w.addresses.clone(), host: host.clone(), mac: None };
+                fs.put_workload(key, &r).map_err(ds)?;
+            }
+        }
+        let d = fs.snapshot().and_then(|s| s.desired(&host, &local)).map_err(ds)?;
+        let rev = d.revision;
+        enforce(sw, d).map_err(Error::Invalid)?;
+        println!("cluster: enforcing {} (revision {rev})", c.state_file.display());
+        return Ok(None);
+    }
+    let cache = (!c.state_file.as_os_str().is_empty()).then(|| c.state_file.clone());
+    let ac = AgentConfig { etcd: EtcdConfig::new(c.etcd.clone(), &c.prefix), host, lease_ttl: i64::from(c.lease_ttl), local, cache };
+    let a = agent::spawn(ac, Box::new(|l| println!("{l}"))).map_err(|e| Error::Invalid(e.to_string()))?;
+    sw.cluster = Some(a.status.clone());
+    Ok(Some(a))
+}
+
+/// Waits up to `wait` for a state from the agent and enforces the newest
+/// one waiting, then acknowledges its revision.
+pub(super) fn serve(sw: &mut Switch, a: &AgentHandle, wait: Duration) {
+    let mut d = match a.updates.recv_timeout(wait) {
+        Ok(d) => d,
+        Err(RecvTimeoutError::Timeout) => return,
+        Err(RecvTimeoutError::Disconnected) => {
+            std::thread::sleep(wait);
+            return;
+        }
+    };
+    // Every state is whole: only the newest waiting one matters.
+    while let Ok(n) = a.updates.try_recv() {
+        d = n;
+    }
+    match enforce(sw, d) {
+        Ok((rev, n)) => a.ack(rev, n),
+        Err(e) => eprintln!("{e}"),
+    }
+}
