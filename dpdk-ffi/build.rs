@@ -84,6 +84,9 @@ fn main() {
     // plugins). Linking it is the same file EAL's plugin loader opens, so the
     // driver is registered once.
     println!("cargo:rustc-link-lib=dylib=rte_net_vhost");
+    // Likewise rte_eth_from_rings (ring ports for in-process harnesses) is
+    // the ring PMD's own API.
+    println!("cargo:rustc-link-lib=dylib=rte_net_ring");
     let cflags = raw_cflags();
     println!("cargo:version={}", lib.version);
     println!("cargo:cflags={}", cflags.join(" "));

@@ -4,6 +4,7 @@
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
+#include <rte_ring.h>
 #include "shim.h"
 
 uint16_t dpdkffi_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
@@ -89,4 +90,19 @@ uint64_t dpdkffi_rdtsc(void)
 int dpdkffi_errno(void)
 {
 	return rte_errno;
+}
+
+unsigned int dpdkffi_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n)
+{
+	return rte_ring_enqueue_burst(r, objs, n, NULL);
+}
+
+unsigned int dpdkffi_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned int n)
+{
+	return rte_ring_dequeue_burst(r, objs, n, NULL);
+}
+
+unsigned int dpdkffi_ring_count(const struct rte_ring *r)
+{
+	return rte_ring_count(r);
 }

@@ -26,6 +26,7 @@ pub mod mempool;
 pub mod pcap;
 pub mod pkt;
 pub mod port;
+pub mod ringport;
 pub mod route;
 pub mod signal;
 #[cfg(feature = "testing")]
@@ -38,4 +39,5 @@ pub use error::{errno_text, Error, PortNum, Result};
 pub use fwd::{BurstHandler, FwdMode, StreamCtx};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
+pub use ringport::RingTap;
 pub use port::{Port, PortConf, PortInfo, PortState, PortStats};
