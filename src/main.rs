@@ -128,10 +128,10 @@ fn dispatch(args: Cli) -> Result<u8> {
             Ok(exit_code(control::commands::reach(&r, out)?))
         }
         Cmd::Conformance(a) => {
-            if a.dataplane {
-                bail!("conformance --dataplane: real-packet replay is not built yet (the switch issue adds it); run without --dataplane for the classifier replay");
-            }
             let c = control::ConformanceArgs { model: a.model, cases: a.cases };
+            if a.dataplane {
+                return Ok(exit_code(dataplane::conformance::run(&c, out)?));
+            }
             Ok(exit_code(control::commands::conformance(&c, out)?))
         }
         Cmd::GenTraffic(a) => {

@@ -390,7 +390,18 @@ pub fn reach(args: &ReachArgs, out: &mut dyn Write) -> Result<i32> {
 /// Runs conformance cases; prints PASS/FAIL per case with differing cells and
 /// last `N passed, M failed`. Exit code 0 when all pass, 1 otherwise.
 pub fn conformance(args: &ConformanceArgs, out: &mut dyn Write) -> Result<i32> {
-    let results = run_conformance(args)?;
+    conformance_with(args, out, run_case::<Classifier>)
+}
+
+/// As [`conformance`], each case run by `run` (the binary's `--dataplane`
+/// replays them through DPDK). Same output: one PASS/FAIL line per case,
+/// differing cells under a failure, `N passed, M failed` last; 1 on failures.
+pub fn conformance_with(
+    args: &ConformanceArgs,
+    out: &mut dyn Write,
+    run: impl FnMut(&crate::conformance::Case, &Model) -> CaseResult,
+) -> Result<i32> {
+    let results = run_conformance_with(args, run)?;
     let (mut pass, mut fail) = (0, 0);
     for r in &results {
         if r.passed() {
@@ -419,6 +430,14 @@ pub fn conformance(args: &ConformanceArgs, out: &mut dyn Write) -> Result<i32> {
 
 /// Runs conformance cases and returns each result (for tests and tools).
 pub fn run_conformance(args: &ConformanceArgs) -> Result<Vec<CaseResult>> {
+    run_conformance_with(args, run_case::<Classifier>)
+}
+
+/// As [`run_conformance`], each case run by `run`.
+pub fn run_conformance_with(
+    args: &ConformanceArgs,
+    mut run: impl FnMut(&crate::conformance::Case, &Model) -> CaseResult,
+) -> Result<Vec<CaseResult>> {
     let mut results = Vec::new();
     let mut cache: Option<(PathBuf, Model)> = None;
     for case_path in &args.cases {
@@ -439,7 +458,7 @@ pub fn run_conformance(args: &ConformanceArgs) -> Result<Vec<CaseResult>> {
         }
         let model = &cache.as_ref().expect("loaded").1;
         let r = match load_case(case_path) {
-            Ok(case) => run_case::<Classifier>(&case, model),
+            Ok(case) => run(&case, model),
             Err(e) => CaseResult {
                 id: case_path
                     .file_stem()

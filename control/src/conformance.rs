@@ -10,7 +10,7 @@
 //! of that connection, whatever the policy says about the reverse direction.
 //! The cell is allowed when both happen.
 
-use crate::compiler::{Compiler, RuleTable};
+use crate::compiler::{Compiler, RuleDiff, RuleTable};
 use crate::error::{from_yaml, Error, Result};
 use crate::labels::Labels;
 use crate::model::{proto, split_key, ConfPod, Model};
@@ -170,8 +170,14 @@ fn pod_key(a: &CaseAction) -> Result<String, String> {
     Ok(format!("{ns}/{n}"))
 }
 
-fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String> {
+/// Applies one case action to the compiler. Returns the rule diffs in the
+/// order the compiler produced them (a dataplane stages them in that order).
+///
+/// # Errors
+/// A malformed action or one the compiler refuses, as one line.
+pub fn apply_action<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<Vec<RuleDiff>, String> {
     let err = |e: Error| e.to_string();
+    let mut diffs = Vec::new();
     match a.op.as_str() {
         "create_policy" | "update_policy" => {
             let v = a.policy.clone().ok_or("action needs `policy`")?;
@@ -183,25 +189,27 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                     np.api_version, np.kind
                 ));
             }
-            c.set_policy(np.to_policy("<case>", 0)).map_err(err)?;
+            diffs.push(c.set_policy(np.to_policy("<case>", 0)).map_err(err)?);
         }
         "delete_policy" => {
             let k = policy_key(a).ok_or("delete_policy needs `policy` or `name`")?;
             if c.policy(&k).is_none() {
                 return Err(format!("delete_policy: no policy {k}"));
             }
-            c.remove_policy(&k).map_err(err)?;
+            diffs.push(c.remove_policy(&k).map_err(err)?);
         }
         "delete_all_policies" => {
             let keys: Vec<String> = c.policies().iter().map(|p| p.key()).collect();
             for k in keys {
-                c.remove_policy(&k).map_err(err)?;
+                diffs.push(c.remove_policy(&k).map_err(err)?);
             }
         }
         "set_pod_labels" => {
             let k = pod_key(a)?;
-            c.set_workload_labels(&k, a.labels.clone().unwrap_or_default())
-                .map_err(err)?;
+            diffs.push(
+                c.set_workload_labels(&k, a.labels.clone().unwrap_or_default())
+                    .map_err(err)?,
+            );
         }
         "set_namespace_labels" => {
             let ns = a
@@ -209,8 +217,10 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                 .as_deref()
                 .or(a.name.as_deref())
                 .ok_or("action needs `namespace`")?;
-            c.set_namespace_labels(ns, a.labels.clone().unwrap_or_default())
-                .map_err(err)?;
+            diffs.push(
+                c.set_namespace_labels(ns, a.labels.clone().unwrap_or_default())
+                    .map_err(err)?,
+            );
         }
         "create_namespace" => {
             let ns = a
@@ -218,8 +228,10 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                 .as_deref()
                 .or(a.name.as_deref())
                 .ok_or("action needs `namespace`")?;
-            c.add_namespace(ns, a.labels.clone().unwrap_or_default())
-                .map_err(err)?;
+            diffs.push(
+                c.add_namespace(ns, a.labels.clone().unwrap_or_default())
+                    .map_err(err)?,
+            );
         }
         "delete_namespace" => {
             let ns = a
@@ -227,7 +239,7 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                 .as_deref()
                 .or(a.name.as_deref())
                 .ok_or("action needs `namespace`")?;
-            c.remove_namespace(ns).map_err(err)?;
+            diffs.push(c.remove_namespace(ns).map_err(err)?);
         }
         "create_pod" | "update_pod" | "set_pod_ip" | "move_pod" => {
             let k = pod_key(a)?;
@@ -238,7 +250,7 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                 return Err(format!("{}: no pod {k}", a.op));
             }
             if !c.model().namespaces.contains_key(ns) {
-                c.add_namespace(ns, Labels::new()).map_err(err)?;
+                diffs.push(c.add_namespace(ns, Labels::new()).map_err(err)?);
             }
             let pod = ConfPod {
                 namespace: Some(ns.to_string()),
@@ -260,8 +272,8 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                     w.named_ports = old.named_ports.clone();
                 }
                 if w.labels == old.labels && w.named_ports == old.named_ports {
-                    c.move_workload(&k, w.addresses).map_err(err)?;
-                    return Ok(());
+                    diffs.push(c.move_workload(&k, w.addresses).map_err(err)?);
+                    return Ok(diffs);
                 }
             } else if a.container_ports.is_empty() {
                 // A new pod with no ports given serves what every pod of the
@@ -281,15 +293,15 @@ fn apply<C: RuleTable>(c: &mut Compiler<C>, a: &CaseAction) -> Result<(), String
                     }
                 }
             }
-            c.replace_workload(w).map_err(err)?;
+            diffs.push(c.replace_workload(w).map_err(err)?);
         }
         "delete_pod" => {
             let k = pod_key(a)?;
-            c.remove_workload(&k).map_err(err)?;
+            diffs.push(c.remove_workload(&k).map_err(err)?);
         }
         op => return Err(format!("unknown op `{op}`")),
     }
-    Ok(())
+    Ok(diffs)
 }
 
 /// Decides one probe cell: true when S may open a connection to D.
@@ -363,30 +375,92 @@ pub fn probe<C: RuleTable>(
     }
 }
 
+/// One cell of a probe matrix: may `src` open a connection to `dst` on
+/// `port`/`proto`?
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// Source pod (`ns/name`).
+    pub src: String,
+    /// Destination pod (`ns/name`).
+    pub dst: String,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Destination port.
+    pub port: u16,
+}
+
+/// Where a case is replayed: the compiler alone ([`run_case`]) or a real
+/// dataplane (the binary's `conformance --dataplane`).
+pub trait Replay {
+    /// Applies one action of a step.
+    ///
+    /// # Errors
+    /// The action is malformed or refused (stops the case).
+    fn apply(&mut self, a: &CaseAction) -> Result<(), String>;
+    /// Decides every cell of one probe matrix: true where the connection is
+    /// allowed (the first packet and its reply both pass).
+    ///
+    /// # Errors
+    /// A cell that cannot be probed (unknown pod, ...): stops the case.
+    fn probe(&mut self, cells: &[Cell]) -> Result<Vec<bool>, String>;
+}
+
+/// The classifier replay: the compiler's tables plus flowtable's conntrack.
+struct CompilerReplay<C: RuleTable>(Compiler<C>);
+
+impl<C: RuleTable> Replay for CompilerReplay<C> {
+    fn apply(&mut self, a: &CaseAction) -> Result<(), String> {
+        apply_action(&mut self.0, a).map(|_| ())
+    }
+    fn probe(&mut self, cells: &[Cell]) -> Result<Vec<bool>, String> {
+        cells.iter().map(|c| probe(&self.0, &c.src, &c.dst, c.proto, c.port)).collect()
+    }
+}
+
+/// The model a case runs on: its own `model:` when it has one, else `model`.
+///
+/// # Errors
+/// The case's own model does not parse.
+pub fn case_model(case: &Case, model: &Model) -> Result<Model, String> {
+    match &case.model {
+        Some(v) => serde_yaml::to_string(v).map_err(|e| e.to_string()).and_then(|t| {
+            Model::from_yaml(&format!("{} model", case.id), &t).map_err(|e| e.to_string())
+        }),
+        None => Ok(model.clone()),
+    }
+}
+
 /// Runs one case over a fresh compiler built from `model`.
 pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
+    run_case_with(case, model, |m| {
+        Compiler::<C>::new(m, Default::default())
+            .map(CompilerReplay)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Runs one case through the replay `make` builds over the case's model:
+/// every step's actions, then every probe matrix compared cell by cell.
+pub fn run_case_with<R: Replay>(
+    case: &Case,
+    model: &Model,
+    make: impl FnOnce(Model) -> Result<R, String>,
+) -> CaseResult {
     let mut res = CaseResult {
         id: case.id.clone(),
         ..Default::default()
     };
-    let model = match &case.model {
-        Some(v) => match serde_yaml::to_string(v)
-            .map_err(|e| e.to_string())
-            .and_then(|t| {
-                Model::from_yaml(&format!("{} model", case.id), &t).map_err(|e| e.to_string())
-            }) {
-            Ok(m) => m,
-            Err(e) => {
-                res.error = Some(e);
-                return res;
-            }
-        },
-        None => model.clone(),
-    };
-    let mut c = match Compiler::<C>::new(model, Default::default()) {
-        Ok(c) => c,
+    let model = match case_model(case, model) {
+        Ok(m) => m,
         Err(e) => {
-            res.error = Some(e.to_string());
+            res.error = Some(e);
+            return res;
+        }
+    };
+    let mut r = match make(model) {
+        Ok(r) => r,
+        Err(e) => {
+            res.error = Some(e);
             return res;
         }
     };
@@ -398,7 +472,7 @@ pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
             .map(|n| n as usize)
             .unwrap_or(si + 1);
         for a in &step.actions {
-            if let Err(e) = apply(&mut c, a) {
+            if let Err(e) = r.apply(a) {
                 res.error = Some(format!("step {sn}: {}: {e}", a.op));
                 return res;
             }
@@ -408,43 +482,54 @@ pub fn run_case<C: RuleTable>(case: &Case, model: &Model) -> CaseResult {
                 res.error = Some(format!("step {sn}: bad protocol {}", p.protocol));
                 return res;
             };
+            let mut cells = Vec::new();
+            let mut wants = Vec::new();
             for (src, row) in &p.matrix {
                 let Some(row) = row_string(row, p.columns.len()) else {
                     res.error = Some(format!("step {sn}: matrix row {src} is not a string"));
                     return res;
                 };
-                let cells: Vec<char> = row.chars().collect();
-                if cells.len() != p.columns.len() {
+                let chars: Vec<char> = row.chars().collect();
+                if chars.len() != p.columns.len() {
                     res.error = Some(format!(
                         "step {sn}: row {src} has {} cells for {} columns",
-                        cells.len(),
+                        chars.len(),
                         p.columns.len()
                     ));
                     return res;
                 }
-                for (dst, want) in p.columns.iter().zip(cells) {
+                for (dst, want) in p.columns.iter().zip(chars) {
                     if want == '-' || src == dst {
                         continue;
                     }
-                    res.cells += 1;
-                    match probe(&c, src, dst, pr, p.port) {
-                        Ok(got) => {
-                            let w = want == '1';
-                            if got != w {
-                                res.diffs.push(format!(
-                                    "step {sn} {}/{} {src}->{dst}: expected {}, got {}",
-                                    p.port,
-                                    p.protocol,
-                                    if w { "allow" } else { "deny" },
-                                    if got { "allow" } else { "deny" }
-                                ));
-                            }
-                        }
-                        Err(e) => {
-                            res.error = Some(format!("step {sn}: {e}"));
-                            return res;
-                        }
-                    }
+                    cells.push(Cell {
+                        src: src.clone(),
+                        dst: dst.clone(),
+                        proto: pr,
+                        port: p.port,
+                    });
+                    wants.push(want == '1');
+                }
+            }
+            res.cells += cells.len();
+            let got = match r.probe(&cells) {
+                Ok(g) => g,
+                Err(e) => {
+                    res.error = Some(format!("step {sn}: {e}"));
+                    return res;
+                }
+            };
+            for ((c, w), g) in cells.iter().zip(wants).zip(got) {
+                if g != w {
+                    res.diffs.push(format!(
+                        "step {sn} {}/{} {}->{}: expected {}, got {}",
+                        p.port,
+                        p.protocol,
+                        c.src,
+                        c.dst,
+                        if w { "allow" } else { "deny" },
+                        if g { "allow" } else { "deny" }
+                    ));
                 }
             }
         }

@@ -128,21 +128,26 @@ impl PolicyPlane {
 
     /// Stages `diff` and the address entries of `touched`, then publishes.
     fn commit(&mut self, diff: RuleDiff, touched: &[IpAddr], t0: Instant) -> Published {
-        self.commit_with(diff, touched, t0, false)
+        self.commit_with(vec![diff], touched, t0, false)
     }
 
     /// As `commit`; `cut` makes the new generation cut live connections even
     /// where established ones are kept (quarantine).
-    fn commit_with(&mut self, diff: RuleDiff, touched: &[IpAddr], t0: Instant, cut: bool) -> Published {
+    /// Diffs are staged in order (each one's deletes, then its inserts).
+    fn commit_with(&mut self, diffs: Vec<RuleDiff>, touched: &[IpAddr], t0: Instant, cut: bool) -> Published {
         let compile = t0.elapsed();
         let t1 = Instant::now();
-        let (inserts, deletes) = (diff.inserts.len(), diff.deletes.len());
-        for (t, id) in diff.deletes {
-            self.writer.apply(DpOp::Remove(t, id)).expect("compiler and dataplane tables agree");
-        }
-        for (t, r) in diff.inserts {
-            self.names.set_rule(r.cookie, &self.compiler.origin(&r));
-            self.writer.apply(DpOp::Insert(t, r)).expect("compiler and dataplane tables agree");
+        let (mut inserts, mut deletes) = (0, 0);
+        for diff in diffs {
+            inserts += diff.inserts.len();
+            deletes += diff.deletes.len();
+            for (t, id) in diff.deletes {
+                self.writer.apply(DpOp::Remove(t, id)).expect("compiler and dataplane tables agree");
+            }
+            for (t, r) in diff.inserts {
+                self.names.set_rule(r.cookie, &self.compiler.origin(&r));
+                self.writer.apply(DpOp::Insert(t, r)).expect("compiler and dataplane tables agree");
+            }
         }
         let mut addresses = 0;
         for &a in touched {
@@ -182,6 +187,31 @@ impl PolicyPlane {
         let swap_tsc = pmd::lcore::rdtsc();
         let gen = self.writer.publish();
         Published { gen, inserts, deletes, addresses, compile, publish: t1.elapsed(), swap_tsc }
+    }
+
+    /// Any sequence of compiler changes (`f` returns their rule diffs in the
+    /// order it made them), published as one generation; every workload
+    /// address before and after is re-checked. Used to replay conformance
+    /// cases (namespace labels, pod re-creation, ...). When `f` fails,
+    /// nothing is published and the compiler may be ahead of the dataplane:
+    /// the caller must drop the plane.
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub fn change<E>(&mut self, f: impl FnOnce(&mut Compiler<Classifier>) -> Result<Vec<RuleDiff>, E>) -> Result<Published, E> {
+        let t0 = Instant::now();
+        let diffs = f(&mut self.compiler)?;
+        let mut touched: Vec<IpAddr> = self.by_addr.keys().copied().collect();
+        self.by_addr.clear();
+        for (key, w) in &self.compiler.model().workloads {
+            for a in &w.addresses {
+                self.by_addr.insert(*a, key.clone());
+                touched.push(*a);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        Ok(self.commit_with(diffs, &touched, t0, false))
     }
 
     /// The addresses of a workload named `ns/name` or by a unique bare name.
@@ -364,7 +394,7 @@ impl PolicyPlane {
     pub fn set_port_link(&mut self, port: u16, up: bool) -> Published {
         let t0 = Instant::now();
         self.writer.apply(DpOp::SetLink(port, up)).expect("link ops never fail");
-        self.commit_with(RuleDiff::default(), &[], t0, !up)
+        self.commit_with(vec![RuleDiff::default()], &[], t0, !up)
     }
 
     /// True when the published state marks `port`'s link down.
@@ -389,7 +419,7 @@ impl PolicyPlane {
         let t0 = Instant::now();
         let addrs = self.addresses_of(&key);
         let diff = self.compiler.set_workload_labels(&key, labels)?;
-        Ok(self.commit_with(diff, &addrs, t0, on))
+        Ok(self.commit_with(vec![diff], &addrs, t0, on))
     }
 }
 
