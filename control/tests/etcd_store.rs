@@ -129,3 +129,73 @@ fn agent_follows_changes_rejects_bad_data_and_resumes_after_etcd_restarts() {
     let s = st.snapshot().unwrap();
     assert!(!s.kvs.contains_key("wl/shop/web") && !s.kvs.contains_key("hosts/h1"), "{:?}", s.kvs.keys().collect::<Vec<_>>());
 }
+
+#[test]
+fn hosts_keep_working_with_one_of_three_etcd_members_killed() {
+    let Some(mut e) = etcd("three", 3) else { return };
+    let cfg = EtcdConfig::new(e.endpoints(), "/bh3");
+    let mut st = EtcdStore::connect(cfg.clone()).unwrap();
+    st.put_namespace("shop", &Default::default()).unwrap();
+    let agents: Vec<_> = ["h1", "h2"]
+        .iter()
+        .map(|h| agent::spawn(AgentConfig { etcd: cfg.clone(), host: h.to_string(), lease_ttl: 3, local: Default::default(), cache: None }, Box::new(|l| println!("{l}"))).unwrap())
+        .collect();
+    // Every agent acknowledges whatever it is handed, from its own thread.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = agents
+        .into_iter()
+        .map(|a| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(d) = a.updates.recv_timeout(Duration::from_millis(50)) {
+                        a.ack(d.revision, d.model.workloads.len());
+                    }
+                }
+                a.stop();
+            })
+        })
+        .collect();
+    {
+        let change = |st: &mut EtcdStore, i: u32| {
+            let r = WorkloadRecord { labels: [("app".into(), format!("v{i}"))].into(), addresses: vec!["10.3.0.1".parse().unwrap()], host: "elsewhere".into(), mac: None };
+            let rev = st.put_workload("shop/w", &r).unwrap();
+            st.wait_for(rev, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let t = Instant::now();
+        while st.acks().unwrap().len() < 2 {
+            assert!(t.elapsed() < Duration::from_secs(15), "both agents acknowledge");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(change(&mut st, 0).len(), 2);
+        // Kill a member (perhaps the leader, perhaps the one an agent talks to).
+        e.kill(0);
+        let mut st = {
+            let t = Instant::now();
+            loop {
+                let c = EtcdConfig::new(e.endpoints()[1..].to_vec(), "/bh3");
+                match EtcdStore::connect(c) {
+                    Ok(s) => break s,
+                    Err(err) => assert!(t.elapsed() < Duration::from_secs(10), "{err}"),
+                }
+            }
+        };
+        for i in 1..4 {
+            let t = Instant::now();
+            let acks = loop {
+                let r = WorkloadRecord { labels: [("app".into(), format!("v{i}"))].into(), addresses: vec!["10.3.0.1".parse().unwrap()], host: "elsewhere".into(), mac: None };
+                match st.put_workload("shop/w", &r) {
+                    Ok(rev) => break st.wait_for(rev, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}")),
+                    // A leader election after the kill may refuse a write or two.
+                    Err(err) => assert!(t.elapsed() < Duration::from_secs(10), "{err}"),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            assert_eq!(acks.len(), 2, "both hosts still follow with 2 of 3 members: {acks:?}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}

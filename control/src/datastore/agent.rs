@@ -22,7 +22,7 @@ use super::{identity_key_text, keys, ClusterState, Desired, FileStore, HostAck, 
 use crate::error::{Error, Result};
 use crate::identity::IdentityKey;
 use crate::model::Model;
-use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -101,6 +101,9 @@ pub type Log = Box<dyn Fn(&str) + Send>;
 /// # Errors
 /// The thread or its runtime could not start.
 pub fn spawn(cfg: AgentConfig, log: Log) -> Result<AgentHandle> {
+    if cfg.etcd.endpoints.is_empty() {
+        return Err(Error::Datastore("no etcd endpoints".into()));
+    }
     let (tx, rx) = mpsc::channel();
     let (atx, arx) = tokio::sync::mpsc::unbounded_channel();
     let status = Arc::new(AgentStatus::default());
@@ -142,8 +145,11 @@ impl Agent {
             }
         }
         let mut backoff = Duration::from_millis(50);
+        let mut member = 0usize;
         while !self.stop.load(Relaxed) {
-            let e = self.session(&mut backoff).await;
+            let e = self.session(&mut backoff, member).await;
+            // The next session tries the next member.
+            member = member.wrapping_add(1);
             if self.stop.load(Relaxed) {
                 break;
             }
@@ -200,17 +206,16 @@ impl Agent {
             etcd::allocate_identity(c, &p, &IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() }).await?;
             let r = WorkloadRecord { labels: w.labels.clone(), addresses: w.addresses.clone(), host: self.cfg.host.clone(), mac: w.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")) };
             let v = serde_json::to_string(&r).map_err(|e| Error::Datastore(e.to_string()))?;
-            // Keep labels that were changed in etcd since (the cluster owns them once registered).
-            let rel = format!("{}{key}", keys::WL);
-            let v = match self.state.kvs.get(&rel).and_then(|old| serde_json::from_str::<WorkloadRecord>(old).ok()) {
-                Some(old) if old.host == r.host => {
-                    let keep = WorkloadRecord { labels: old.labels.clone(), ..r };
-                    etcd::allocate_identity(c, &p, &IdentityKey { namespace: w.namespace.clone(), labels: old.labels }).await?;
-                    serde_json::to_string(&keep).map_err(|e| Error::Datastore(e.to_string()))?
-                }
-                _ => v,
-            };
-            c.put(format!("{p}{rel}"), v, Some(PutOptions::new().with_lease(lease))).await.map_err(|e| err("put", e))?;
+            // A record already there keeps its value (labels changed in etcd
+            // belong to the cluster; this host's view of them may be stale
+            // after an outage) and only moves to the new lease: one
+            // transaction, so a concurrent relabel is never overwritten.
+            let k = format!("{p}{}{key}", keys::WL);
+            let txn = Txn::new()
+                .when([Compare::create_revision(k.as_str(), CompareOp::Greater, 0)])
+                .and_then([TxnOp::put(k.as_str(), "", Some(PutOptions::new().with_lease(lease).with_ignore_value()))])
+                .or_else([TxnOp::put(k.as_str(), v, Some(PutOptions::new().with_lease(lease)))]);
+            c.txn(txn).await.map_err(|e| err("register workload", e))?;
         }
         if let Some(a) = &self.enforced {
             self.put_ack(c, lease, a.clone()).await?;
@@ -234,8 +239,14 @@ impl Agent {
         Ok(())
     }
 
-    async fn session(&mut self, backoff: &mut Duration) -> Result<()> {
-        let mut c = etcd::connect(&self.cfg.etcd).await?;
+    /// One session with one member (`member` modulo the endpoints): a
+    /// channel balanced over every member keeps sending some requests to a
+    /// dead one, so the agent talks to one member at a time and moves to the
+    /// next when a session fails.
+    async fn session(&mut self, backoff: &mut Duration, member: usize) -> Result<()> {
+        let eps = &self.cfg.etcd.endpoints;
+        let one = EtcdConfig { endpoints: vec![eps[member % eps.len().max(1)].clone()], prefix: self.cfg.etcd.prefix.clone() };
+        let mut c = etcd::connect(&one).await?;
         let lease = c.lease_grant(self.cfg.lease_ttl, None).await.map_err(|e| err("lease grant", e))?.id();
         let (mut keeper, mut ka) = c.lease_keep_alive(lease).await.map_err(|e| err("lease keep-alive", e))?;
         let full = !self.synced;
@@ -246,16 +257,30 @@ impl Agent {
         let prefix = self.cfg.etcd.prefix.clone();
         let mut watch = c.watch(prefix.as_str(), Some(WatchOptions::new().with_prefix().with_start_revision(self.store_rev + 1))).await.map_err(|e| err("watch", e))?;
         self.status.connected.store(true, Relaxed);
-        (self.log)(&format!("cluster: etcd connected, host {} watching {prefix} from revision {}", self.cfg.host, self.store_rev + 1));
+        (self.log)(&format!("cluster: etcd connected ({}), host {} watching {prefix} from revision {}", one.endpoints[0], self.cfg.host, self.store_rev + 1));
         *backoff = Duration::from_millis(50);
         if full {
             self.deliver(true);
         }
         let mut tick = tokio::time::interval(Duration::from_millis((self.cfg.lease_ttl.max(1) as u64 * 1000) / 3));
         let mut stop_tick = tokio::time::interval(Duration::from_millis(50));
+        // A member that dies under an open stream does not always end it:
+        // ask for a progress report every second, and give the session up
+        // when nothing came back for three.
+        let mut progress = tokio::time::interval(Duration::from_secs(1));
+        let mut heard = tokio::time::Instant::now();
         let result = loop {
             tokio::select! {
+                _ = progress.tick() => {
+                    if heard.elapsed() > Duration::from_secs(3) {
+                        break Err(Error::Datastore("etcd watch stalled (no progress report for 3 s)".into()));
+                    }
+                    if let Err(e) = watch.request_progress().await {
+                        break Err(err("watch progress", e));
+                    }
+                }
                 m = watch.message() => {
+                    heard = tokio::time::Instant::now();
                     let resp = match m {
                         Ok(Some(r)) => r,
                         Ok(None) => break Err(Error::Datastore("etcd watch closed".into())),
