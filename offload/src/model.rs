@@ -75,6 +75,50 @@ pub enum HwVerdict {
     },
 }
 
+/// A fast multiply-xor hasher for the model's tables (a NIC's exact-match
+/// table costs no CPU; the model should cost little, and its keys are not
+/// attacker-chosen in tests and benches).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    #[inline]
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v as u64);
+    }
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Exact 5-tuple key of a fully specified rule, for hashed lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ExactKey {
@@ -131,8 +175,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct SoftNic {
     cfg: SoftNicConfig,
-    rules: HashMap<HwRuleId, Entry>,
-    exact: HashMap<ExactKey, HwRuleId>,
+    rules: FastMap<HwRuleId, Entry>,
+    exact: FastMap<ExactKey, HwRuleId>,
     /// Non-exact rules, sorted by (group, priority, id).
     masked: Vec<(u32, u32, HwRuleId)>,
     next_id: u32,
@@ -141,7 +185,7 @@ pub struct SoftNic {
 impl SoftNic {
     /// An empty device.
     pub fn new(cfg: SoftNicConfig) -> Self {
-        Self { cfg, rules: HashMap::new(), exact: HashMap::new(), masked: Vec::new(), next_id: 0 }
+        Self { cfg, rules: FastMap::default(), exact: FastMap::default(), masked: Vec::new(), next_id: 0 }
     }
 
     fn check(&self, spec: &FlowSpec) -> Result<(), OffloadError> {
@@ -220,8 +264,11 @@ impl SoftNic {
         let k = &h.key;
         let ek = ExactKey { group, src: k.src, dst: k.dst, proto: k.proto, sport: k.sport, dport: k.dport };
         let exact = self.exact.get(&ek).copied();
-        let exact_prio = exact.map(|id| (self.rules[&id].spec.attr.priority, id));
         let start = self.masked.partition_point(|e| e.0 < group);
+        if !matches!(self.masked.get(start), Some(m) if m.0 == group) {
+            return exact;
+        }
+        let exact_prio = exact.map(|id| (self.rules[&id].spec.attr.priority, id));
         for &(g, prio, id) in &self.masked[start..] {
             if g != group || exact_prio.is_some_and(|ep| (prio, id) > ep) {
                 break;

@@ -71,6 +71,8 @@ pub struct PolicyHandler {
     pub gen_seen: (u64, u64),
     /// The hardware-offload path (model ports), if offload is configured.
     offload: Option<super::offload::LcoreOffload>,
+    /// What the model did with each packet of the burst (valid when it ran).
+    pre: [Pre; BURST],
 }
 
 impl PolicyHandler {
@@ -91,6 +93,7 @@ impl PolicyHandler {
             stats: HandlerStats::default(),
             gen_seen: (0, 0),
             offload: None,
+            pre: [Pre::Soft(None); BURST],
         }
     }
 
@@ -232,13 +235,15 @@ impl RouteHandler for PolicyHandler {
         }
         // Hardware first (model ports): DROP rules free packets before
         // software; a current mark carries the verdict; the rest is software's.
-        let mut pre = [Pre::Soft(None); BURST];
+        let pre = &mut self.pre;
         let mut off = false;
         if let Some(o) = self.offload.as_mut() {
             if o.has_model(rx.port) && o.begin_burst() {
                 for (i, p) in pre.iter_mut().enumerate().take(n) {
                     *p = o.rx(burst.data(i), rx.port, gen);
                 }
+                // What the simulated NIC cost this core (hardware would not).
+                o.add_model_cycles(pmd::lcore::rdtsc().wrapping_sub(now));
                 off = true;
             }
         }
@@ -249,7 +254,7 @@ impl RouteHandler for PolicyHandler {
             let empty = RxPacket { frame: &[], rss: None, in_port: rx.port };
             let mut pkts = [empty; BURST];
             for i in 0..n {
-                if let Pre::Soft(_) = pre[i] {
+                if !off || matches!(self.pre[i], Pre::Soft(_)) {
                     pkts[m] = RxPacket { frame: burst.data(i), rss: None, in_port: rx.port };
                     soft[i] = m as u8;
                     m += 1;
@@ -260,7 +265,7 @@ impl RouteHandler for PolicyHandler {
             }
         }
         for i in 0..n {
-            let v = match pre[i] {
+            let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
                 Pre::Soft(h) => {
                     let v = self.verdicts[soft[i] as usize];
                     if off {

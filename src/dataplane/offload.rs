@@ -83,6 +83,9 @@ pub struct LcoreOffloadStats {
     pub requests: AtomicU64,
     /// Requests the full queue refused.
     pub queue_full: AtomicU64,
+    /// TSC cycles this lcore spent in the model itself (header extraction and
+    /// rule match: the NIC's work, which real hardware does off the CPU).
+    pub model_cycles: AtomicU64,
 }
 
 /// State shared by the control thread, the offload thread and the lcores.
@@ -144,6 +147,12 @@ pub struct LcoreOffload {
 }
 
 impl LcoreOffload {
+    /// Accounts cycles spent in the model (see [`LcoreOffloadStats::model_cycles`]).
+    #[inline]
+    pub fn add_model_cycles(&mut self, c: u64) {
+        bump(&self.stats.model_cycles, c);
+    }
+
     /// True when `port` has a model on this lcore (selects it for the burst).
     #[inline]
     pub fn has_model(&mut self, port: u16) -> bool {
@@ -658,11 +667,12 @@ impl OffloadRuntime {
         self.ask(|r| Cmd::Quarantine(addrs, on, r))
     }
 
-    /// Lcore counters summed: (hw drops, hw marked, stale marks, requests, queue full).
-    pub fn lcore_totals(&self) -> [u64; 5] {
-        let mut t = [0; 5];
+    /// Lcore counters summed: (hw drops, hw marked, stale marks, requests,
+    /// queue full, model cycles).
+    pub fn lcore_totals(&self) -> [u64; 6] {
+        let mut t = [0; 6];
         for s in self.shared.lcores.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            for (i, a) in [&s.hw_drops, &s.hw_marked, &s.stale_marks, &s.requests, &s.queue_full].into_iter().enumerate() {
+            for (i, a) in [&s.hw_drops, &s.hw_marked, &s.stale_marks, &s.requests, &s.queue_full, &s.model_cycles].into_iter().enumerate() {
                 t[i] += a.load(Ordering::Relaxed);
             }
         }
@@ -823,7 +833,7 @@ mod tests {
         let shown = rt.show();
         stop.store(true, Ordering::SeqCst);
         t.join().unwrap();
-        let [hw_drops, hw_marked, stale_marks, requests, _full] = hw_mid;
+        let [hw_drops, hw_marked, stale_marks, requests, _full, _cycles] = hw_mid;
         eprintln!(
             "churn: rx {} forwarded {} hw_drops {hw_drops} hw_marked {hw_marked} stale_marks {stale_marks} requests {requests}\n{shown}",
             st.rx_packets.load(Ordering::Relaxed),

@@ -125,29 +125,32 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// (rx packets, busy cycles, hw drops, hw marked) now.
-fn counters(sw: &Switch) -> (u64, u64, u64, u64) {
+/// (rx packets, busy cycles, hw drops, hw marked, model cycles) now.
+fn counters(sw: &Switch) -> (u64, u64, u64, u64, u64) {
     let l = sw.policy_lcores();
-    let hw = sw.offload().map_or([0; 5], |o| o.lcore_totals());
-    (l.iter().map(|s| s.rx).sum(), l.iter().map(|s| s.busy_cycles).sum(), hw[0], hw[1])
+    let hw = sw.offload().map_or([0; 6], |o| o.lcore_totals());
+    (l.iter().map(|s| s.rx).sum(), l.iter().map(|s| s.busy_cycles).sum(), hw[0], hw[1], hw[5])
 }
 
 struct Window {
     mpps: f64,
     cpp: f64,
+    /// Cycles per packet spent in the model (the simulated NIC's share).
+    model_cpp: f64,
     hw_share: f64,
 }
 
 fn window(sw: &Switch, secs: f64) -> Window {
-    let (r0, c0, d0, m0) = counters(sw);
+    let (r0, c0, d0, m0, x0) = counters(sw);
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(secs));
     let el = t.elapsed().as_secs_f64();
-    let (r1, c1, d1, m1) = counters(sw);
+    let (r1, c1, d1, m1, x1) = counters(sw);
     let pkts = r1.saturating_sub(r0).max(1);
     Window {
         mpps: pkts as f64 / el / 1e6,
         cpp: c1.saturating_sub(c0) as f64 / pkts as f64,
+        model_cpp: x1.saturating_sub(x0) as f64 / pkts as f64,
         hw_share: (d1 - d0 + m1 - m0) as f64 / pkts as f64,
     }
 }
@@ -179,6 +182,7 @@ fn measure(sw: &mut Switch, o: &OffloadBenchOpts) -> Result<String, Error> {
     std::thread::sleep(settle);
     let mut out = String::new();
     let (mut off_r, mut on_r, mut off_c, mut on_c, mut share) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut sw_c = Vec::new();
     for round in 0..o.rounds {
         sw.set_offload(false)?;
         std::thread::sleep(settle);
@@ -188,13 +192,16 @@ fn measure(sw: &mut Switch, o: &OffloadBenchOpts) -> Result<String, Error> {
         let on = window(sw, o.seconds);
         let _ = writeln!(
             out,
-            "round {round}: off {:.3} Mpps {:.0} cycles/pkt | on {:.3} Mpps {:.0} cycles/pkt, {:.1} % of packets decided by hardware",
+            "round {round}: off {:.3} Mpps {:.0} cycles/pkt | on {:.3} Mpps {:.0} cycles/pkt of which model {:.0} (software {:.0}), {:.1} % of packets decided by hardware",
             off.mpps,
             off.cpp,
             on.mpps,
             on.cpp,
+            on.model_cpp,
+            on.cpp - on.model_cpp,
             on.hw_share * 100.0
         );
+        sw_c.push(off.cpp / (on.cpp - on.model_cpp).max(1e-9));
         off_r.push(off.mpps);
         on_r.push(on.mpps);
         off_c.push(off.cpp);
@@ -204,7 +211,7 @@ fn measure(sw: &mut Switch, o: &OffloadBenchOpts) -> Result<String, Error> {
     let (off, on) = (median(&mut off_r), median(&mut on_r));
     let _ = writeln!(
         out,
-        "offload flows={} hot={} hot_share={}% denied={}% threshold={}/ms rounds={} seconds={}: off {off:.3} Mpps ({:.0} cycles/pkt), on {on:.3} Mpps ({:.0} cycles/pkt), on/off {:.2}x, hardware-decided {:.1} %",
+        "offload flows={} hot={} hot_share={}% denied={}% threshold={}/ms rounds={} seconds={}: off {off:.3} Mpps ({:.0} cycles/pkt), on {on:.3} Mpps ({:.0} cycles/pkt), on/off {:.2}x, hardware-decided {:.1} %; software cycles/pkt off/on (the model's cycles taken out, as a NIC would) {:.2}x",
         o.flows,
         o.hot,
         o.hot_share,
@@ -215,7 +222,8 @@ fn measure(sw: &mut Switch, o: &OffloadBenchOpts) -> Result<String, Error> {
         median(&mut off_c),
         median(&mut on_c),
         on / off.max(1e-9),
-        median(&mut share)
+        median(&mut share),
+        median(&mut sw_c)
     );
     let _ = writeln!(out, "{}", sw.offload_text());
     Ok(out)
