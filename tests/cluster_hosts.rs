@@ -1,9 +1,13 @@
 //! Two Bulkhead hosts (two `bulkhead run` processes, distinct file prefixes)
 //! sharing one etcd (Debian's etcd-server, started here on 127.0.0.1 with free
-//! ports and a temporary data directory). They are linked by veth pairs in a
-//! network namespace this test creates, through net_af_packet ports: an
-//! uplink pair between the hosts and one workload pair per host, whose far
-//! ends the test sends and captures on (python3 raw sockets).
+//! ports and a temporary data directory). The hosts are linked by a net_memif
+//! uplink (host a the server, host b the client, over a socket in the test's
+//! directory); each host's workload sits behind a net_tap port whose kernel
+//! side the test sends into and captures on. Everything stays in this
+//! network namespace because etcd listens on its loopback. (Why not veth
+//! pairs with net_af_packet: 22.11 joins every af_packet socket to a
+//! PACKET_FANOUT group whose id clashes between two ports of one process, and
+//! between two processes in one namespace.)
 
 use control::datastore::etcd::EtcdConfig;
 use control::datastore::server::{self, EtcdCluster};
@@ -14,10 +18,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 
-/// Two namespaces, one per host (22.11's net_af_packet takes a PACKET_FANOUT
-/// group id that clashes between processes of one namespace), joined by the
-/// uplink veth pair upa (host a) <-> upb (host b).
-struct Netns(String, String);
+/// The test's traffic: raw frames into one host's workload tap, counted on
+/// the other's (python3 AF_PACKET sockets on the taps' kernel side).
+struct Taps;
 
 const TRAFFIC: &str = r#"
 import socket,struct,sys,time
@@ -42,28 +45,10 @@ else:
         time.sleep(0.002)
 "#;
 
-impl Netns {
-    #[allow(dead_code)]
-    fn new(name: &str) -> Netns {
-        let n = Netns(format!("{name}a"), format!("{name}b"));
-        for x in [&n.0, &n.1] {
-            let _ = Command::new("ip").args(["netns", "del", x]).stderr(Stdio::null()).status();
-            assert!(Command::new("ip").args(["netns", "add", x]).status().unwrap().success(), "ip netns add {x}");
-        }
-        assert!(Command::new("ip").args(["link", "add", "bh8upa", "type", "veth", "peer", "name", "bh8upb"]).status().unwrap().success());
-        assert!(Command::new("ip").args(["link", "set", "bh8upa", "netns", &n.0, "name", "upa"]).status().unwrap().success());
-        assert!(Command::new("ip").args(["link", "set", "bh8upb", "netns", &n.1, "name", "upb"]).status().unwrap().success());
-        n.ip(&n.0, &["link", "set", "upa", "up"]);
-        n.ip(&n.1, &["link", "set", "upb", "up"]);
-        n
-    }
-    fn ip(&self, ns: &str, args: &[&str]) {
-        let ok = Command::new("ip").args(["netns", "exec", ns, "ip"]).args(args).status().unwrap().success();
-        assert!(ok, "ip {args:?}");
-    }
-    /// Sends `n` TCP SYNs src -> dst:80 into `tx` in namespace `txns` (2 ms
-    /// apart) and counts those that come out of `rx` in `rxns`.
-    fn traffic(&self, (_txns, tx): (&str, &str), (_rxns, rx): (&str, &str), src: &str, dst: &str, n: u32) -> u32 {
+impl Taps {
+    /// Sends `n` TCP SYNs src -> dst:80 into tap `tx` (2 ms apart) and counts
+    /// those that come out of tap `rx`.
+    fn traffic(&self, tx: &str, rx: &str, src: &str, dst: &str, n: u32) -> u32 {
         let ms = (n * 2 + 2500).to_string();
         let mut r = Command::new("python3").args(["-c", TRAFFIC, "rx", rx, src, dst, &ms, &n.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
         let mut out = std::io::BufReader::new(r.stdout.take().unwrap());
@@ -78,20 +63,10 @@ impl Netns {
         line.trim().parse().unwrap()
     }
     fn ab(&self, n: u32) -> u32 {
-        self.traffic((&self.0, "bh8tapa"), (&self.1, "bh8tapb"), "10.8.0.1", "10.8.0.2", n)
+        self.traffic("bh8tapa", "bh8tapb", "10.8.0.1", "10.8.0.2", n)
     }
     fn ba(&self, n: u32) -> u32 {
-        self.traffic((&self.1, "bh8tapb"), (&self.0, "bh8tapa"), "10.8.0.2", "10.8.0.1", n)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.1]).status();
+        self.traffic("bh8tapb", "bh8tapa", "10.8.0.2", "10.8.0.1", n)
     }
 }
 
@@ -102,7 +77,7 @@ struct Host {
 }
 
 impl Host {
-    fn start(ns: &str, dir: &Path, name: &str, up: &str, wl: &str, addr: &str, endpoints: &[String]) -> Host {
+    fn start(dir: &Path, name: &str, up: &str, wl: &str, addr: &str, endpoints: &[String]) -> Host {
         std::fs::create_dir_all(dir).unwrap();
         let prefix = format!("bh8-{name}-{}", std::process::id());
         std::fs::write(
@@ -123,7 +98,6 @@ impl Host {
             ),
         )
         .unwrap();
-        let _ = ns;
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(dir.join("switch.toml"))
@@ -184,12 +158,12 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     st.put_policy("web.toml", POLICY).unwrap();
     // No namespaces: etcd listens on this namespace's loopback. The uplink is
     // a memif link between the two processes; the workloads sit behind taps.
-    let ns = Netns(String::new(), String::new());
+    let ns = Taps;
     let sock = root.join("memif.sock");
     let up = |role: &str, id: u8| format!("net_memif{id},role={role},id=0,socket={},socket-abstract=no", sock.display());
-    let a = Host::start("", &root.join("a"), "a", &up("server", 0), "bh8tapa", "10.8.0.1", &etcd.endpoints());
+    let a = Host::start(&root.join("a"), "a", &up("server", 0), "bh8tapa", "10.8.0.1", &etcd.endpoints());
     std::thread::sleep(Duration::from_millis(500));
-    let b = Host::start("", &root.join("b"), "b", &up("client", 0), "bh8tapb", "10.8.0.2", &etcd.endpoints());
+    let b = Host::start(&root.join("b"), "b", &up("client", 0), "bh8tapb", "10.8.0.2", &etcd.endpoints());
     // Both hosts registered and enforce the same revision.
     let t = Instant::now();
     loop {

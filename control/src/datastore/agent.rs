@@ -18,7 +18,7 @@
 //!   host enforces it before etcd answers.
 
 use super::etcd::{self, err, EtcdConfig};
-use super::{identity_key_text, keys, ClusterState, Desired, FileStore, HostAck, WorkloadRecord};
+use super::{keys, ClusterState, Desired, FileStore, HostAck, WorkloadRecord};
 use crate::error::{Error, Result};
 use crate::identity::IdentityKey;
 use crate::model::Model;
@@ -345,9 +345,4 @@ impl Agent {
         };
         result
     }
-}
-
-/// The label-set text of a workload's identity (for `cluster status`).
-pub fn workload_identity_text(ns: &str, r: &WorkloadRecord) -> String {
-    identity_key_text(&IdentityKey { namespace: ns.into(), labels: r.labels.clone() })
 }
