@@ -381,6 +381,16 @@ impl Conntrack {
     }
 
     #[inline(always)]
+    /// Hints the cache to load the line [`Conntrack::update`] touches for
+    /// `r` (issued for a whole burst before updating it, so the misses of
+    /// large tables overlap). No effect on the table.
+    #[inline]
+    pub fn prefetch(&self, r: CtRef) {
+        if let Some(h) = self.hot.get(r.slot as usize) {
+            crate::hint::prefetch(h);
+        }
+    }
+
     fn slot_of(&self, r: CtRef) -> Option<usize> {
         let i = r.slot as usize;
         let h = self.hot.get(i)?;

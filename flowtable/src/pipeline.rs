@@ -241,6 +241,16 @@ impl Pipeline {
         // reply-direction drops, but this burst's lookups ran before that:
         // cached policy drops are then re-checked on the slow path.
         let created_before = self.stats.ct_created;
+        // The hits' connections: start loading them all before the first
+        // update (with many flows each one is a cache miss).
+        let mut m = live & !miss;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let Some((r, _)) = self.vals[i].ct {
+                self.ct.prefetch(r);
+            }
+        }
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
