@@ -446,10 +446,21 @@ pub fn run_conformance_with(
             None => {
                 let dir = case_path.parent().unwrap_or(Path::new("."));
                 let here = dir.join("model.yaml");
+                let above = dir.parent().unwrap_or(Path::new(".")).join("model.yaml");
                 if here.exists() {
                     here
+                } else if above.exists() {
+                    above
                 } else {
-                    dir.parent().unwrap_or(Path::new(".")).join("model.yaml")
+                    return Err(Error::BadArg {
+                        arg: "--model".into(),
+                        msg: format!(
+                            "not given, and no model.yaml beside {} ({}) or above it ({})",
+                            case_path.display(),
+                            here.display(),
+                            above.display()
+                        ),
+                    });
                 }
             }
         };

@@ -126,7 +126,7 @@ impl CaseResult {
 pub fn load_case(path: &Path) -> Result<Case> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
         file: path.into(),
-        source: e,
+        cause: e,
     })?;
     serde_yaml::from_str(&text).map_err(|e| from_yaml(&path.display().to_string(), 0, &e))
 }

@@ -159,7 +159,7 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
             file: path.into(),
-            source: e,
+            cause: e,
         })?;
         let file = path.display().to_string();
         if path.extension().is_some_and(|e| e == "toml") {

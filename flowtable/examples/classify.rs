@@ -41,8 +41,8 @@ fn main() -> ExitCode {
         classbench::parse_rules(&rules).and_then(|rs| {
             let keys = classbench::synth_trace(&rs, per_rule, 0x7ace);
             let mut f =
-                std::fs::File::create(&out).map_err(|source| classbench::Error::Io { path: out.clone(), source })?;
-            classbench::write_trace(&keys, &mut f).map_err(|source| classbench::Error::Io { path: out, source })
+                std::fs::File::create(&out).map_err(|source| classbench::Error::Io { path: out.clone(), cause: source })?;
+            classbench::write_trace(&keys, &mut f).map_err(|source| classbench::Error::Io { path: out, cause: source })
         })
     } else if let Some(trace) = trace {
         if bench {

@@ -19,12 +19,12 @@ use crate::rule::{Action, Match, PortRange, Prefix, Rule, RuleId};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read or the output written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line is malformed.
     #[error("{}:{line}: {msg}", path.display())]
@@ -42,7 +42,7 @@ pub enum Error {
 pub type Result<T> = core::result::Result<T, Error>;
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), cause: source })
 }
 
 fn parse_v4(s: &str) -> Option<u32> {
@@ -226,7 +226,7 @@ pub fn classify(rules: &Path, trace: &Path, out: &mut dyn Write) -> Result<()> {
             }
         }
     }
-    out.write_all(s.as_bytes()).map_err(|source| Error::Io { path: "<output>".into(), source })
+    out.write_all(s.as_bytes()).map_err(|source| Error::Io { path: "<output>".into(), cause: source })
 }
 
 /// Settings of [`bench`].

@@ -380,7 +380,6 @@ impl Conntrack {
         self.len -= 1;
     }
 
-    #[inline(always)]
     /// Hints the cache to load the line [`Conntrack::update`] touches for
     /// `r` (issued for a whole burst before updating it, so the misses of
     /// large tables overlap). No effect on the table.

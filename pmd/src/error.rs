@@ -112,12 +112,12 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// An I/O error with the path involved.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// File involved.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::pkt::UdpFrame;
 
 fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), source }
+    Error::Io { path: path.display().to_string(), cause: source }
 }
 
 /// Write `frames` to a pcap file at `path`.

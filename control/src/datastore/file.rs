@@ -16,7 +16,7 @@ pub struct FileStore {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { file: path.to_path_buf(), source: e }
+    Error::Io { file: path.to_path_buf(), cause: e }
 }
 
 impl FileStore {

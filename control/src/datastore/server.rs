@@ -64,7 +64,7 @@ impl EtcdCluster {
             return Err(Error::Datastore(format!("{ETCD} is not installed (Debian package etcd-server)")));
         }
         let _ = std::fs::remove_dir_all(root);
-        std::fs::create_dir_all(root).map_err(|e| Error::Io { file: root.into(), source: e })?;
+        std::fs::create_dir_all(root).map_err(|e| Error::Io { file: root.into(), cause: e })?;
         let mut members = Vec::new();
         for i in 0..n {
             members.push(Member { name: format!("m{i}"), client: free_port()?, peer: free_port()?, dir: root.join(format!("m{i}")), child: None });
@@ -81,7 +81,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) -> Result<()> {
         let cluster: Vec<String> = self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect();
         let m = &mut self.members[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join(format!("{}.log", m.name))).map_err(|e| Error::Io { file: self.root.clone(), source: e })?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root.join(format!("{}.log", m.name))).map_err(|e| Error::Io { file: self.root.clone(), cause: e })?;
         let client = format!("http://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new(ETCD)

@@ -22,7 +22,7 @@ pub fn load_files<P: AsRef<Path>>(paths: &[P]) -> Result<PolicySet> {
         let p = p.as_ref();
         let t = std::fs::read_to_string(p).map_err(|e| Error::Io {
             file: p.into(),
-            source: e,
+            cause: e,
         })?;
         texts.push((p.display().to_string(), t));
     }
