@@ -12,6 +12,8 @@
 #       (what io forwarding does). Prints "ovs pid=<vswitchd pid>
 #       pmd_comm=<PMD thread name prefix>" when ready.
 #   ovs-dpdk-vhost.sh stats WORK        ofport 2 tx_packets
+#   ovs-dpdk-vhost.sh pmd WORK          dpif-netdev/pmd-stats-show (packets
+#       received, processing cycles: cumulative, the PMD thread's own count)
 #   ovs-dpdk-vhost.sh stop WORK         stops the daemons it started (by pid
 #       from their pidfiles) and removes its DPDK runtime directory.
 #
@@ -100,11 +102,14 @@ start)
 stats)
     ovs-vsctl get Interface vhu1 statistics:tx_packets
     ;;
+pmd)
+    ovs-appctl -t "$OVS_RUNDIR/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show
+    ;;
 stop)
     stop
     ;;
 *)
-    echo "usage: ovs-dpdk-vhost.sh start|stats|stop WORK ..." >&2
+    echo "usage: ovs-dpdk-vhost.sh start|stats|pmd|stop WORK ..." >&2
     exit 2
     ;;
 esac

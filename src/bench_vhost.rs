@@ -91,6 +91,13 @@ pub struct VhostBenchResult {
     pub dut_cpu: f64,
     /// Packets received in the window.
     pub packets: u64,
+    /// The DUT's own count of the processing (busy) cycles it spent per
+    /// packet in the window: cycles of polls that returned packets, over the
+    /// packets received (`show fwd stats all` busy cycles for Bulkhead,
+    /// testpmd `--record-core-cycles`, OVS `pmd-stats-show` processing cycles).
+    /// Empty polls do not count, so this is the DUT's cost per packet even
+    /// when the frontend, not the DUT, limits the rate.
+    pub dut_cycles_per_pkt: Option<f64>,
 }
 
 impl VhostBenchResult {
@@ -108,6 +115,28 @@ fn err(m: impl Into<String>) -> Error {
     Error::Invalid(m.into())
 }
 
+/// The number right after the first `key` in `text` (spaces skipped).
+fn field_after(text: &str, key: &str) -> Option<u64> {
+    let rest = text[text.find(key)? + key.len()..].trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The cycle count of a `CPU cycles/packet=X (busy cycles=B)` line (Bulkhead)
+/// or `CPU cycles/packet=X (total cycles=B / total io packets=P)` (testpmd
+/// 22.11 with `--record-core-cycles`, which counts polls that received
+/// packets only, like Bulkhead's busy cycles).
+fn busy_cycles(text: &str) -> Option<u64> {
+    let line = &text[text.find("CPU cycles/packet=")?..];
+    field_after(line, "cycles=")
+}
+
+/// Processing cycles per packet between two [`Dut::busy`] samples.
+fn cycles_per_pkt(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((c0, p0), (c1, p1)) = (a?, b?);
+    (p1 > p0).then(|| c1.saturating_sub(c0) as f64 / (p1 - p0) as f64)
+}
+
 /// An interactive testpmd child whose output goes to a log file.
 struct Tp {
     child: Child,
@@ -123,7 +152,11 @@ impl Tp {
         args.push("--".into());
         args.push("-i".into());
         args.extend(app.iter().map(|s| s.to_string()));
-        let child = Command::new(bin)
+        // Line-buffered stdout (coreutils' stdbuf execs testpmd: same pid), so
+        // that what a command prints can be read from the log while it runs.
+        let child = Command::new("stdbuf")
+            .arg("-oL")
+            .arg(bin)
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::from(f.try_clone().map_err(|e| err(e.to_string()))?))
@@ -193,7 +226,7 @@ impl Drop for Tp {
 /// The device under test while it runs.
 enum Dut {
     /// `bulkhead run` (its forwarding lcore thread is `rte-worker-1`).
-    Switch { child: Child, prefix: String },
+    Switch { child: Child, prefix: String, socket: PathBuf },
     /// dpdk-testpmd io over net_vhost vdevs.
     Testpmd(Tp),
     /// OVS through the peer script (PMD thread `pmd-cNN...`).
@@ -226,13 +259,48 @@ impl Dut {
         }
     }
 
+    /// Cumulative (processing cycles, packets received) of the forwarding
+    /// core, as the DUT itself counts them; None when it does not answer.
+    fn busy(&mut self) -> Option<(u64, u64)> {
+        match self {
+            Dut::Switch { socket, .. } => {
+                let mut c = crate::shell::socket::Client::connect(socket).ok()?;
+                let text = crate::shell::socket::Target::execute(&mut c, "show fwd stats all").ok()?;
+                let total = text.split("Accumulated forward statistics").nth(1)?;
+                Some((busy_cycles(total)?, field_after(total, "RX-packets:")?))
+            }
+            Dut::Testpmd(t) => {
+                let n = t.text().matches("Accumulated forward statistics").count();
+                t.cmd("show fwd stats all").ok()?;
+                let t0 = Instant::now();
+                loop {
+                    let text = t.text();
+                    if let Some(block) = text.split("Accumulated forward statistics").nth(n + 1) {
+                        if let (Some(c), Some(p)) = (busy_cycles(block), field_after(block, "RX-packets:")) {
+                            return Some((c, p));
+                        }
+                    }
+                    if t0.elapsed() > Duration::from_secs(5) {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Dut::Ovs { script, work, .. } => {
+                let out = Command::new("bash").arg(&*script).arg("pmd").arg(&*work).output().ok()?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                Some((field_after(&text, "processing cycles:")?, field_after(&text, "packets received:")?))
+            }
+        }
+    }
+
     fn stop(self) {
         match self {
             Dut::Testpmd(mut t) => {
                 let _ = t.cmd("stop");
                 t.quit();
             }
-            Dut::Switch { mut child, prefix } => {
+            Dut::Switch { mut child, prefix, .. } => {
                 // SIGTERM: the switch stops its lcores and cleans up EAL.
                 let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
                 let t0 = Instant::now();
@@ -315,7 +383,7 @@ fn start_dut(o: &VhostBenchOpts, system: &str, work: &Path, s0: &Path, s1: &Path
                 .stderr(Stdio::from(log))
                 .spawn()
                 .map_err(|e| err(e.to_string()))?;
-            Ok(Dut::Switch { child, prefix })
+            Ok(Dut::Switch { child, prefix, socket: work.join(format!("{system}.sock")) })
         }
         "testpmd" => {
             let prefix = format!("bhvb-tpdut-{pid}");
@@ -327,7 +395,7 @@ fn start_dut(o: &VhostBenchOpts, system: &str, work: &Path, s0: &Path, s1: &Path
                 format!("--vdev=net_vhost0,iface={},client=1", s0.display()),
                 format!("--vdev=net_vhost1,iface={},client=1", s1.display()),
             ];
-            let mut tp = Tp::spawn(&o.testpmd, work.join("testpmd-dut.log"), &prefix, &eal, &["--forward-mode=io", "--burst=32", "--total-num-mbufs=16384"])?;
+            let mut tp = Tp::spawn(&o.testpmd, work.join("testpmd-dut.log"), &prefix, &eal, &["--forward-mode=io", "--burst=32", "--total-num-mbufs=16384", "--record-core-cycles"])?;
             tp.cmd("start")?;
             Ok(Dut::Testpmd(tp))
         }
@@ -369,7 +437,7 @@ fn one_loop(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchR
     let (s0, s1) = (work.join(format!("{system}-0.sock")), work.join(format!("{system}-1.sock")));
     let _ = std::fs::remove_file(&s0);
     let _ = std::fs::remove_file(&s1);
-    let dut = start_dut(o, system, work, &s0, &s1)?;
+    let mut dut = start_dut(o, system, work, &s0, &s1)?;
     let eal = vec![
         "-m".to_string(),
         "512".into(),
@@ -391,6 +459,7 @@ fn one_loop(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchR
         std::thread::sleep(Duration::from_secs(1));
         f.cmd("start tx_first 32")?;
         std::thread::sleep(Duration::from_secs(o.warmup));
+        let b0 = dut.busy();
         f.cmd("show port stats all")?;
         let c0 = dut.cpu_ns();
         let t0 = Instant::now();
@@ -398,12 +467,13 @@ fn one_loop(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchR
         f.cmd("show port stats all")?;
         let c1 = dut.cpu_ns();
         let dt = t0.elapsed().as_secs_f64();
+        let b1 = dut.busy();
         f.cmd("stop")?;
-        Ok::<_, Error>((c1.saturating_sub(c0), dt))
+        Ok::<_, Error>((c1.saturating_sub(c0), dt, cycles_per_pkt(b0, b1)))
     })();
     dut.stop();
     f.quit();
-    let (cpu_ns, dt) = res?;
+    let (cpu_ns, dt, dut_cycles_per_pkt) = res?;
     // Both F ports: whatever the DUT forwarded, in either direction.
     let mut packets = 0;
     for port in [0, 1] {
@@ -412,7 +482,7 @@ fn one_loop(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchR
         };
         packets += b.saturating_sub(a);
     }
-    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets })
+    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets, dut_cycles_per_pkt })
 }
 
 fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult, Error> {
@@ -427,7 +497,7 @@ fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult
     let fe = |sock: &Path| vec!["-m".to_string(), "512".into(), "--single-file-segments".into(), "--lcores".into(), lc.clone(), format!("--vdev=virtio_user0,path={},server=1,queue_size=1024", sock.display())];
     // The DUT first: a virtio_user frontend in server mode waits in its
     // start-up for the backend to connect (the DUT retries every second).
-    let dut = start_dut(o, system, work, &s0, &s1)?;
+    let mut dut = start_dut(o, system, work, &s0, &s1)?;
     let spawned = (|| {
         let r = Tp::spawn(&o.testpmd, work.join(format!("{system}-r.log")), &format!("bhvb-r-{pid}"), &fe(&s1), &["--forward-mode=rxonly", "--total-num-mbufs=4096", "--no-flush-rx"])?;
         let g = Tp::spawn(&o.testpmd, work.join(format!("{system}-g.log")), &format!("bhvb-g-{pid}"), &fe(&s0), &["--forward-mode=txonly", "--txpkts=64", "--total-num-mbufs=4096", "--burst=32"])?;
@@ -445,6 +515,7 @@ fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult
         r.cmd("start")?;
         g.cmd("start")?;
         std::thread::sleep(Duration::from_secs(o.warmup));
+        let b0 = dut.busy();
         r.cmd("show port stats 0")?;
         let c0 = dut.cpu_ns();
         let t0 = Instant::now();
@@ -452,20 +523,21 @@ fn one(o: &VhostBenchOpts, system: &str, work: &Path) -> Result<VhostBenchResult
         r.cmd("show port stats 0")?;
         let c1 = dut.cpu_ns();
         let dt = t0.elapsed().as_secs_f64();
+        let b1 = dut.busy();
         g.cmd("stop")?;
         r.cmd("stop")?;
-        Ok::<_, Error>((c1.saturating_sub(c0), dt))
+        Ok::<_, Error>((c1.saturating_sub(c0), dt, cycles_per_pkt(b0, b1)))
     })();
     dut.stop();
     g.quit();
     r.quit();
-    let (cpu_ns, dt) = res?;
+    let (cpu_ns, dt, dut_cycles_per_pkt) = res?;
     let (p0, p1) = (r.port0_field(1, "RX-packets:"), r.port0_field(2, "RX-packets:"));
     let (Some(p0), Some(p1)) = (p0, p1) else {
         return Err(err(format!("no receiver stats for {system}; see {}", r.log.display())));
     };
     let packets = p1.saturating_sub(p0);
-    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets })
+    Ok(VhostBenchResult { system: system.into(), mpps: packets as f64 / dt / 1e6, dut_cpu: cpu_ns as f64 / 1e9 / dt, packets, dut_cycles_per_pkt })
 }
 
 /// Runs every system in turn and prints one line each, then the ratios.
@@ -492,7 +564,15 @@ pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
     for round in 1..=o.rounds.max(1) {
         for s in &o.systems {
             let r = one(o, s, &work)?;
-            println!("round={round} system={:<16} mpps={:.3} dut_cpu={:.2} mpps_per_cpu={:.3} packets={}", r.system, r.mpps, r.dut_cpu, r.mpps_per_cpu(), r.packets);
+            println!(
+                "round={round} system={:<16} mpps={:.3} dut_cpu={:.2} mpps_per_cpu={:.3} packets={} dut_cycles_per_pkt={}",
+                r.system,
+                r.mpps,
+                r.dut_cpu,
+                r.mpps_per_cpu(),
+                r.packets,
+                r.dut_cycles_per_pkt.map_or("-".into(), |c| format!("{c:.1}"))
+            );
             samples.push(r);
         }
     }
@@ -505,7 +585,9 @@ pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
         let mut m: Vec<f64> = mine.iter().map(|r| r.mpps).collect();
         let mut c: Vec<f64> = mine.iter().map(|r| r.dut_cpu).collect();
         let mut p: Vec<f64> = mine.iter().map(|r| r.packets as f64).collect();
-        results.push(VhostBenchResult { system: s.clone(), mpps: median(&mut m), dut_cpu: median(&mut c), packets: median(&mut p) as u64 });
+        let mut cyc: Vec<f64> = mine.iter().filter_map(|r| r.dut_cycles_per_pkt).collect();
+        let dut_cycles_per_pkt = (!cyc.is_empty()).then(|| median(&mut cyc));
+        results.push(VhostBenchResult { system: s.clone(), mpps: median(&mut m), dut_cpu: median(&mut c), packets: median(&mut p) as u64, dut_cycles_per_pkt });
     }
     let per_cpu = |s: &str| {
         let mut v: Vec<f64> = samples.iter().filter(|r| r.system == s).map(VhostBenchResult::mpps_per_cpu).collect();
@@ -517,16 +599,55 @@ pub fn vhost(o: &VhostBenchOpts) -> Result<Vec<VhostBenchResult>, Error> {
             Some(o) if o.mpps > 0.0 => (format!("{:.3}", r.mpps / o.mpps), format!("{:.3}", per_cpu(&r.system) / per_cpu("ovs").max(1e-9))),
             _ => ("-".to_string(), "-".to_string()),
         };
+        // > 1: fewer processing cycles per packet than OVS (more capacity).
+        let cyc_ratio = match (ovs.as_ref().and_then(|o| o.dut_cycles_per_pkt), r.dut_cycles_per_pkt) {
+            (Some(o), Some(m)) if m > 0.0 => format!("{:.3}", o / m),
+            _ => "-".to_string(),
+        };
         println!(
-            "system={:<16} median_mpps={:.3} median_dut_cpu={:.2} median_mpps_per_cpu={:.3} ratio_to_ovs={ratio} cpu_ratio_to_ovs={cratio}",
+            "system={:<16} median_mpps={:.3} median_dut_cpu={:.2} median_mpps_per_cpu={:.3} ratio_to_ovs={ratio} cpu_ratio_to_ovs={cratio} median_dut_cycles_per_pkt={} cycles_ratio_to_ovs={cyc_ratio}",
             r.system,
             r.mpps,
             r.dut_cpu,
-            per_cpu(&r.system)
+            per_cpu(&r.system),
+            r.dut_cycles_per_pkt.map_or("-".into(), |c| format!("{c:.1}"))
         );
     }
     if o.workdir.is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dut_cycle_counts_parse_from_each_systems_output() {
+        // `show fwd stats all` of the switch.
+        let bh = "\n  +++++++++++++++ Accumulated forward statistics for all ports (policy) +++++++++++++++\n  \
+                  RX-packets: 52632704       FWD-dropped: 0             RX-total: 52632704\n  \
+                  TX-packets: 52632704       TX-dropped: 0              TX-total: 52632704\n\n  \
+                  CPU cycles/packet=234.68 (busy cycles=12351895230)";
+        let total = bh.split("Accumulated forward statistics").nth(1).unwrap();
+        assert_eq!((busy_cycles(total), field_after(total, "RX-packets:")), (Some(12_351_895_230), Some(52_632_704)));
+        // dpdk-testpmd 22.11 --record-core-cycles.
+        let tp = "  RX-packets: 2246592        RX-dropped: 0             RX-total: 2246592\n\n  \
+                  CPU cycles/packet=1147.53 (total cycles=2578036581 / total io packets=2246592) at 2600 MHz Clock\n";
+        assert_eq!((busy_cycles(tp), field_after(tp, "RX-packets:")), (Some(2_578_036_581), Some(2_246_592)));
+        // OVS pmd-stats-show.
+        let ovs = "pmd thread numa_id 0 core_id 1:\n  packets received: 10417088\n  packet recirculations: 0\n  \
+                   idle cycles: 5000 (10.00%)\n  processing cycles: 6882000000 (90.00%)\n";
+        assert_eq!((field_after(ovs, "processing cycles:"), field_after(ovs, "packets received:")), (Some(6_882_000_000), Some(10_417_088)));
+        assert_eq!(field_after("busy cycles=", "busy cycles="), None, "no digits");
+        assert_eq!(busy_cycles("RX-packets: 5"), None, "no cycles line");
+    }
+
+    #[test]
+    fn cycles_per_packet_is_a_delta_and_needs_packets() {
+        assert_eq!(cycles_per_pkt(Some((1000, 10)), Some((3000, 20))), Some(200.0));
+        assert_eq!(cycles_per_pkt(Some((1000, 10)), Some((3000, 10))), None, "no packet in the window");
+        assert_eq!(cycles_per_pkt(None, Some((3000, 20))), None);
+    }
 }
