@@ -132,6 +132,9 @@ host = ""
 # Lease on this host's workloads and acknowledgement, seconds.
 lease_ttl = 5
 state_file = ""
+# Seconds between passes that delete identities no workload uses (an identity
+# goes once it was unused for a whole interval; 0 = never).
+identity_gc = 60
 "#;
 
 /// The documented default configuration text.
@@ -176,11 +179,13 @@ pub struct ClusterSection {
     pub lease_ttl: u32,
     /// Embedded state file / cache of the last good cluster state ("" = none).
     pub state_file: std::path::PathBuf,
+    /// Seconds between identity collection passes (0 = never).
+    pub identity_gc: u32,
 }
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { etcd: Vec::new(), prefix: "/bulkhead/".into(), host: String::new(), lease_ttl: 5, state_file: std::path::PathBuf::new() }
+        ClusterSection { etcd: Vec::new(), prefix: "/bulkhead/".into(), host: String::new(), lease_ttl: 5, state_file: std::path::PathBuf::new(), identity_gc: 60 }
     }
 }
 

@@ -45,21 +45,46 @@ else:
         time.sleep(0.002)
 "#;
 
+/// A directory removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed and reaped when dropped (a failing assertion
+/// leaves nothing running).
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Taps {
+    /// Sends `n` TCP SYNs src -> dst:80 into tap `tx` (2 ms apart), counting nothing.
+    fn send(&self, tx: &str, src: &str, dst: &str, n: u32) {
+        let ok = Command::new("python3").args(["-c", TRAFFIC, "tx", tx, src, dst, &n.to_string()]).status().unwrap().success();
+        assert!(ok, "sender failed");
+    }
+
     /// Sends `n` TCP SYNs src -> dst:80 into tap `tx` (2 ms apart) and counts
     /// those that come out of tap `rx`.
     fn traffic(&self, tx: &str, rx: &str, src: &str, dst: &str, n: u32) -> u32 {
         let ms = (n * 2 + 2500).to_string();
-        let mut r = Command::new("python3").args(["-c", TRAFFIC, "rx", rx, src, dst, &ms, &n.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
-        let mut out = std::io::BufReader::new(r.stdout.take().unwrap());
+        let mut r = Reap(Command::new("python3").args(["-c", TRAFFIC, "rx", rx, src, dst, &ms, &n.to_string()]).stdout(Stdio::piped()).spawn().unwrap());
+        let mut out = std::io::BufReader::new(r.0.stdout.take().unwrap());
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
         assert_eq!(line.trim(), "ready");
-        let ok = Command::new("python3").args(["-c", TRAFFIC, "tx", tx, src, dst, &n.to_string()]).status().unwrap().success();
-        assert!(ok, "sender failed");
+        self.send(tx, src, dst, n);
         line.clear();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert!(r.wait().unwrap().success());
+        assert!(r.0.wait().unwrap().success());
         line.trim().parse().unwrap()
     }
     fn ab(&self, n: u32) -> u32 {
@@ -109,6 +134,20 @@ impl Host {
             .unwrap();
         Host { child, prefix, dir: dir.to_path_buf() }
     }
+    /// Runs shell commands over the host's control socket; their output.
+    fn cli(&self, lines: &str) -> String {
+        let f = self.dir.join("cmds.txt");
+        std::fs::write(&f, lines).unwrap();
+        let o = Command::new(BIN).arg("cli").arg("--socket").arg(self.dir.join("ctl.sock")).arg("--cmdline-file").arg(&f).stdin(Stdio::null()).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    }
+    /// Packets this host's policy engine dropped on egress (every lcore).
+    fn egress_denied(&self) -> u64 {
+        let text = self.cli("show pmd stats\n");
+        let n: u64 = text.split_whitespace().filter_map(|w| w.strip_prefix("policy_egress=")).map(|v| v.parse::<u64>().unwrap()).sum();
+        assert!(text.contains("pmd thread lcore"), "{text}");
+        n
+    }
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default() + &std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default()
     }
@@ -152,6 +191,9 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     }
     let root = std::env::temp_dir().join(format!("bh-cluster-hosts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    // Declared first, dropped last: the directory goes even when an
+    // assertion fails (after the hosts and etcd are stopped).
+    let _root = RemoveOnDrop(root.clone());
     let mut etcd = EtcdCluster::start(&root.join("etcd"), 1).unwrap();
     let cfg = EtcdConfig::new(etcd.endpoints(), "/it/");
     let mut st = EtcdStore::connect(cfg.clone()).unwrap();
@@ -227,6 +269,16 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     let ab = ns.ab(n);
     println!("etcd down: a->b {ab}/{n} still allowed");
     assert!(ab >= n * 8 / 10, "A: {}\nB: {}", a.log(), b.log());
+    // An address the last state does not know stays unknown: denied by host
+    // a's egress under default deny while etcd is away.
+    let before = a.egress_denied();
+    ns.send("bh8tapa", "10.8.0.1", "10.8.0.9", n);
+    let denied = a.egress_denied() - before;
+    println!("etcd down: a->10.8.0.9 (unknown) {denied} denied at host a's egress");
+    assert!(denied >= u64::from(n), "{denied} of {n} denied");
+    let show = a.cli("show cluster\n");
+    println!("{show}");
+    assert!(show.contains("unreachable, enforcing revision") && show.contains("disconnects 1,"), "{show}");
     // Back: the hosts resume from their last revision and catch up.
     etcd.restart(0).unwrap();
     let mut st = EtcdStore::connect(cfg).unwrap();
@@ -265,6 +317,50 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     std::fs::write(&pol, "[[policy]]\nname = 7\n").unwrap();
     let o = apply(&[]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("extra.toml"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Host b dies (SIGKILL): its lease expires, its workload and its
+    // acknowledgement leave etcd, and host a denies its address (unknown
+    // under default deny); restarted, b registers again and is allowed.
+    let rev = st.put_workload("shop/web-b", &rec(&[("app", "web")])).unwrap();
+    st.wait_for(rev, Duration::from_secs(10)).unwrap();
+    let show = a.cli("show cluster\n");
+    assert!(show.contains("etcd http://127.0.0.1") && show.contains(" connected,") && show.lines().filter(|l| l.contains("in sync")).count() == 2, "{show}");
+    let t = Instant::now();
+    drop(b); // SIGKILL, reaped, its DPDK runtime directory removed
+    let gone_rev = loop {
+        let s = st.snapshot().unwrap();
+        if !s.kvs.contains_key("wl/shop/web-b") && !s.kvs.contains_key("hosts/b") {
+            break s.revision;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "host b's lease did not expire: {:?}", s.kvs.keys().collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let expired = t.elapsed();
+    let acks = st.wait_for(gone_rev, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}\nA: {}", a.log()));
+    println!("host b killed: its workload and ack expired after {:.1} s (lease_ttl 3 s); host a enforces revision {gone_rev} {:.1} s after the kill", expired.as_secs_f64(), t.elapsed().as_secs_f64());
+    assert_eq!(acks.keys().collect::<Vec<_>>(), ["a"]);
+    let before = a.egress_denied();
+    ns.send("bh8tapa", "10.8.0.1", "10.8.0.2", n);
+    let denied = a.egress_denied() - before;
+    println!("b dead: a->b {denied}/{n} denied at host a's egress");
+    assert!(denied >= u64::from(n), "{denied} of {n} denied\nA: {}", a.log());
+    let b = Host::start(&root.join("b"), "b", &up("client", 0), "bh8tapb", "10.8.0.2", &etcd.endpoints());
+    let t = Instant::now();
+    loop {
+        let s = st.snapshot().unwrap();
+        let acks = s.acks();
+        if acks.len() == 2 && acks.values().all(|x| x.as_ref().is_ok_and(|x| x.revision >= s.revision)) && s.kvs.contains_key("wl/shop/web-b") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "b did not come back: {acks:?}\nB: {}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let w = &st.snapshot().unwrap().workloads().unwrap()["shop/web-b"];
+    assert_eq!((w.host.as_str(), w.labels.get("app").map(String::as_str)), ("b", Some("web")), "registered again from b's model");
+    assert!(Command::new("ip").args(["link", "set", "bh8tapb", "up"]).status().unwrap().success());
+    let ab = ns.ab(n);
+    println!("b restarted: registered again after {:.1} s, a->b {ab}/{n} allowed", t.elapsed().as_secs_f64());
+    assert!(ab >= n * 8 / 10, "A: {}\nB: {}", a.log(), b.log());
 
     a.stop();
     b.stop();

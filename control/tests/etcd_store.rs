@@ -72,7 +72,7 @@ fn agent_follows_changes_rejects_bad_data_and_resumes_after_etcd_restarts() {
     );
     let logs = Arc::new(Mutex::new(Vec::<String>::new()));
     let l2 = logs.clone();
-    let a = agent::spawn(AgentConfig { etcd: cfg.clone(), host: "h1".into(), lease_ttl: 2, local, cache: None }, Box::new(move |s| l2.lock().unwrap().push(s.to_string()))).unwrap();
+    let a = agent::spawn(AgentConfig { etcd: cfg.clone(), host: "h1".into(), lease_ttl: 2, local, cache: None, identity_gc: Duration::from_millis(300) }, Box::new(move |s| l2.lock().unwrap().push(s.to_string()))).unwrap();
     let next = |want: &dyn Fn(&control::datastore::Desired) -> bool| -> control::datastore::Desired {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
@@ -124,6 +124,22 @@ fn agent_follows_changes_rejects_bad_data_and_resumes_after_etcd_restarts() {
     let d = next(&|d| d.model.workloads.get("shop/db").is_some_and(|w| w.labels.get("app").map(String::as_str) == Some("db2")));
     assert!(d.model.workloads.contains_key("shop/web"), "the local workload is registered again");
     assert_eq!(a.status.disconnects.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The relabel left `app=db` unused: the agent's collector deletes it
+    // (after a whole interval unused); `app=db2` and `app=web` stay.
+    let t = Instant::now();
+    while st.snapshot().unwrap().kvs.contains_key("id/key/shop:app=db") {
+        assert!(t.elapsed() < Duration::from_secs(10), "app=db never collected: {:?}", logs.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = st.snapshot().unwrap();
+    assert!(s.kvs.contains_key("id/key/shop:app=db2") && s.kvs.contains_key("id/key/shop:app=web"), "{:?}", s.kvs.keys().collect::<Vec<_>>());
+    assert!(a.status.identities_collected.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(logs.lock().unwrap().iter().any(|l| l.contains("collected")), "{:?}", logs.lock().unwrap());
+    // An operator relabels this host's workload: the record keeps the
+    // host's lease (checked below: it leaves with the host).
+    let web2 = WorkloadRecord { labels: [("app".into(), "web2".into())].into(), addresses: vec!["10.1.0.1".parse().unwrap()], host: "h1".into(), mac: None };
+    st.put_workload("shop/web", &web2).unwrap();
+    next(&|d| d.model.workloads["shop/web"].labels.get("app").map(String::as_str) == Some("web2"));
     a.stop();
     // Stopping revokes the lease: the host's workloads and ack leave the cluster.
     let s = st.snapshot().unwrap();
@@ -138,7 +154,7 @@ fn hosts_keep_working_with_one_of_three_etcd_members_killed() {
     st.put_namespace("shop", &Default::default()).unwrap();
     let agents: Vec<_> = ["h1", "h2"]
         .iter()
-        .map(|h| agent::spawn(AgentConfig { etcd: cfg.clone(), host: h.to_string(), lease_ttl: 3, local: Default::default(), cache: None }, Box::new(|l| println!("{l}"))).unwrap())
+        .map(|h| agent::spawn(AgentConfig { etcd: cfg.clone(), host: h.to_string(), lease_ttl: 3, local: Default::default(), cache: None, identity_gc: Duration::ZERO }, Box::new(|l| println!("{l}"))).unwrap())
         .collect();
     // Every agent acknowledges whatever it is handed, from its own thread.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -197,5 +213,74 @@ fn hosts_keep_working_with_one_of_three_etcd_members_killed() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
+    }
+}
+
+#[test]
+fn unused_identities_are_collected_and_a_used_one_never_is() {
+    let Some(e) = etcd("gc", 1) else { return };
+    let cfg = EtcdConfig::new(e.endpoints(), "/gc");
+    let mut st = EtcdStore::connect(cfg.clone()).unwrap();
+    let key = |v: &str| IdentityKey { namespace: "ns".into(), labels: [("app".to_string(), v.to_string())].into() };
+    let rec = |v: &str| WorkloadRecord { labels: [("app".into(), v.into())].into(), addresses: vec!["10.4.0.1".parse().unwrap()], host: "h".into(), mac: None };
+    st.put_namespace("ns", &Default::default()).unwrap();
+    st.put_workload("ns/used", &rec("used")).unwrap();
+    let old = st.allocate_identity(&key("old")).unwrap();
+    // Grace: nothing written after the floor is collected.
+    let (ids, floor) = st.collect_identities(0).unwrap();
+    assert!(ids.is_empty(), "{ids:?}");
+    let young = st.allocate_identity(&key("young")).unwrap();
+    let (ids, _) = st.collect_identities(floor).unwrap();
+    assert_eq!(ids, vec![old], "only the unused identity older than the floor");
+    let s = st.snapshot().unwrap();
+    assert!(!s.kvs.contains_key("id/key/ns:app=old") && !s.kvs.contains_key(&format!("id/num/{old}")), "both keys of {old} deleted");
+    assert!(s.kvs.contains_key("id/key/ns:app=used") && s.kvs.contains_key("id/key/ns:app=young"));
+    let (ids, _) = st.collect_identities(i64::MAX).unwrap();
+    assert_eq!(ids, vec![young]);
+    // Numbers are never reused.
+    assert!(st.allocate_identity(&key("old")).unwrap() > young);
+
+    // A workload relabelled again and again while two collectors run back
+    // to back (each pass's grace is the previous pass, as in the agent):
+    // right after each write, the identity of the labels it now has exists
+    // (a collector may only take the ones it left).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let collected = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // A failing assertion below stops the collectors too.
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut gc = EtcdStore::connect(cfg.clone()).unwrap();
+                let mut floor = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (ids, rev) = gc.collect_identities(floor).unwrap();
+                    floor = rev;
+                    collected.fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        let mut w = EtcdStore::connect(cfg.clone()).unwrap();
+        for i in 0..200 {
+            let v = format!("v{}", i % 7);
+            w.put_workload("ns/w", &WorkloadRecord { addresses: vec!["10.4.0.2".parse().unwrap()], ..rec(&v) }).unwrap();
+            let snap = w.snapshot().unwrap();
+            assert!(snap.kvs.contains_key(&format!("id/key/ns:app={v}")), "write {i}: the identity of app={v} was collected while in use");
+            snap.desired("x", &Default::default()).unwrap();
+        }
+    });
+    let n = collected.load(std::sync::atomic::Ordering::Relaxed);
+    println!("identities collected while racing: {n}");
+    assert!(n > 0, "the collectors ran");
+    let d = st.snapshot().unwrap().desired("x", &Default::default()).unwrap();
+    for (k, w) in &d.model.workloads {
+        let ik = IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() };
+        assert!(d.identities.contains_key(&ik), "{k} has no identity");
     }
 }

@@ -84,6 +84,8 @@ pub enum Command {
     ShowFlows,
     /// `show vhost`
     ShowVhost,
+    /// `show cluster`
+    ShowCluster,
     /// `flow validate|create|list|query|destroy|flush <port> ...` (testpmd's rte_flow grammar)
     Flow(offload::FlowCommand),
     /// `show offload`
@@ -140,6 +142,7 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "show policy", help: "Policies, rule counts, generation, defaults." },
     Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
     Entry { template: "show flows", help: "Flow records written and lost, and the most denied flows by workload and rule." },
+    Entry { template: "show cluster", help: "Many hosts: datastore, etcd connection, revisions seen and enforced, every live host's acknowledgement." },
     Entry { template: "show vhost", help: "VM (vhost-user) ports: socket, mode, queues, connection, features, link events, workloads." },
     Entry { template: "flow <rest>", help: "testpmd rte_flow: flow validate|create|list|query|destroy|flush <port> ... (model ports: the NIC model)." },
     Entry { template: "show offload", help: "Offload: rules installed, failed, evicted, hardware hits and drops, queue full." },
@@ -233,6 +236,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
         "show pmd stats" => Command::ShowPmdStats,
         "show flows" => Command::ShowFlows,
         "show vhost" => Command::ShowVhost,
+        "show cluster" => Command::ShowCluster,
         "flow <rest>" => Command::Flow(offload::parse_flow(&toks.join(" ")).map_err(|e| ParseError { msg: e.to_string() })?),
         "show offload" => Command::ShowOffload,
         "offload on" => Command::Offload(true),

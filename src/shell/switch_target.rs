@@ -154,6 +154,7 @@ impl SwitchTarget<'_> {
             Command::ShowPmdStats => out = show_pmd_stats(sw),
             Command::ShowFlows => out = sw.flows_text(20),
             Command::ShowVhost => out = sw.vhost_list().to_string(),
+            Command::ShowCluster => out = sw.cluster_text(),
             Command::Help => out = command::help_text(),
             Command::Quit => out = "Bye...\n".into(),
         }

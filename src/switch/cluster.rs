@@ -64,10 +64,12 @@ pub(super) fn start(cfg: &Config, sw: &mut Switch) -> Result<Option<AgentHandle>
         let rev = d.revision;
         enforce(sw, d).map_err(Error::Invalid)?;
         println!("cluster: enforcing {} (revision {rev})", c.state_file.display());
+        sw.cluster_file = Some((c.state_file.clone(), rev));
         return Ok(None);
     }
     let cache = (!c.state_file.as_os_str().is_empty()).then(|| c.state_file.clone());
-    let ac = AgentConfig { etcd: EtcdConfig::new(c.etcd.clone(), &c.prefix), host, lease_ttl: i64::from(c.lease_ttl), local, cache };
+    let identity_gc = Duration::from_secs(u64::from(c.identity_gc));
+    let ac = AgentConfig { etcd: EtcdConfig::new(c.etcd.clone(), &c.prefix), host, lease_ttl: i64::from(c.lease_ttl), local, cache, identity_gc };
     let a = agent::spawn(ac, Box::new(|l| println!("{l}"))).map_err(|e| Error::Invalid(e.to_string()))?;
     sw.cluster = Some(a.status.clone());
     Ok(Some(a))
@@ -91,5 +93,45 @@ pub(super) fn serve(sw: &mut Switch, a: &AgentHandle, wait: Duration) {
     match enforce(sw, d) {
         Ok((rev, n)) => a.ack(rev, n),
         Err(e) => eprintln!("{e}"),
+    }
+}
+
+impl Switch {
+    /// `show cluster`: this host's datastore, its connection, the revisions
+    /// it has seen and enforces, and every live host's acknowledgement.
+    pub fn cluster_text(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let Some(c) = &self.cluster else {
+            return match &self.cluster_file {
+                Some((f, rev)) => format!("cluster: embedded state file {} (revision {rev} enforced since start)\n", f.display()),
+                None => "cluster: none configured (no [cluster] etcd or state_file)\n".into(),
+            };
+        };
+        let lock = |m: &std::sync::Mutex<String>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (seen, enforced) = (c.seen.load(Relaxed), c.enforced.load(Relaxed));
+        let conn = if c.connected.load(Relaxed) { "connected".to_string() } else { format!("unreachable, enforcing revision {enforced} without it") };
+        let _ = writeln!(out, "cluster host {}: etcd {} {conn}, prefix {}", c.host, lock(&c.endpoint), c.prefix);
+        let _ = writeln!(out, "  revision: seen {seen}, enforced {enforced}");
+        let _ = writeln!(out, "  disconnects {}, rejected states {}, identities collected {}", c.disconnects.load(Relaxed), c.rejected.load(Relaxed), c.identities_collected.load(Relaxed));
+        let e = lock(&c.last_error);
+        if !e.is_empty() {
+            let _ = writeln!(out, "  last error: {e}");
+        }
+        let hosts = c.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let when = if c.connected.load(Relaxed) { "live" } else { "as last seen" };
+        let _ = writeln!(out, "  hosts ({when}, {}): acknowledged revision", hosts.len());
+        for (h, r) in hosts {
+            match r {
+                Some(r) => {
+                    let _ = writeln!(out, "    {h:<24} {r:>10}  {}", if r >= seen { "in sync" } else { "behind" });
+                }
+                None => {
+                    let _ = writeln!(out, "    {h:<24} {:>10}  malformed acknowledgement", "?");
+                }
+            }
+        }
+        out
     }
 }

@@ -218,6 +218,8 @@ pub struct Switch {
     links: Vec<Option<bool>>,
     /// The datastore agent's figures (many hosts), when it runs.
     cluster: Option<std::sync::Arc<control::datastore::agent::AgentStatus>>,
+    /// The embedded state file and the revision enforced from it at start.
+    cluster_file: Option<(std::path::PathBuf, i64)>,
     // Held for its Drop (rte_eal_cleanup, runtime dir removal), last.
     #[allow(dead_code)]
     eal: Eal,
@@ -335,6 +337,7 @@ impl Switch {
             },
             links,
             cluster: None,
+            cluster_file: None,
             eal,
         })
     }

@@ -20,10 +20,10 @@
 use super::etcd::{self, err, EtcdConfig};
 use super::{keys, ClusterState, Desired, FileStore, HostAck, WorkloadRecord};
 use crate::error::{Error, Result};
-use crate::identity::IdentityKey;
 use crate::model::Model;
-use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -40,11 +40,24 @@ pub struct AgentConfig {
     pub local: Model,
     /// Where the last good state is cached (None: not cached).
     pub cache: Option<std::path::PathBuf>,
+    /// How often the agent collects identities no workload uses (ZERO: never).
+    /// An identity is collected only when it was unused for a whole interval.
+    pub identity_gc: Duration,
 }
 
 /// Live figures (the `bulkhead_datastore_*` metrics and `show cluster`).
 #[derive(Debug, Default)]
 pub struct AgentStatus {
+    /// This host's name.
+    pub host: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// The etcd member of the current (or last) session.
+    pub endpoint: Mutex<String>,
+    /// Every live host's acknowledged revision, as last seen (None: malformed).
+    pub hosts: Mutex<BTreeMap<String, Option<i64>>>,
+    /// Identities collected by this host's agent (unused label sets).
+    pub identities_collected: AtomicU64,
     /// etcd reachable and the watch running.
     pub connected: AtomicBool,
     /// Times connectivity was lost.
@@ -106,10 +119,10 @@ pub fn spawn(cfg: AgentConfig, log: Log) -> Result<AgentHandle> {
     }
     let (tx, rx) = mpsc::channel();
     let (atx, arx) = tokio::sync::mpsc::unbounded_channel();
-    let status = Arc::new(AgentStatus::default());
+    let status = Arc::new(AgentStatus { host: cfg.host.clone(), prefix: cfg.etcd.prefix.clone(), ..AgentStatus::default() });
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Datastore(format!("runtime: {e}")))?;
-    let mut a = Agent { cfg, log, tx, acks: arx, status: status.clone(), stop: stop.clone(), state: ClusterState::default(), store_rev: 0, synced: false, enforced: None };
+    let mut a = Agent { cfg, log, tx, acks: arx, status: status.clone(), stop: stop.clone(), state: ClusterState::default(), store_rev: 0, synced: false, enforced: None, gc_floor: 0 };
     let thread = std::thread::Builder::new()
         .name("bh-agent".into())
         .spawn(move || rt.block_on(a.run()))
@@ -129,6 +142,9 @@ struct Agent {
     store_rev: i64,
     synced: bool,
     enforced: Option<HostAck>,
+    /// The store revision of the last identity collection pass (identities
+    /// written after it are too young to collect).
+    gc_floor: i64,
 }
 
 impl Agent {
@@ -203,19 +219,13 @@ impl Agent {
             }
         }
         for (key, w) in &self.cfg.local.workloads {
-            etcd::allocate_identity(c, &p, &IdentityKey { namespace: w.namespace.clone(), labels: w.labels.clone() }).await?;
             let r = WorkloadRecord { labels: w.labels.clone(), addresses: w.addresses.clone(), host: self.cfg.host.clone(), mac: w.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")) };
-            let v = serde_json::to_string(&r).map_err(|e| Error::Datastore(e.to_string()))?;
             // A record already there keeps its value (labels changed in etcd
             // belong to the cluster; this host's view of them may be stale
             // after an outage) and only moves to the new lease: one
-            // transaction, so a concurrent relabel is never overwritten.
-            let k = format!("{p}{}{key}", keys::WL);
-            let txn = Txn::new()
-                .when([Compare::create_revision(k.as_str(), CompareOp::Greater, 0)])
-                .and_then([TxnOp::put(k.as_str(), "", Some(PutOptions::new().with_lease(lease).with_ignore_value()))])
-                .or_else([TxnOp::put(k.as_str(), v, Some(PutOptions::new().with_lease(lease)))]);
-            c.txn(txn).await.map_err(|e| err("register workload", e))?;
+            // transaction, so a concurrent relabel is never overwritten. A
+            // new record is written only while its identity exists.
+            etcd::put_workload(c, &p, key, &r, lease, true).await?;
         }
         if let Some(a) = &self.enforced {
             self.put_ack(c, lease, a.clone()).await?;
@@ -236,7 +246,28 @@ impl Agent {
         self.state = st;
         self.store_rev = rev;
         self.synced = true;
+        self.refresh_hosts();
         Ok(())
+    }
+
+    /// Copies the live hosts' acknowledgements into the status.
+    fn refresh_hosts(&self) {
+        let h = self.state.acks().into_iter().map(|(h, a)| (h, a.ok().map(|a| a.revision))).collect();
+        *self.status.hosts.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    }
+
+    /// One identity collection pass (errors are logged, never fatal).
+    async fn collect_identities(&mut self, c: &mut Client) {
+        match etcd::collect_identities(c, &self.cfg.etcd.prefix, self.gc_floor).await {
+            Ok((ids, rev)) => {
+                self.gc_floor = rev;
+                if !ids.is_empty() {
+                    self.status.identities_collected.fetch_add(ids.len() as u64, Relaxed);
+                    (self.log)(&format!("cluster: collected {} identities no workload uses: {ids:?}", ids.len()));
+                }
+            }
+            Err(e) => (self.log)(&format!("cluster: identity collection skipped: {e}")),
+        }
     }
 
     /// One session with one member (`member` modulo the endpoints): a
@@ -246,6 +277,7 @@ impl Agent {
     async fn session(&mut self, backoff: &mut Duration, member: usize) -> Result<()> {
         let eps = &self.cfg.etcd.endpoints;
         let one = EtcdConfig { endpoints: vec![eps[member % eps.len().max(1)].clone()], prefix: self.cfg.etcd.prefix.clone() };
+        *self.status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = one.endpoints[0].clone();
         let mut c = etcd::connect(&one).await?;
         let lease = c.lease_grant(self.cfg.lease_ttl, None).await.map_err(|e| err("lease grant", e))?.id();
         let (mut keeper, mut ka) = c.lease_keep_alive(lease).await.map_err(|e| err("lease keep-alive", e))?;
@@ -264,6 +296,8 @@ impl Agent {
         }
         let mut tick = tokio::time::interval(Duration::from_millis((self.cfg.lease_ttl.max(1) as u64 * 1000) / 3));
         let mut stop_tick = tokio::time::interval(Duration::from_millis(50));
+        let gc_every = if self.cfg.identity_gc.is_zero() { Duration::from_secs(3600 * 24 * 365) } else { self.cfg.identity_gc };
+        let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
         // A member that dies under an open stream does not always end it:
         // ask for a progress report every second, and give the session up
         // when nothing came back for three.
@@ -313,6 +347,7 @@ impl Agent {
                     if let Some(h) = resp.header() {
                         self.store_rev = self.store_rev.max(h.revision());
                     }
+                    self.refresh_hosts();
                     if data {
                         self.deliver(true);
                     }
@@ -334,6 +369,9 @@ impl Agent {
                             break Err(e);
                         }
                     }
+                }
+                _ = gc.tick(), if !self.cfg.identity_gc.is_zero() => {
+                    self.collect_identities(&mut c).await;
                 }
                 _ = stop_tick.tick() => {
                     if self.stop.load(Relaxed) {

@@ -4,10 +4,10 @@
 //! [`EtcdStore`] wraps them for blocking callers (CLI commands, tests) with a
 //! runtime of its own.
 
-use super::{is_data_key, keys, ClusterState, Datastore, HostAck};
+use super::{is_data_key, keys, ClusterState, Datastore, HostAck, WorkloadRecord};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, FIRST_DYNAMIC};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -120,6 +120,118 @@ pub async fn allocate_identity(c: &mut Client, prefix: &str, key: &IdentityKey) 
     Err(Error::Datastore(format!("identity for {text}: too much contention")))
 }
 
+/// Writes workload `key` (`ns/name`) with `value`, only while the identity
+/// of its label set exists: the identity is allocated (or found) first, and
+/// the write is one transaction that fails when the identity was collected
+/// meanwhile (then it allocates again). Together with the check in
+/// [`collect_identities`] no workload is ever stored without its number.
+/// `lease`: a new key is attached to it (0 = none). `keep`: a record already
+/// there keeps its value and only moves to `lease` (a host re-registering
+/// after an outage must not overwrite a relabel made meanwhile); otherwise
+/// (with `lease` 0, an operator's change) a record already there gets the
+/// new value and keeps its lease, so it still expires with its host.
+///
+/// # Errors
+/// etcd errors; a key that is not `ns/name`.
+pub async fn put_workload(c: &mut Client, prefix: &str, key: &str, r: &WorkloadRecord, lease: i64, keep: bool) -> Result<i64> {
+    let (ns, _) = key.split_once('/').ok_or_else(|| Error::BadArg { arg: key.into(), msg: "expected namespace/name".into() })?;
+    let ik = IdentityKey { namespace: ns.into(), labels: r.labels.clone() };
+    let id_k = format!("{prefix}{}{}", keys::ID_KEY, super::identity_key_text(&ik));
+    let k = format!("{prefix}{}{key}", keys::WL);
+    let v = serde_json::to_string(r).map_err(|e| Error::Datastore(e.to_string()))?;
+    let opts = || if lease != 0 { Some(PutOptions::new().with_lease(lease)) } else { None };
+    let rev = |r: &etcd_client::TxnResponse| r.header().map(|h| h.revision()).unwrap_or(0);
+    for _ in 0..100 {
+        if keep {
+            let o = PutOptions::new().with_ignore_value();
+            let o = if lease != 0 { o.with_lease(lease) } else { o };
+            let txn = Txn::new().when([Compare::create_revision(k.as_str(), CompareOp::Greater, 0)]).and_then([TxnOp::put(k.as_str(), "", Some(o))]);
+            let t = c.txn(txn).await.map_err(|e| err("register workload", e))?;
+            if t.succeeded() {
+                return Ok(rev(&t));
+            }
+        }
+        allocate_identity(c, prefix, &ik).await?;
+        let has_id = || Compare::create_revision(id_k.as_str(), CompareOp::Greater, 0);
+        if !keep {
+            // A record already there keeps the lease it has (its host's):
+            // a plain put would detach it, and it would outlive its host.
+            let o = PutOptions::new().with_ignore_lease();
+            let txn = Txn::new().when([has_id(), Compare::create_revision(k.as_str(), CompareOp::Greater, 0)]).and_then([TxnOp::put(k.as_str(), v.as_str(), Some(o))]);
+            let t = c.txn(txn).await.map_err(|e| err("put workload", e))?;
+            if t.succeeded() {
+                return Ok(rev(&t));
+            }
+        }
+        let when = [has_id(), Compare::create_revision(k.as_str(), CompareOp::Equal, 0)];
+        let t = c.txn(Txn::new().when(when).and_then([TxnOp::put(k.as_str(), v.as_str(), opts())])).await.map_err(|e| err("put workload", e))?;
+        if t.succeeded() {
+            return Ok(rev(&t));
+        }
+    }
+    Err(Error::Datastore(format!("workload {key}: too much contention")))
+}
+
+/// Identities at most this many to a transaction (etcd's default limit is
+/// 128 operations; each identity takes two deletes).
+const GC_BATCH: usize = 50;
+
+/// Deletes the identities no workload uses any more (`id/key/...` and its
+/// `id/num/...`), if they were last written at or before store revision
+/// `older_than` (a grace period: pass the store revision of the previous
+/// pass, so an identity allocated just before its workload is written is
+/// never taken). Each batch is one transaction that holds only while no
+/// workload key was written since the read it decided on, and while each
+/// identity key is unchanged, so a workload written concurrently (see
+/// [`put_workload`]) either is seen here or finds its identity gone and
+/// allocates again. Numbers are never reused (`id/next` only grows).
+///
+/// Returns the numbers collected and the store revision read.
+///
+/// # Errors
+/// etcd errors; a malformed workload record (nothing is collected then:
+/// which identities it uses is unknown).
+pub async fn collect_identities(c: &mut Client, prefix: &str, older_than: i64) -> Result<(Vec<u32>, i64)> {
+    let r = c.get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(|e| err("get", e))?;
+    let store_rev = r.header().map(|h| h.revision()).unwrap_or(0);
+    let mut st = ClusterState::default();
+    let mut ids = Vec::new();
+    for kv in r.kvs() {
+        let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else { continue };
+        let rel = &k[prefix.len()..];
+        if let Some(text) = rel.strip_prefix(keys::ID_KEY) {
+            ids.push((text.to_string(), v.trim().to_string(), kv.mod_revision()));
+        } else if rel.starts_with(keys::WL) {
+            st.kvs.insert(rel.to_string(), v.to_string());
+        }
+    }
+    let used: std::collections::HashSet<String> = st
+        .workloads()?
+        .iter()
+        .map(|(name, w)| super::identity_key_text(&IdentityKey { namespace: name.split_once('/').map(|x| x.0).unwrap_or_default().into(), labels: w.labels.clone() }))
+        .collect();
+    let unused: Vec<_> = ids.into_iter().filter(|(text, _, rev)| !used.contains(text) && *rev <= older_than).collect();
+    let wl = format!("{prefix}{}", keys::WL);
+    let mut collected = Vec::new();
+    for batch in unused.chunks(GC_BATCH) {
+        let mut when = vec![Compare::mod_revision(wl.as_str(), CompareOp::Less, store_rev + 1).with_prefix()];
+        let mut ops = Vec::new();
+        for (text, num, rev) in batch {
+            let k = format!("{prefix}{}{text}", keys::ID_KEY);
+            when.push(Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev));
+            ops.push(TxnOp::delete(k.as_str(), None));
+            ops.push(TxnOp::delete(format!("{prefix}{}{num}", keys::ID_NUM), None));
+        }
+        let t = c.txn(Txn::new().when(when).and_then(ops)).await.map_err(|e| err("collect identities", e))?;
+        if !t.succeeded() {
+            // A workload was written meanwhile: the next pass decides again.
+            break;
+        }
+        collected.extend(batch.iter().filter_map(|(_, n, _)| n.parse::<u32>().ok()));
+    }
+    Ok((collected, store_rev))
+}
+
 /// The blocking etcd store.
 pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
@@ -220,6 +332,17 @@ impl EtcdStore {
     pub fn client(&self) -> Client {
         self.client.clone()
     }
+
+    /// Deletes the identities no workload uses, last written at or before
+    /// store revision `older_than` (see [`collect_identities`]); the numbers
+    /// collected and the store revision read.
+    ///
+    /// # Errors
+    /// As [`collect_identities`].
+    pub fn collect_identities(&mut self, older_than: i64) -> Result<(Vec<u32>, i64)> {
+        let (mut c, p) = (self.client(), self.cfg.prefix.clone());
+        self.block_on(async move { collect_identities(&mut c, &p, older_than).await })
+    }
 }
 
 impl Datastore for EtcdStore {
@@ -247,5 +370,10 @@ impl Datastore for EtcdStore {
     fn allocate_identity(&mut self, key: &IdentityKey) -> Result<u32> {
         let (mut c, p) = (self.client(), self.cfg.prefix.clone());
         self.block_on(async move { allocate_identity(&mut c, &p, key).await })
+    }
+
+    fn put_workload(&mut self, key: &str, r: &WorkloadRecord) -> Result<i64> {
+        let (mut c, p) = (self.client(), self.cfg.prefix.clone());
+        self.block_on(async move { put_workload(&mut c, &p, key, r, 0, false).await })
     }
 }
