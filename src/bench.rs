@@ -433,7 +433,7 @@ enum Engine {
     /// A testpmd-style forwarding engine.
     Fwd(FwdMode),
     /// The policy engine over a published ACL state.
-    Policy { reader: Reader<DpState>, _writer: Writer<DpState>, cfg: PipelineConfig },
+    Policy { reader: Reader<DpState>, _writer: Writer<DpState>, cfg: Box<PipelineConfig> },
 }
 
 /// The Bulkhead side for one flow count: ports and pool in this process.
@@ -456,7 +456,7 @@ impl Side {
             let st = acl_state(o.rules, 1)?;
             let writer = Writer::new(st);
             let cfg = policy_config(flows, o.stateful);
-            Engine::Policy { reader: writer.reader(), _writer: writer, cfg }
+            Engine::Policy { reader: writer.reader(), _writer: writer, cfg: Box::new(cfg) }
         } else {
             Engine::Fwd(o.mode.parse()?)
         };
@@ -488,7 +488,7 @@ impl Side {
                 // Both ports polled, like testpmd's paired streams.
                 let ep: Vec<EnginePort> =
                     self.ports.iter().map(|p| EnginePort { id: p.id(), mac: p.mac(), rxq: 1, txq: 1 }).collect();
-                let eng = PolicyEngine::start(reader, &ep, &[self.fwd_lcore], 32, *cfg, None, None)
+                let eng = PolicyEngine::start(reader, &ep, &[self.fwd_lcore], 32, **cfg, None, None)
                     .map_err(|e| Error::Invalid(format!("policy engine: {e}")))?;
                 run_policy = Some(eng);
             }

@@ -90,6 +90,13 @@ emc_entries = 8192
 emc_insert_inv_prob = 1
 # Tracked connections per forwarding lcore.
 ct_capacity = 65536
+# Denied flows counted per forwarding lcore (packets and bytes per denied
+# flow, for their periodic and end records; 0 = none: a denied flow then
+# gets a start record per decision and no counts). When full, the least
+# recently seen denied flow ends (evicted) to make room.
+denied_flows = 4096
+# A denied flow that sends nothing for this long ends (its end record), ms.
+denied_idle_ms = 30000
 # Keep established connections when a policy change would deny them
 # (default: re-evaluate them, so a change cuts live connections too).
 keep_established = false
@@ -104,7 +111,25 @@ offload_threshold = 64
 # Rules per model port (the coldest is evicted past it).
 offload_capacity = 8192
 
-# Flow records (policy mode): the first packet of every flow decided by policy.
+# Connection timeouts (ms) per state: how long an idle connection lives.
+# A TCP connection's end record comes when FIN_WAIT/TIME_WAIT (FIN) or CLOSE
+# (RST) expires, so that the last packets are counted.
+[policy.ct_timeouts]
+tcp_syn_sent = 60000
+tcp_syn_recv = 60000
+tcp_established = 21600000
+tcp_fin_wait = 120000
+tcp_time_wait = 120000
+tcp_close = 10000
+udp_new = 30000
+udp_replied = 180000
+icmp = 30000
+other = 600000
+
+# Flow records (policy mode): start (the first packet of every flow decided
+# by policy), periodic (live flows with new packets) and end (FIN, RST,
+# timeout, eviction, policy revocation, quarantine cut, stop), with packets
+# and bytes both ways. See README "Visibility".
 [flowlog]
 # JSON-lines file, appended ("" = none).
 json = ""
@@ -114,6 +139,8 @@ ipfix = ""
 follow = "/run/bulkhead/flows.sock"
 # Records queued between the lcores and the exporter; a full queue is counted.
 queue = 65536
+# Periodic records of live flows every this many ms (0 = none).
+interval_ms = 60000
 
 # Prometheus metrics over HTTP ("" = off). Loopback unless you say otherwise.
 [metrics]
@@ -216,6 +243,8 @@ pub struct FlowlogSection {
     pub follow: std::path::PathBuf,
     /// Queue depth.
     pub queue: u32,
+    /// Periodic records every this many ms (0 = none).
+    pub interval_ms: u64,
 }
 
 impl Default for FlowlogSection {
@@ -225,6 +254,7 @@ impl Default for FlowlogSection {
             ipfix: String::new(),
             follow: "/run/bulkhead/flows.sock".into(),
             queue: 65536,
+            interval_ms: 60_000,
         }
     }
 }
@@ -269,6 +299,90 @@ pub struct PolicySection {
     pub offload_threshold: u32,
     /// Rules per model port.
     pub offload_capacity: u32,
+    /// Denied flows counted per lcore (0: none).
+    pub denied_flows: u32,
+    /// Idle time that ends a denied flow, ms.
+    pub denied_idle_ms: u64,
+    /// Conntrack timeouts per state, ms.
+    pub ct_timeouts: CtTimeoutsSection,
+}
+
+/// `[policy.ct_timeouts]`: milliseconds per connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CtTimeoutsSection {
+    /// TCP SYN sent.
+    pub tcp_syn_sent: u64,
+    /// TCP SYN-ACK seen.
+    pub tcp_syn_recv: u64,
+    /// TCP established.
+    pub tcp_established: u64,
+    /// TCP one FIN seen.
+    pub tcp_fin_wait: u64,
+    /// TCP both FINs seen.
+    pub tcp_time_wait: u64,
+    /// TCP reset.
+    pub tcp_close: u64,
+    /// UDP before a reply.
+    pub udp_new: u64,
+    /// UDP after a reply.
+    pub udp_replied: u64,
+    /// ICMP echo.
+    pub icmp: u64,
+    /// Other protocols.
+    pub other: u64,
+}
+
+impl Default for CtTimeoutsSection {
+    fn default() -> Self {
+        let t = flowtable::conntrack::CtTimeouts::with_hz(1000);
+        CtTimeoutsSection {
+            tcp_syn_sent: t.tcp_syn_sent,
+            tcp_syn_recv: t.tcp_syn_recv,
+            tcp_established: t.tcp_established,
+            tcp_fin_wait: t.tcp_fin_wait,
+            tcp_time_wait: t.tcp_time_wait,
+            tcp_close: t.tcp_close,
+            udp_new: t.udp_new,
+            udp_replied: t.udp_replied,
+            icmp: t.icmp,
+            other: t.other,
+        }
+    }
+}
+
+impl CtTimeoutsSection {
+    /// The timeouts in nanoseconds (what `PolicyHandler` takes).
+    pub fn to_ns(self) -> flowtable::conntrack::CtTimeouts {
+        let ns = |ms: u64| ms.saturating_mul(1_000_000);
+        flowtable::conntrack::CtTimeouts {
+            tcp_syn_sent: ns(self.tcp_syn_sent),
+            tcp_syn_recv: ns(self.tcp_syn_recv),
+            tcp_established: ns(self.tcp_established),
+            tcp_fin_wait: ns(self.tcp_fin_wait),
+            tcp_time_wait: ns(self.tcp_time_wait),
+            tcp_close: ns(self.tcp_close),
+            udp_new: ns(self.udp_new),
+            udp_replied: ns(self.udp_replied),
+            icmp: ns(self.icmp),
+            other: ns(self.other),
+        }
+    }
+
+    fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("tcp_syn_sent", self.tcp_syn_sent),
+            ("tcp_syn_recv", self.tcp_syn_recv),
+            ("tcp_established", self.tcp_established),
+            ("tcp_fin_wait", self.tcp_fin_wait),
+            ("tcp_time_wait", self.tcp_time_wait),
+            ("tcp_close", self.tcp_close),
+            ("udp_new", self.udp_new),
+            ("udp_replied", self.udp_replied),
+            ("icmp", self.icmp),
+            ("other", self.other),
+        ]
+    }
 }
 
 impl Default for PolicySection {
@@ -285,6 +399,9 @@ impl Default for PolicySection {
             offload_ports: Vec::new(),
             offload_threshold: 64,
             offload_capacity: 8192,
+            denied_flows: 4096,
+            denied_idle_ms: 30_000,
+            ct_timeouts: CtTimeoutsSection::default(),
         }
     }
 }
@@ -602,6 +719,12 @@ impl Config {
         }
         if p.offload_capacity == 0 {
             return err("policy", "offload_capacity", "must be at least 1".into());
+        }
+        if p.denied_idle_ms == 0 {
+            return err("policy", "denied_idle_ms", "must be at least 1".into());
+        }
+        if let Some((k, _)) = p.ct_timeouts.named().into_iter().find(|(_, v)| *v == 0) {
+            return err("policy.ct_timeouts", k, "must be at least 1 (ms)".into());
         }
         if let Some(bad) = p.offload_ports.iter().find(|&&i| i as usize >= self.ports.len()) {
             return err("policy", "offload_ports", format!("port {bad} is not configured ({} ports)", self.ports.len()));

@@ -35,7 +35,7 @@ fn cli(sock: &Path, lines: &str, dir: &Path) -> String {
 
 fn counter(text: &str, name: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.trim().strip_prefix(name).and_then(|r| r.trim().split_whitespace().next()).and_then(|v| v.parse().ok()))
+        .find_map(|l| l.trim().strip_prefix(name).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
 
@@ -91,7 +91,7 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
              [[port]]\ndevargs = \"net_pcap_ps0,rx_pcap={in},infinite_rx=1\"\n\
              [[port]]\ndevargs = \"net_null_ps1,no-rx=1\"\n\
              [policy]\nmodel = \"{model}\"\nfiles = [\"{pol}\"]\n\
-             [flowlog]\njson = \"{json}\"\nfollow = \"{follow}\"\nipfix = \"{ipfix}\"\n\
+             [flowlog]\njson = \"{json}\"\nfollow = \"{follow}\"\nipfix = \"{ipfix}\"\ninterval_ms = 200\n\
              [metrics]\nlisten = \"{metrics}\"\n",
             in = dir.join("in.pcap").display(),
             model = dir.join("model.toml").display(),
@@ -141,6 +141,7 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
     let before = cli(&sock, "show config fwd\nshow policy\nshow pmd stats\nshow port stats 1\nshow flows\n", &dir);
     assert!(before.contains("flow records:") && before.contains("prod/db -> prod/api :8080/tcp"), "show flows ranks the denied pair: {before}");
     assert!(before.contains("policy packet forwarding"), "{before}");
+    assert!(before.contains("hits per policy") && before.lines().any(|l| l.contains("prod/api") && l.contains("allow") && l.contains("flows")), "show policy/flows: hits per policy: {before}");
     assert!(before.contains("prod/api") && before.contains("workloads 3"), "{before}");
     let fwd = counter(&before, "packets forwarded:");
     let denied = drop_count(&before, "policy_ingress");
@@ -185,6 +186,20 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
     assert!(drops.split(' ').nth(1).unwrap().parse::<f64>().unwrap() > 1000.0, "{drops}");
     assert!(page.contains("bulkhead_port_rx_packets_total{port=\"0\"}"), "{page}");
     assert!(page.contains("bulkhead_cache_tier_total{lcore=") && page.contains("bulkhead_policy_rules{policy=\"prod/api\"}"), "{page}");
+    // Hits per deciding policy, from the flow records (periodic every 200 ms).
+    let metric = |name: &str| -> f64 {
+        page.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {page}"))
+    };
+    assert!(metric("bulkhead_policy_flows_total{policy=\"prod/api\",verdict=\"allow\"}") >= 8.0, "{page}");
+    assert!(metric("bulkhead_policy_packets_total{policy=\"prod/api\",verdict=\"allow\"}") > 1000.0, "allowed packets counted: {page}");
+    let denied: f64 = page
+        .lines()
+        .filter(|l| l.starts_with("bulkhead_policy_packets_total{") && l.contains("default deny") && l.contains("verdict=\"deny\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    assert!(denied > 1000.0, "denied packets counted on their denied flows: {page}");
+    assert!(metric("bulkhead_policy_bytes_total{policy=\"prod/api\",verdict=\"allow\"}") > 1000.0 * 54.0, "{page}");
+    assert_eq!(metric("bulkhead_flow_records_lost_total{where=\"lcore\"}"), 0.0, "{page}");
 
     let st = Command::new("kill").arg("-TERM").arg(sw.0.id().to_string()).status().unwrap();
     assert!(st.success());

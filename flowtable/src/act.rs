@@ -81,7 +81,8 @@ pub struct FlowVerdict {
     /// Forward or drop (never [`Fate::Arp`]: ARP is not cached).
     pub fate: Fate,
     /// The connection this flow belongs to and which side it is; the hit
-    /// path updates it directly (no conntrack hash lookup).
+    /// path updates it directly (no conntrack hash lookup). For a policy
+    /// drop: its entry in the denied-flow table (counted there the same way).
     pub ct: Option<(CtRef, CtDir)>,
     /// Cookie of the deciding rule (see [`PacketVerdict::cookie`]).
     pub cookie: u64,

@@ -25,6 +25,13 @@
 //! expired entries a few slots at a time off the per-packet path.
 //! A cached handle ([`CtRef`]) names a slot and its fill count (`tag`): a
 //! handle to a reclaimed or reused slot is refused, never misapplied.
+//!
+//! Flow notes: every connection that leaves the table (expiry, eviction,
+//! removal, flush) leaves a [`CtNote`] with its counters and an
+//! [`EndReason`] in a fixed-size buffer that the owner drains
+//! ([`Conntrack::drain_notes`]); [`Conntrack::report_step`] adds periodic
+//! notes for live connections. The buffer never grows: a note it cannot take
+//! is counted (`notes_lost`), and a periodic note waits for the next walk.
 
 use crate::key::FlowKey;
 use crate::parse::{flow_hash, l4};
@@ -70,6 +77,49 @@ pub enum CtState {
     New,
     /// UDP, ICMP echo, other protocols: a reply was seen.
     Replied,
+}
+
+/// Why a connection left the table.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum EndReason {
+    /// Idle past its state's timeout (UDP, ICMP, other; TCP not closed).
+    Timeout,
+    /// TCP closed with FINs (reclaimed after FIN_WAIT / TIME_WAIT).
+    Fin,
+    /// TCP reset (reclaimed after CLOSE).
+    Rst,
+    /// Evicted to make room for a new connection.
+    Evicted,
+    /// A policy change denied it (re-decided under a new generation).
+    Revoked,
+    /// Cut: re-decided because of a quarantine or a link down, and denied.
+    Cut,
+    /// The table was flushed (or its lcore stopped).
+    Flush,
+}
+
+impl EndReason {
+    /// The name records use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "timeout",
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Evicted => "evicted",
+            EndReason::Revoked => "revoked",
+            EndReason::Cut => "cut",
+            EndReason::Flush => "flush",
+        }
+    }
+
+    /// The reason an expired connection in `state` ended.
+    pub fn of_expiry(state: Option<CtState>) -> Self {
+        match state {
+            Some(CtState::FinWait | CtState::TimeWait) => EndReason::Fin,
+            Some(CtState::Close) => EndReason::Rst,
+            _ => EndReason::Timeout,
+        }
+    }
 }
 
 impl CtState {
@@ -142,11 +192,24 @@ pub struct CtConfig {
     pub keep_established: bool,
     /// When a bucket is full of live connections, evict one (else refuse the new one).
     pub evict_live: bool,
+    /// Flow notes held between two drains ([`Conntrack::drain_notes`]); 0: none kept.
+    pub notes: usize,
+    /// Flows, not connections: only the initiator's direction matches (a
+    /// packet the other way is another flow), no TCP states (every entry
+    /// is `New`; its timeout is `timeouts.other`). For counting denied flows.
+    pub flows_only: bool,
 }
 
 impl Default for CtConfig {
     fn default() -> Self {
-        CtConfig { capacity: 1 << 16, timeouts: CtTimeouts::default(), keep_established: false, evict_live: true }
+        CtConfig {
+            capacity: 1 << 16,
+            timeouts: CtTimeouts::default(),
+            keep_established: false,
+            evict_live: true,
+            notes: 256,
+            flows_only: false,
+        }
     }
 }
 
@@ -165,6 +228,10 @@ pub struct CtCounters {
     pub invalid: u64,
     /// Connections removed by the caller (policy revocation, flush).
     pub removed: u64,
+    /// Flow notes written into the buffer.
+    pub notes: u64,
+    /// End notes the full buffer could not take (counted, not written).
+    pub notes_lost: u64,
 }
 
 /// One tracked connection, as the control plane sees it (a copy).
@@ -190,6 +257,20 @@ pub struct Connection {
     pub packets: [u64; 2],
     /// Bytes per direction (`[Orig, Reply]`).
     pub bytes: [u64; 2],
+    /// Packets per direction already reported: the first packet (the start
+    /// record), then the totals of the last periodic note.
+    pub reported_packets: [u64; 2],
+    /// Bytes per direction already reported.
+    pub reported_bytes: [u64; 2],
+}
+
+/// A flow note: a connection's counters at its end, or periodically while it lives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct CtNote {
+    /// The connection (a copy, counters as of the note).
+    pub conn: Connection,
+    /// Why it ended; `None` for a periodic note (still live).
+    pub end: Option<EndReason>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -221,6 +302,10 @@ struct Cold {
     gen: u64,
     cookie: u64,
     created: u64,
+    /// Reported so far: packets Orig, Reply, bytes Orig, Reply.
+    reported: [u64; 4],
+    /// When the last note (or the creation) reported it.
+    reported_at: u64,
 }
 
 /// The connection table of one lcore.
@@ -233,7 +318,10 @@ pub struct Conntrack {
     mask: usize,
     len: usize,
     cursor: usize,
+    report_cursor: usize,
     counters: CtCounters,
+    notes: Box<[CtNote]>,
+    n_notes: usize,
 }
 
 #[inline]
@@ -344,7 +432,10 @@ impl Conntrack {
             mask: n / WAYS - 1,
             len: 0,
             cursor: 0,
+            report_cursor: 0,
             counters: CtCounters::default(),
+            notes: vec![CtNote::default(); cfg.notes].into_boxed_slice(),
+            n_notes: 0,
         }
     }
 
@@ -374,10 +465,76 @@ impl Conntrack {
             + self.hot.len() * (core::mem::size_of::<Hot>() + core::mem::size_of::<Cold>())
     }
 
-    fn free(&mut self, i: usize) {
+    /// Leaves a note for slot `i`; false (and `notes_lost` counted for an
+    /// end note) when the buffer is full.
+    fn note(&mut self, i: usize, end: Option<EndReason>) -> bool {
+        if self.n_notes == self.notes.len() {
+            if end.is_some() {
+                self.counters.notes_lost += 1;
+            }
+            return false;
+        }
+        self.notes[self.n_notes] = CtNote { conn: self.connection(i), end };
+        self.n_notes += 1;
+        self.counters.notes += 1;
+        true
+    }
+
+    /// Takes slot `i` out of the table, leaving an end note.
+    fn free(&mut self, i: usize, why: EndReason) {
+        self.note(i, Some(why));
         self.buckets[i / WAYS].sig[i % WAYS] = 0;
         self.hot[i].live = false;
         self.len -= 1;
+    }
+
+    /// Takes an expired slot out (counted as `expired`).
+    fn expire(&mut self, i: usize) {
+        self.free(i, EndReason::of_expiry(self.hot[i].state));
+        self.counters.expired += 1;
+    }
+
+    /// The notes written since the last drain, oldest first.
+    pub fn notes(&self) -> &[CtNote] {
+        &self.notes[..self.n_notes]
+    }
+
+    /// Hands every pending note to `f`, oldest first, and empties the buffer.
+    pub fn drain_notes(&mut self, mut f: impl FnMut(&CtNote)) {
+        for n in &self.notes[..self.n_notes] {
+            f(n);
+        }
+        self.n_notes = 0;
+    }
+
+    /// Walks the next `budget` slots (round robin, its own cursor) and
+    /// leaves a periodic note for every live connection that was not
+    /// reported for `interval` and saw packets since. Stops early when the
+    /// note buffer is full (the rest wait for a later walk: nothing lost).
+    /// Returns the notes written.
+    pub fn report_step(&mut self, now: u64, interval: u64, budget: usize) -> usize {
+        let n = self.hot.len();
+        let mut wrote = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.report_cursor;
+            if self.buckets[i / WAYS].sig[i % WAYS] != 0
+                && now < self.hot[i].expires
+                && now.saturating_sub(self.cold[i].reported_at) >= interval
+            {
+                let h = &self.hot[i];
+                let now_counts = [h.packets[0], h.packets[1], h.bytes[0], h.bytes[1]];
+                if now_counts != self.cold[i].reported {
+                    if !self.note(i, None) {
+                        break;
+                    }
+                    self.cold[i].reported = now_counts;
+                    wrote += 1;
+                }
+                self.cold[i].reported_at = now;
+            }
+            self.report_cursor = (i + 1) & (n - 1);
+        }
+        wrote
     }
 
     /// Hints the cache to load the line [`Conntrack::update`] touches for
@@ -409,6 +566,8 @@ impl Conntrack {
             expires: h.expires,
             packets: h.packets,
             bytes: h.bytes,
+            reported_packets: [c.reported[0], c.reported[1]],
+            reported_bytes: [c.reported[2], c.reported[3]],
         }
     }
 
@@ -424,9 +583,11 @@ impl Conntrack {
             }
             let i = b * WAYS + w;
             if let Some(d) = dir_of(&self.cold[i].orig, self.hot[i].echo_id, key, echo_id) {
+                if d == CtDir::Reply && self.cfg.flows_only {
+                    continue;
+                }
                 if now >= self.hot[i].expires {
-                    self.free(i);
-                    self.counters.expired += 1;
+                    self.expire(i);
                     return None;
                 }
                 return Some((CtRef { slot: i as u32, tag: self.hot[i].tag }, d));
@@ -454,7 +615,7 @@ impl Conntrack {
         let tcp = key.proto == l4::proto::TCP;
         let f = key.tcp_flags;
         let mut fin = 0;
-        let state = if !tcp {
+        let state = if !tcp || self.cfg.flows_only {
             CtState::New
         } else if f & RST != 0 {
             return Ok(None);
@@ -489,13 +650,14 @@ impl Conntrack {
             state: Some(state),
             fin,
             live: true,
-            proto: key.proto,
+            // Flows only: no protocol's state machine or timeouts (0 is no L4 protocol).
+            proto: if self.cfg.flows_only { 0 } else { key.proto },
             expires,
             last_seen: now,
             packets: [1, 0],
             bytes: [u64::from(len), 0],
         };
-        self.cold[i] = Cold { orig, gen, cookie, created: now };
+        self.cold[i] = Cold { orig, gen, cookie, created: now, reported: [1, 0, u64::from(len), 0], reported_at: now };
         Ok(Some(CtRef { slot: i as u32, tag }))
     }
 
@@ -505,8 +667,7 @@ impl Conntrack {
             return Some(w);
         }
         if let Some(w) = (0..WAYS).find(|&w| now >= self.hot[b * WAYS + w].expires) {
-            self.free(b * WAYS + w);
-            self.counters.expired += 1;
+            self.expire(b * WAYS + w);
             return Some(w);
         }
         if !self.cfg.evict_live {
@@ -516,7 +677,7 @@ impl Conntrack {
             let h = &self.hot[b * WAYS + w];
             (h.state == Some(CtState::Established), h.last_seen)
         })?;
-        self.free(b * WAYS + w);
+        self.free(b * WAYS + w, EndReason::Evicted);
         self.counters.evicted += 1;
         Some(w)
     }
@@ -534,8 +695,7 @@ impl Conntrack {
             return None;
         }
         if now >= h.expires {
-            self.free(i);
-            self.counters.expired += 1;
+            self.expire(i);
             return None;
         }
         let st = h.state.unwrap_or(CtState::New);
@@ -586,11 +746,17 @@ impl Conntrack {
         }
     }
 
-    /// Stops tracking a connection (counted as `removed`).
+    /// Stops tracking a connection (counted as `removed`; its end note says
+    /// [`EndReason::Revoked`]).
     pub fn remove(&mut self, r: CtRef) -> bool {
+        self.remove_as(r, EndReason::Revoked)
+    }
+
+    /// Stops tracking a connection (counted as `removed`), saying why in its end note.
+    pub fn remove_as(&mut self, r: CtRef, why: EndReason) -> bool {
         match self.slot_of(r) {
             Some(i) => {
-                self.free(i);
+                self.free(i, why);
                 self.counters.removed += 1;
                 true
             }
@@ -609,16 +775,39 @@ impl Conntrack {
             // The bucket's signature line (8 slots) is read before the slot's
             // own line: empty slots cost no extra cache miss.
             if self.buckets[i / WAYS].sig[i % WAYS] != 0 && now >= self.hot[i].expires {
-                self.free(i);
-                self.counters.expired += 1;
+                self.expire(i);
                 freed += 1;
             }
         }
         freed
     }
 
-    /// Forgets every connection (counted as `removed`).
+    /// Forgets every connection (counted as `removed`). End notes go to the
+    /// buffer as far as it has room (the rest are counted lost): use
+    /// [`flush_with`](Self::flush_with) to see every one.
     pub fn flush(&mut self) {
+        for i in 0..self.hot.len() {
+            if self.hot[i].live {
+                self.note(i, Some(EndReason::Flush));
+            }
+        }
+        self.clear();
+    }
+
+    /// Forgets every connection (counted as `removed`), handing `f` the
+    /// pending notes and then an end note ([`EndReason::Flush`]) per connection.
+    pub fn flush_with(&mut self, mut f: impl FnMut(&CtNote)) {
+        self.drain_notes(&mut f);
+        for i in 0..self.hot.len() {
+            if self.hot[i].live {
+                f(&CtNote { conn: self.connection(i), end: Some(EndReason::Flush) });
+                self.counters.notes += 1;
+            }
+        }
+        self.clear();
+    }
+
+    fn clear(&mut self) {
         self.counters.removed += self.len as u64;
         self.buckets.iter_mut().for_each(|b| *b = Bucket::default());
         self.hot.iter_mut().for_each(|h| h.live = false);

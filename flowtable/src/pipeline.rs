@@ -15,8 +15,18 @@
 //!              deny  -> drop policy_egress / policy_ingress (cached)
 //!              allow -> create the connection (and purge cached reply-direction drops) -> forward
 //!           install the verdict in the cache, stamped with gen
-//! once per call:      conntrack sweep of a few slots (expiry off the per-packet path)
+//! once per call:      maintain: conntrack and denied-flow sweeps of a few slots (expiry off the
+//!                     per-packet path), periodic notes for a few slots when an interval is set
 //! ```
+//!
+//! Flow notes: a connection that ends (expiry after FIN / RST / idle,
+//! eviction, revocation, cut, flush) and, every `report_interval`, a live
+//! one with new packets, leave a [`CtNote`] (counters of both directions) in
+//! a fixed-size buffer; so do denied flows, which a small table of their own
+//! counts (`denied_flows`; its cached handle rides on the cache entry like a
+//! connection's). The caller drains them after `process` or `maintain`
+//! ([`Pipeline::drain_notes`]); a note the full buffer could not take is
+//! counted in `flow_notes_lost`.
 //!
 //! `gen` must change whenever anything a verdict depends on changes: the
 //! rules, the IP -> identity map, or the routes. Nothing here allocates,
@@ -24,7 +34,7 @@
 
 use crate::act::{vflags, DropReason, Fate, FlowVerdict, PacketVerdict};
 use crate::classify::BURST;
-use crate::conntrack::{trackable, CtConfig, CtDir, Conntrack};
+use crate::conntrack::{trackable, Conntrack, CtConfig, CtDir, CtNote, CtRef, CtTimeouts, EndReason};
 use crate::emc::{Emc, EmcConfig};
 use crate::key::{Addr, FlowKey};
 use crate::lpm::PrefixMap;
@@ -88,6 +98,14 @@ pub struct PipelineConfig {
     /// re-decide live connections). false: every packet is decided by the
     /// rules alone, like a stateless ACL; conntrack is never consulted.
     pub stateful: bool,
+    /// Periodic notes: a live connection (or denied flow) with new packets
+    /// is reported every this long (unit of `now`; 0: never).
+    pub report_interval: u64,
+    /// Denied flows counted per lcore (0: none; a denied flow then gets a
+    /// start record per slow-path decision and no counters).
+    pub denied_flows: usize,
+    /// A denied flow idle this long ends (unit of `now`).
+    pub denied_idle: u64,
 }
 
 impl Default for PipelineConfig {
@@ -99,6 +117,9 @@ impl Default for PipelineConfig {
             sample_inv: 0,
             sweep_budget: 16,
             stateful: true,
+            report_interval: 60_000_000_000,
+            denied_flows: 4096,
+            denied_idle: 30_000_000_000,
         }
     }
 }
@@ -109,6 +130,7 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     emc: Emc<FlowVerdict>,
     ct: Conntrack,
+    denied: Conntrack,
     stats: Stats,
     sample_left: u32,
     keys: [FlowKey; BURST],
@@ -127,6 +149,30 @@ fn resolve(ids: &PrefixMap<u32>, a: Addr) -> u32 {
     ids.lookup(a).map_or(0, |(_, v)| *v)
 }
 
+/// The denied-flow table's configuration, from the pipeline's.
+fn denied_config(cfg: &PipelineConfig) -> CtConfig {
+    let t = cfg.denied_idle;
+    CtConfig {
+        capacity: cfg.denied_flows,
+        timeouts: CtTimeouts {
+            tcp_syn_sent: t,
+            tcp_syn_recv: t,
+            tcp_established: t,
+            tcp_fin_wait: t,
+            tcp_time_wait: t,
+            tcp_close: t,
+            udp_new: t,
+            udp_replied: t,
+            icmp: t,
+            other: t,
+        },
+        keep_established: false,
+        evict_live: true,
+        notes: if cfg.denied_flows == 0 { 0 } else { cfg.ct.notes },
+        flows_only: true,
+    }
+}
+
 impl Pipeline {
     /// A pipeline with empty cache and conntrack.
     pub fn new(cfg: PipelineConfig) -> Self {
@@ -134,6 +180,7 @@ impl Pipeline {
             cfg,
             emc: Emc::new(cfg.emc),
             ct: Conntrack::new(cfg.ct),
+            denied: Conntrack::new(denied_config(&cfg)),
             stats: Stats::default(),
             sample_left: cfg.sample_inv,
             keys: [FlowKey::default(); BURST],
@@ -167,6 +214,51 @@ impl Pipeline {
     pub fn emc(&self) -> &Emc<FlowVerdict> {
         &self.emc
     }
+    /// The denied-flow table (flows only: one direction, no states).
+    pub fn denied(&self) -> &Conntrack {
+        &self.denied
+    }
+
+    /// Expiry and periodic reports off the per-packet path: a few slots of
+    /// conntrack and of the denied-flow table. `process` calls it once per
+    /// call; call it when idle too, so flows end on time without traffic.
+    pub fn maintain(&mut self, now: u64) {
+        let b = self.cfg.sweep_budget;
+        if self.cfg.stateful {
+            self.ct.sweep(now, b);
+            if self.cfg.report_interval != 0 {
+                self.ct.report_step(now, self.cfg.report_interval, b);
+            }
+        }
+        if self.cfg.denied_flows != 0 {
+            self.denied.sweep(now, b);
+            if self.cfg.report_interval != 0 {
+                self.denied.report_step(now, self.cfg.report_interval, b);
+            }
+        }
+    }
+
+    /// Flow notes waiting to be drained.
+    #[inline]
+    pub fn pending_notes(&self) -> usize {
+        self.ct.notes().len() + self.denied.notes().len()
+    }
+
+    /// Hands every pending flow note to `f` (`denied`: from the denied-flow
+    /// table, else a connection) and empties the buffers.
+    pub fn drain_notes(&mut self, mut f: impl FnMut(&CtNote, bool)) {
+        self.ct.drain_notes(|n| f(n, false));
+        self.denied.drain_notes(|n| f(n, true));
+        self.stats.flow_notes_lost = self.ct.counters().notes_lost + self.denied.counters().notes_lost;
+    }
+
+    /// Forgets every connection and denied flow, handing `f` the pending
+    /// notes and an end note ([`EndReason::Flush`]) for each (none lost).
+    pub fn flush_with(&mut self, mut f: impl FnMut(&CtNote, bool)) {
+        self.ct.flush_with(|n| f(n, false));
+        self.denied.flush_with(|n| f(n, true));
+        self.stats.flow_notes_lost = self.ct.counters().notes_lost + self.denied.counters().notes_lost;
+    }
 
     /// Decides every packet of `pkts` (any number; handled 32 at a time),
     /// writing `out[i]` for `pkts[i]`. `now` is the time (unit of the
@@ -185,9 +277,7 @@ impl Pipeline {
         for (chunk, o) in pkts.chunks(BURST).zip(out.chunks_mut(BURST)) {
             self.burst(policy, chunk, now, o);
         }
-        if self.cfg.stateful {
-            self.ct.sweep(now, self.cfg.sweep_budget);
-        }
+        self.maintain(now);
     }
 
     #[inline]
@@ -248,7 +338,10 @@ impl Pipeline {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             if let Some((r, _)) = self.vals[i].ct {
-                self.ct.prefetch(r);
+                match self.vals[i].fate {
+                    Fate::Forward(_) => self.ct.prefetch(r),
+                    _ => self.denied.prefetch(r),
+                }
             }
         }
         let mut m = live;
@@ -258,8 +351,8 @@ impl Pipeline {
             let len = pkts[i].frame.len() as u32;
             if miss & (1 << i) == 0 {
                 let v = self.vals[i];
-                let fresh = match v.ct {
-                    Some((r, dir)) => {
+                let fresh = match (v.fate, v.ct) {
+                    (Fate::Forward(_), Some((r, dir))) => {
                         let k = &self.keys[i];
                         let ok = self.ct.update(r, dir, self.metas[i].echo_id, k.tcp_flags, len, now).is_some();
                         if !ok {
@@ -267,10 +360,15 @@ impl Pipeline {
                         }
                         ok
                     }
-                    None => {
-                        !(matches!(v.fate, Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress))
-                            && self.stats.ct_created != created_before)
+                    (Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress), d) => {
+                        // Counted on its denied flow; a flow that ended there
+                        // (idle, evicted) is decided again (a new one starts).
+                        self.stats.ct_created == created_before
+                            && d.is_none_or(|(r, _)| {
+                                self.denied.update(r, CtDir::Orig, self.metas[i].echo_id, 0, len, now).is_some()
+                            })
                     }
+                    _ => true,
                 };
                 if fresh {
                     self.stats.emc_hit += 1;
@@ -328,9 +426,10 @@ impl Pipeline {
             let reason =
                 if d.egress.action != Action::Allow { DropReason::PolicyEgress } else { DropReason::PolicyIngress };
             let cookie = d.denied_by().and_then(|x| x.rule).map_or(0, |r| r.cookie);
-            let v = FlowVerdict { fate: Fate::Drop(reason), ct: None, cookie };
+            let (ct, flags) = self.count_denied(&k, echo, gen, cookie, len, now);
+            let v = FlowVerdict { fate: Fate::Drop(reason), ct, cookie };
             self.install(&k, hash, gen, v);
-            return self.finish(v.fate, cookie, vflags::LOG);
+            return self.finish(v.fate, cookie, flags);
         }
         let cookie = allow_cookie(&d);
         let mut ct = None;
@@ -352,9 +451,30 @@ impl Pipeline {
         self.finish(v.fate, cookie, vflags::LOG)
     }
 
+    /// Counts a policy-denied packet on its denied flow (found, or started:
+    /// then [`vflags::LOG`] for its start record). Without a denied-flow
+    /// table, or when it refuses, every slow-path decision logs.
+    fn count_denied(&mut self, k: &FlowKey, echo: u16, gen: u64, cookie: u64, len: u32, now: u64) -> (Option<(CtRef, CtDir)>, u8) {
+        if self.cfg.denied_flows == 0 {
+            return (None, vflags::LOG);
+        }
+        if let Some((r, _)) = self.denied.lookup(k, echo, now) {
+            self.denied.update(r, CtDir::Orig, echo, 0, len, now);
+            self.denied.restamp(r, gen, cookie);
+            return (Some((r, CtDir::Orig)), 0);
+        }
+        match self.denied.create(k, echo, gen, cookie, len, now) {
+            Ok(Some(r)) => {
+                self.stats.denied_flows += 1;
+                (Some((r, CtDir::Orig)), vflags::LOG)
+            }
+            _ => (None, vflags::LOG),
+        }
+    }
+
     /// Brings a tracked connection up to the current generation. Returns
     /// false (and removes it) when the current policy no longer allows it.
-    fn revalidate<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, r: crate::conntrack::CtRef) -> bool {
+    fn revalidate<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, r: CtRef) -> bool {
         match self.ct.gen_of(r) {
             None => return false,
             Some(g) if g == policy.gen => return true,
@@ -377,7 +497,7 @@ impl Pipeline {
             self.stats.ct_revalidated += 1;
             true
         } else {
-            self.ct.remove(r);
+            self.ct.remove_as(r, if cut { EndReason::Cut } else { EndReason::Revoked });
             self.stats.ct_revoked += 1;
             false
         }

@@ -61,6 +61,10 @@ counters! {
     forwarded,
     /// Packets flagged for a flow record (LOG).
     logged,
+    /// Denied flows started in the denied-flow table (each then counted there).
+    denied_flows,
+    /// Flow notes (end, periodic) the full note buffer could not take.
+    flow_notes_lost,
     /// Packets sampled (SAMPLE).
     sampled,
     /// Dropped: shorter than an Ethernet header.

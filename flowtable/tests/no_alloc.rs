@@ -2,7 +2,9 @@
 //! 10,000 bursts of 32 packets through `Pipeline::process` after a warm-up,
 //! over a traffic mix that takes every path (cache hits and misses, new
 //! connections and their replies, policy drops, ICMP echo, IPv6, ARP,
-//! non-IP, malformed, no route, generation changes, conntrack eviction).
+//! non-IP, malformed, no route, generation changes, conntrack eviction),
+//! with the flow notes (end, periodic, denied flows) drained after every
+//! burst and a final flush through `flush_with`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -109,7 +111,15 @@ fn traffic(round: u16) -> Vec<Vec<u8>> {
     f
 }
 
-fn run<C: RuleLookup>(t: &PolicyTables<C>) -> (u64, flowtable::stats::Stats) {
+/// Notes seen: (end notes of connections, periodic notes, denied-flow notes).
+#[derive(Default, Debug)]
+struct Notes {
+    ended: u64,
+    periodic: u64,
+    denied: u64,
+}
+
+fn run<C: RuleLookup>(t: &PolicyTables<C>) -> (u64, flowtable::stats::Stats, Notes) {
     let mut ids = PrefixMap::new();
     let mut routes = PrefixMap::new();
     ids.insert(Prefix::v4(A, 32), 10u32);
@@ -123,8 +133,12 @@ fn run<C: RuleLookup>(t: &PolicyTables<C>) -> (u64, flowtable::stats::Stats) {
         emc: EmcConfig { entries: 1024, insert_inv_prob: 1 },
         ct: CtConfig { capacity: 2048, ..Default::default() },
         sample_inv: 64,
+        report_interval: 200_000_000,
+        denied_flows: 256,
+        denied_idle: 1_000_000_000,
         ..Default::default()
     });
+    let mut notes = Notes::default();
     let rounds: Vec<Vec<Vec<u8>>> = (0..8).map(traffic).collect();
     let bursts: Vec<Vec<RxPacket<'_>>> = rounds
         .iter()
@@ -138,22 +152,35 @@ fn run<C: RuleLookup>(t: &PolicyTables<C>) -> (u64, flowtable::stats::Stats) {
         let policy = Policy { gen, tables: t, identities: &ids, routes: &routes, cut_before: 0 };
         now += 50_000_000; // 50 ms per burst: connections expire along the way
         p.process(&policy, &bursts[n % bursts.len()], now, &mut out);
+        p.maintain(now + 1);
+    };
+    let mut tally = |n: &flowtable::conntrack::CtNote, denied: bool| {
+        if denied {
+            notes.denied += 1;
+        } else if n.end.is_some() {
+            notes.ended += 1;
+        } else {
+            notes.periodic += 1;
+        }
     };
     for n in 0..bursts.len() {
         step(&mut p, n);
+        p.drain_notes(&mut tally);
     }
     let allocs = count(|| {
         for n in 0..10_000 {
             step(&mut p, n);
+            p.drain_notes(&mut tally);
         }
+        p.flush_with(&mut tally);
     });
-    (allocs, *p.stats())
+    (allocs, *p.stats(), notes)
 }
 
 #[test]
 fn ten_thousand_bursts_allocate_nothing() {
     for fast in [false, true] {
-        let (allocs, s) = if fast {
+        let (allocs, s, notes) = if fast {
             run(&tables::<Classifier>(|c, r| c.insert(r).unwrap()))
         } else {
             run(&tables::<LinearClassifier>(|c, r| assert!(c.insert(r))))
@@ -164,6 +191,8 @@ fn ten_thousand_bursts_allocate_nothing() {
         assert!(s.ct_created > 0 && s.ct_hit > 0 && s.ct_revalidated + s.ct_revoked > 0, "{s:?}");
         assert!(s.drop_policy_egress > 0 && s.drop_policy_ingress > 0 && s.drop_no_route > 0, "{s:?}");
         assert!(s.arp > 0 && s.sampled > 0 && s.dropped() > s.drop_policy_egress, "{s:?}");
+        assert!(notes.ended > 0 && notes.periodic > 0 && notes.denied > 0 && s.denied_flows > 0, "{notes:?} {s:?}");
+        assert_eq!(s.flow_notes_lost, 0, "drained every burst: nothing lost");
     }
 }
 

@@ -177,6 +177,7 @@ impl RouteHandler for Publishing {
         }
     }
     fn idle(&mut self) {
+        self.h.idle();
         self.bursts = self.bursts.wrapping_add(1);
         if self.bursts & 1023 == 0 {
             self.shared.publish(&self.h);
@@ -275,6 +276,8 @@ impl PolicyEngine {
             let launched = pmd::lcore::launch(lc, move || {
                 let mut p = Publishing { h, shared: sh2.clone(), bursts: 0 };
                 pmd::route::run(&claim, &mut p, burst, &stop2, &sh2.route);
+                // The lcore's connections and denied flows end here.
+                p.h.finish();
                 p.shared.publish(&p.h);
                 drop(claim);
                 0

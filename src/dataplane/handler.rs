@@ -11,6 +11,9 @@
 //!            IPv6 neighbour solicitation -> the same: a neighbour advertisement
 //!            Drop(reason)     -> freed; counted per reason by the pipeline
 //!            LOG flag         -> one flow event (first packet decided by policy)
+//!            flow notes       -> periodic and end events (conntrack, denied flows)
+//! when idle: Pipeline::maintain (expiry, periodic notes) -> events
+//! at stop:   every connection and denied flow ends (`flush`) -> events
 //! ```
 //! Nothing here allocates or locks; the state guard is held for one burst.
 
@@ -18,6 +21,7 @@ use super::offload::Pre;
 use super::state::DpState;
 use crate::visibility::export::EventSender;
 use crate::visibility::record::{FlowEvent, FlowVerdict as RecVerdict, RecordKind};
+use flowtable::conntrack::CtNote;
 use flowtable::act::{vflags, DropReason, Fate, PacketVerdict};
 use flowtable::leftright::Reader;
 use flowtable::pipeline::{Pipeline, PipelineConfig, Policy, RxPacket};
@@ -53,6 +57,65 @@ pub struct HandlerStats {
     pub events_lost: u64,
 }
 
+/// TSC -> wall-clock milliseconds, anchored when the handler was made.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    tsc_hz: u64,
+    epoch_ms: u64,
+    epoch_tsc: u64,
+}
+
+impl Clock {
+    fn ms(&self, tsc: u64) -> u64 {
+        self.epoch_ms + tsc.wrapping_sub(self.epoch_tsc) / (self.tsc_hz / 1000).max(1)
+    }
+}
+
+/// Nanoseconds -> TSC ticks.
+fn ticks(ns: u64, hz: u64) -> u64 {
+    (u128::from(ns) * u128::from(hz) / 1_000_000_000).min(u128::from(u64::MAX)) as u64
+}
+
+/// The event of a flow note: a periodic or end record of a connection
+/// (allowed, or audit-denied when an audit policy would deny it) or of a
+/// denied flow.
+fn note_event(n: &CtNote, denied: bool, st: &DpState, clock: &Clock) -> FlowEvent {
+    let c = &n.conn;
+    let (verdict, cookie) = if denied {
+        (RecVerdict::Deny, c.cookie)
+    } else {
+        match st.observe.decide(&c.orig).denied_by().and_then(|d| d.rule) {
+            Some(r) => (RecVerdict::AuditDeny, r.cookie),
+            None => (RecVerdict::Allow, c.cookie),
+        }
+    };
+    FlowEvent {
+        kind: if n.end.is_some() { RecordKind::End } else { RecordKind::Periodic },
+        key: c.orig,
+        verdict,
+        cookie,
+        packets: c.packets,
+        bytes: c.bytes,
+        reported_packets: c.reported_packets,
+        reported_bytes: c.reported_bytes,
+        start_ms: clock.ms(c.created),
+        last_ms: clock.ms(c.last_seen),
+        end: n.end,
+    }
+}
+
+/// Drains the pipeline's flow notes into events (dropped when no sink is
+/// configured; counted in `lost` when the queue is full).
+fn emit_notes(p: &mut Pipeline, events: Option<&EventSender>, st: &DpState, clock: &Clock, lost: &mut u64) {
+    p.drain_notes(|n, denied| {
+        if let Some(ev) = events {
+            if !ev.send(note_event(n, denied, st, clock)) {
+                *lost += 1;
+            }
+        }
+    });
+}
+
 /// One lcore's policy engine.
 #[derive(Debug)]
 pub struct PolicyHandler {
@@ -61,9 +124,7 @@ pub struct PolicyHandler {
     ports: PortMap,
     events: Option<EventSender>,
     verdicts: [PacketVerdict; BURST],
-    tsc_hz: u64,
-    epoch_ms: u64,
-    epoch_tsc: u64,
+    clock: Clock,
     /// Extra counters.
     pub stats: HandlerStats,
     /// The newest generation a burst was decided under, and the TSC of the
@@ -76,10 +137,27 @@ pub struct PolicyHandler {
 }
 
 impl PolicyHandler {
-    /// A handler reading `reader`, with a fresh cache and conntrack. `tsc_hz`
-    /// is the clock the conntrack timeouts are expressed in.
+    /// A handler reading `reader`, with a fresh cache and conntrack. The
+    /// times in `cfg` (conntrack timeouts, report interval, denied-flow idle
+    /// timeout) are in nanoseconds; `tsc_hz` is the clock they become.
     pub fn new(reader: Reader<DpState>, mut cfg: PipelineConfig, ports: PortMap, events: Option<EventSender>, tsc_hz: u64) -> Self {
-        cfg.ct.timeouts = flowtable::conntrack::CtTimeouts::with_hz(tsc_hz);
+        let t = &mut cfg.ct.timeouts;
+        for v in [
+            &mut t.tcp_syn_sent,
+            &mut t.tcp_syn_recv,
+            &mut t.tcp_established,
+            &mut t.tcp_fin_wait,
+            &mut t.tcp_time_wait,
+            &mut t.tcp_close,
+            &mut t.udp_new,
+            &mut t.udp_replied,
+            &mut t.icmp,
+            &mut t.other,
+            &mut cfg.report_interval,
+            &mut cfg.denied_idle,
+        ] {
+            *v = ticks(*v, tsc_hz);
+        }
         let epoch_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         PolicyHandler {
             reader,
@@ -87,9 +165,7 @@ impl PolicyHandler {
             ports,
             events,
             verdicts: [PacketVerdict::default(); BURST],
-            tsc_hz: tsc_hz.max(1),
-            epoch_ms,
-            epoch_tsc: pmd::lcore::rdtsc(),
+            clock: Clock { tsc_hz: tsc_hz.max(1), epoch_ms, epoch_tsc: pmd::lcore::rdtsc() },
             stats: HandlerStats::default(),
             gen_seen: (0, 0),
             offload: None,
@@ -114,7 +190,29 @@ impl PolicyHandler {
     }
 
     fn now_ms(&self, tsc: u64) -> u64 {
-        self.epoch_ms + tsc.wrapping_sub(self.epoch_tsc) / (self.tsc_hz / 1000).max(1)
+        self.clock.ms(tsc)
+    }
+
+    /// Ends every connection and denied flow (reason `flush`) and sends
+    /// their end events: called when the lcore stops. Off the data path, so a
+    /// full queue is waited for a little (up to ~100 ms per event) before an
+    /// event is counted lost.
+    pub fn finish(&mut self) {
+        let st = self.reader.load();
+        let (events, clock, lost) = (self.events.as_ref(), self.clock, &mut self.stats.events_lost);
+        self.pipeline.flush_with(|n, denied| {
+            let Some(ev) = events else { return };
+            let e = note_event(n, denied, &st, &clock);
+            for _ in 0..1000 {
+                if ev.try_send(e) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            if !ev.send(e) {
+                *lost += 1;
+            }
+        });
     }
 }
 
@@ -224,6 +322,16 @@ fn answer_ns(f: &mut [u8], st: &DpState, ports: &PortMap) -> bool {
 }
 
 impl RouteHandler for PolicyHandler {
+    /// No packets this round: expiry and periodic reports go on, so flows
+    /// end on time without traffic.
+    fn idle(&mut self) {
+        self.pipeline.maintain(pmd::lcore::rdtsc());
+        if self.pipeline.pending_notes() != 0 {
+            let st = self.reader.load();
+            emit_notes(&mut self.pipeline, self.events.as_ref(), &st, &self.clock, &mut self.stats.events_lost);
+        }
+    }
+
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
         let n = burst.len();
         let st = self.reader.load();
@@ -263,6 +371,9 @@ impl RouteHandler for PolicyHandler {
             if m > 0 {
                 self.pipeline.process(&policy, &pkts[..m], now, &mut self.verdicts[..m]);
             }
+        }
+        if self.pipeline.pending_notes() != 0 {
+            emit_notes(&mut self.pipeline, self.events.as_ref(), &st, &self.clock, &mut self.stats.events_lost);
         }
         for i in 0..n {
             let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
@@ -353,10 +464,13 @@ impl RouteHandler for PolicyHandler {
                             key,
                             verdict,
                             cookie,
-                            packets: 1,
-                            bytes: f.len() as u64,
+                            packets: [1, 0],
+                            bytes: [f.len() as u64, 0],
+                            reported_packets: [0; 2],
+                            reported_bytes: [0; 2],
                             start_ms: ms,
                             last_ms: ms,
+                            end: None,
                         };
                         if !ev.send(e) {
                             self.stats.events_lost += 1;
@@ -536,6 +650,200 @@ mod tests {
         let api_db = json.lines().find(|l| l.contains("\"port\":5432") && l.contains("\"workload\":\"prod/api\"")).unwrap();
         assert!(api_db.contains("\"verdict\":\"allow\"") && api_db.contains("\"policy\":\"prod/db\""), "{api_db}");
         assert_eq!(json.lines().filter(|l| l.contains("\"verdict\":\"deny\"")).count(), 2, "{json}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A flow's whole life in records, through real DPDK ring ports, the
+    /// policy engine and the exporter (JSON lines, and IPFIX to nfdump's
+    /// nfcapd): TCP ended by FINs and by a reset, UDP with periodic records
+    /// then its timeout, a denied flow counted and ended, a connection cut by
+    /// a quarantine; counts of both directions; hits per policy.
+    #[test]
+    fn flow_records_follow_flows_to_their_end_over_ring_ports() {
+        use crate::visibility::ipfix::nfcapd::{field, records, Nfcapd};
+        use flowtable::parse::l4::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+        use pmd::RingTap;
+        const MS: u64 = 1_000_000;
+        let dir = testing::scratch("flow-records");
+        let pool = testing::pool();
+        let conf = PortConf { rxq: 1, txq: 1, rxd: 256, txd: 256, promiscuous: false };
+        let taps = [RingTap::create("bhfr0").unwrap(), RingTap::create("bhfr1").unwrap()];
+        let mut ports: Vec<Port> = taps.iter().map(|t| Port::open(t.device(), conf, pool.clone()).unwrap()).collect();
+        for p in &mut ports {
+            p.start().unwrap();
+        }
+        let (id0, id1) = (ports[0].id(), ports[1].id());
+        std::fs::write(
+            dir.join("model.toml"),
+            format!(
+                "[[namespaces]]\nname = \"prod\"\n\
+                 [[workloads]]\nname = \"web\"\nnamespace = \"prod\"\nlabels = {{ app = \"web\" }}\naddresses = [\"10.1.0.1\"]\nport = {id0}\n\
+                 [[workloads]]\nname = \"api\"\nnamespace = \"prod\"\nlabels = {{ app = \"api\" }}\naddresses = [\"10.1.0.2\"]\nmac = \"02:00:00:00:00:02\"\nport = {id1}\n\
+                 [[workloads]]\nname = \"db\"\nnamespace = \"prod\"\nlabels = {{ app = \"db\" }}\naddresses = [\"10.1.0.3\"]\nport = {id0}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("policy.toml"),
+            "[[policy]]\nname = \"api\"\nnamespace = \"prod\"\nselector = \"app=api\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=web\" }]\n  ports = [\"8080/tcp\", \"5353/udp\"]\n",
+        )
+        .unwrap();
+        let model = control::Model::load(&dir.join("model.toml")).unwrap();
+        let set = control::commands::load_policies(&[dir.join("policy.toml")]).unwrap();
+        let mut plane = PolicyPlane::new(model, set, None).unwrap();
+        let max = usize::from(id0.max(id1)) + 1;
+        let mut out_of_port = vec![DROP; max];
+        out_of_port[id0 as usize] = 0;
+        out_of_port[id1 as usize] = 1;
+        let map = PortMap { out_of_port, mac_of_port: vec![[2, 0, 0, 0, 0, 0xee]; max] };
+        let nf = Nfcapd::start("dataplane");
+        let fl = crate::visibility::export::FlowLogConfig { json: Some(dir.join("flows.jsonl")), ipfix: Some(nf.addr), queue: 1024, ..Default::default() };
+        let mut log = crate::visibility::export::FlowLog::start(&fl, Arc::new(plane.names())).unwrap();
+        // Short timeouts and a 100 ms export interval (nanoseconds here).
+        let mut cfg = PipelineConfig { report_interval: 100 * MS, denied_flows: 256, denied_idle: 400 * MS, ..Default::default() };
+        cfg.ct.capacity = 1024;
+        let t = &mut cfg.ct.timeouts;
+        (t.tcp_fin_wait, t.tcp_time_wait, t.tcp_close, t.udp_new, t.udp_replied) = (300 * MS, 300 * MS, 300 * MS, 400 * MS, 400 * MS);
+        let mut h = PolicyHandler::new(plane.reader(), cfg, map, Some(log.sender()), pmd::Eal::tsc_hz());
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::new(RouteStats::default());
+        let (s2, st2) = (stop.clone(), st.clone());
+        let th = std::thread::spawn(move || {
+            let rxqs = [RxQueue { port: id0, queue: 0 }, RxQueue { port: id1, queue: 0 }];
+            let outs = [Output { port: id0, queue: 0 }, Output { port: id1, queue: 0 }];
+            let claim = Claim::new(&rxqs, &outs).unwrap();
+            pmd::route::run(&claim, &mut h, 32, &s2, &st2);
+            h.finish();
+            h
+        });
+        // One frame at a time, in order: each is taken by the lcore before the next.
+        let mut sent = 0u64;
+        let mut send = |tap: usize, f: &[u8]| {
+            assert_eq!(taps[tap].inject(&pool, &[f]), 1);
+            sent += 1;
+            let t0 = Instant::now();
+            while st.rx_packets.load(Ordering::Relaxed) < sent {
+                assert!(t0.elapsed() < Duration::from_secs(10), "frame {sent} not received");
+                std::thread::yield_now();
+            }
+            f.len() as u64
+        };
+        let tcpf = |src: u32, dst: u32, sport: u16, dport: u16, flags: u8, payload: usize| {
+            let mut s = Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport, dport, flags });
+            s.payload = payload;
+            s.build()
+        };
+        let udpf = |src: u32, dst: u32, sport: u16, dport: u16| Spec::new(v4_mapped(src), v4_mapped(dst), L4::Udp { sport, dport }).build();
+        // web:40001 -> api:8080, closed with FINs: 5 packets out, 3 back.
+        let (mut fin_o, mut fin_r) = (0, 0);
+        fin_o += send(0, &tcpf(WEB, API, 40001, 8080, SYN, 0));
+        fin_r += send(1, &tcpf(API, WEB, 8080, 40001, SYN | ACK, 0));
+        fin_o += send(0, &tcpf(WEB, API, 40001, 8080, ACK, 0));
+        fin_o += send(0, &tcpf(WEB, API, 40001, 8080, ACK | PSH, 100));
+        fin_r += send(1, &tcpf(API, WEB, 8080, 40001, ACK | PSH, 200));
+        fin_o += send(0, &tcpf(WEB, API, 40001, 8080, FIN | ACK, 0));
+        fin_r += send(1, &tcpf(API, WEB, 8080, 40001, FIN | ACK, 0));
+        fin_o += send(0, &tcpf(WEB, API, 40001, 8080, ACK, 0));
+        // web:40002 -> api:8080, reset by api.
+        let rst_o = send(0, &tcpf(WEB, API, 40002, 8080, SYN, 0));
+        let rst_r = send(1, &tcpf(API, WEB, 8080, 40002, RST | ACK, 0));
+        // db:6000 -> api:8080, denied (api takes web only), three tries.
+        let mut den = 0;
+        for _ in 0..3 {
+            den += send(0, &tcpf(DB, API, 6000, 8080, SYN, 0));
+        }
+        // web:5000 -> api:5353 over ~500 ms: 8 datagrams, 4 answers.
+        let (mut udp_o, mut udp_r) = (0, 0);
+        for i in 0..8 {
+            udp_o += send(0, &udpf(WEB, API, 5000, 5353));
+            if i % 2 == 0 {
+                udp_r += send(1, &udpf(API, WEB, 5353, 5000));
+            }
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        // web:40003 -> api:8080 established, then api is quarantined.
+        let q_o = send(0, &tcpf(WEB, API, 40003, 8080, SYN, 0)) + send(0, &tcpf(WEB, API, 40003, 8080, ACK, 0));
+        let q_r = send(1, &tcpf(API, WEB, 8080, 40003, SYN | ACK, 0));
+        plane.quarantine("prod/api", true).unwrap();
+        send(0, &tcpf(WEB, API, 40003, 8080, ACK | PSH, 50));
+
+        // Wait for the end records (timeouts above: a second at most).
+        let json_path = dir.join("flows.jsonl");
+        let recs = |kind: &str| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&json_path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|r| r["kind"] == kind)
+                .collect()
+        };
+        let by_port = |v: &[serde_json::Value], sport: u16| -> Vec<serde_json::Value> { v.iter().filter(|r| r["src"]["port"] == sport).cloned().collect() };
+        let t0 = Instant::now();
+        while [40001, 40002, 6000, 5000, 40003].iter().any(|&p| by_port(&recs("end"), p).is_empty()) {
+            assert!(t0.elapsed() < Duration::from_secs(20), "end records missing: {:?}", recs("end"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let h = th.join().unwrap();
+        log.stop();
+        for p in &mut ports {
+            p.stop().unwrap();
+        }
+        drop(ports);
+        drop(taps);
+        let ipfix = nf.stop();
+
+        let (ends, starts, periodic) = (recs("end"), recs("start"), recs("periodic"));
+        let one = |v: &[serde_json::Value], sport: u16| -> serde_json::Value {
+            let m = by_port(v, sport);
+            assert_eq!(m.len(), 1, "one record for :{sport}: {m:?}");
+            m[0].clone()
+        };
+        let counts = |r: &serde_json::Value| (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap(), r["reply_packets"].as_u64().unwrap(), r["reply_bytes"].as_u64().unwrap());
+        let fin = one(&ends, 40001);
+        assert_eq!((fin["end_reason"].as_str(), fin["verdict"].as_str(), fin["policy"].as_str()), (Some("fin"), Some("allow"), Some("prod/api")), "{fin}");
+        assert_eq!(counts(&fin), (5, fin_o, 3, fin_r), "{fin}");
+        assert_eq!(fin["src"]["workload"], "prod/web");
+        let rst = one(&ends, 40002);
+        assert_eq!((rst["end_reason"].as_str(), counts(&rst)), (Some("rst"), (1, rst_o, 1, rst_r)), "{rst}");
+        let udp = one(&ends, 5000);
+        assert_eq!((udp["end_reason"].as_str(), counts(&udp)), (Some("timeout"), (8, udp_o, 4, udp_r)), "{udp}");
+        let udp_p = by_port(&periodic, 5000);
+        assert!(!udp_p.is_empty(), "periodic records while it lived: {periodic:?}");
+        assert!(udp_p.windows(2).all(|w| w[0]["packets"].as_u64() <= w[1]["packets"].as_u64()), "counters grow: {udp_p:?}");
+        assert!(udp_p[0]["packets"].as_u64().unwrap() < 8, "the first while it sent: {udp_p:?}");
+        let den_s = one(&starts, 6000);
+        assert_eq!(den_s["verdict"], "deny", "{den_s}");
+        let den_e = one(&ends, 6000);
+        assert_eq!((den_e["verdict"].as_str(), den_e["end_reason"].as_str(), counts(&den_e)), (Some("deny"), Some("timeout"), (3, den, 0, 0)), "{den_e}");
+        let q = by_port(&ends, 40003);
+        assert_eq!(q.len(), 2, "{q:?}");
+        let cut = &q[0];
+        assert_eq!((cut["end_reason"].as_str(), cut["verdict"].as_str(), counts(cut)), (Some("cut"), Some("allow"), (2, q_o, 1, q_r)), "{cut}");
+        // The packet after the cut starts a denied flow, named by the
+        // quarantine; it ends when the lcore stops (flush).
+        let after = by_port(&starts, 40003).into_iter().find(|r| r["verdict"] == "deny").unwrap_or_else(|| panic!("{starts:?}"));
+        assert_eq!(after["policy"], "quarantine", "{after}");
+        assert_eq!((q[1]["end_reason"].as_str(), q[1]["verdict"].as_str(), q[1]["packets"].as_u64()), (Some("flush"), Some("deny"), Some(1)), "{q:?}");
+        assert_eq!(h.stats.events_lost, 0);
+
+        // Hits per policy: the four allowed connections, every packet both ways.
+        let hits = log.policy_hits();
+        let allow = hits.iter().find(|(p, v, _)| p == "prod/api" && *v == "allow").unwrap_or_else(|| panic!("{hits:?}")).2;
+        assert_eq!(allow.flows, 4, "{hits:?}");
+        assert_eq!(allow.packets, 8 + 2 + 12 + 3, "{hits:?}");
+        assert_eq!(allow.bytes, fin_o + fin_r + rst_o + rst_r + udp_o + udp_r + q_o + q_r, "{hits:?}");
+
+        // IPFIX: the deltas of a flow's records add up to its totals, both ways.
+        let sum = |sport: &str, f: &str| -> u64 {
+            records(&ipfix).into_iter().filter(|r| field(r, "src port") == sport).map(|r| field(r, f).parse::<u64>().unwrap_or(0)).sum()
+        };
+        assert_eq!((sum("40001", "in packets"), sum("40001", "out packets")), (5, 3), "{ipfix}");
+        assert_eq!((sum("40001", "in bytes"), sum("40001", "out bytes")), (fin_o, fin_r), "{ipfix}");
+        assert_eq!((sum("5000", "in packets"), sum("5000", "out packets")), (8, 4), "{ipfix}");
+        assert_eq!(sum("6000", "in packets"), 3, "{ipfix}");
+        let fin_end = records(&ipfix).into_iter().find(|r| field(r, "src port") == "40001" && field(r, "end reason").contains("end of Flow")).unwrap_or_else(|| panic!("{ipfix}"));
+        assert!(!fin_end.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -139,7 +139,7 @@ pub const GRAMMAR: &[Entry] = &[
     Entry { template: "workload label <word> <rest>", help: "Replace a workload's labels: k=v[,k=v]." },
     Entry { template: "quarantine <word>", help: "Cut a workload off at once, live connections included." },
     Entry { template: "unquarantine <word>", help: "Lift a quarantine." },
-    Entry { template: "show policy", help: "Policies, rule counts, generation, defaults." },
+    Entry { template: "show policy", help: "Policies, rule counts, generation, defaults, hits per policy." },
     Entry { template: "show pmd stats", help: "Per-lcore policy engine counters: cache hits, cycles per packet, drops." },
     Entry { template: "show flows", help: "Flow records written and lost, and the most denied flows by workload and rule." },
     Entry { template: "show cluster", help: "Many hosts: datastore, etcd connection, revisions seen and enforced, every live host's acknowledgement." },

@@ -231,6 +231,7 @@ fn show_policy(sw: &Switch) -> String {
     for (k, n) in ps {
         let _ = writeln!(out, "  {k:<40} {n:>6} rules");
     }
+    out.push_str(&sw.policy_hits_text());
     out
 }
 

@@ -417,8 +417,21 @@ impl Switch {
             use std::sync::atomic::Ordering::Relaxed;
             let s = &f.stats;
             p.counter("bulkhead_flow_records_total", "Flow records exported.", &[], s.exported.load(Relaxed));
-            for (sink, v) in [("queue", &s.lost_queue), ("json", &s.lost_json), ("ipfix", &s.lost_ipfix), ("follow", &s.lost_follow)] {
-                p.counter("bulkhead_flow_records_lost_total", "Flow records lost, by where.", &[("where", sink)], v.load(Relaxed));
+            let notes_lost: u64 = lcs.iter().map(|s| s.get("flow_notes_lost")).sum();
+            for (sink, v) in [("queue", s.lost_queue.load(Relaxed)), ("json", s.lost_json.load(Relaxed)), ("ipfix", s.lost_ipfix.load(Relaxed)), ("follow", s.lost_follow.load(Relaxed)), ("lcore", notes_lost)] {
+                p.counter("bulkhead_flow_records_lost_total", "Flow records lost, by where (lcore: end notes a full per-lcore note buffer could not take).", &[("where", sink)], v);
+            }
+            let hits = f.policy_hits();
+            type Pick = fn(&crate::visibility::export::Hits) -> u64;
+            let metrics: [(&str, &str, Pick); 3] = [
+                ("bulkhead_policy_flows_total", "Flows decided, by deciding policy and verdict (start records; policy \"default\": no rule matched).", |h| h.flows),
+                ("bulkhead_policy_packets_total", "Packets of those flows, both directions (from start, periodic and end records: live flows lag by up to one [flowlog] interval).", |h| h.packets),
+                ("bulkhead_policy_bytes_total", "Bytes of those flows, both directions (as packets).", |h| h.bytes),
+            ];
+            for (name, help, pick) in metrics {
+                for (pol, verdict, h) in &hits {
+                    p.counter(name, help, &[("policy", pol.as_str()), ("verdict", verdict)], pick(h));
+                }
             }
         }
         p.finish()
@@ -719,6 +732,10 @@ impl Switch {
         pc.emc.insert_inv_prob = c.emc_insert_inv_prob;
         pc.ct.capacity = c.ct_capacity as usize;
         pc.ct.keep_established = c.keep_established;
+        pc.ct.timeouts = c.ct_timeouts.to_ns();
+        pc.denied_flows = c.denied_flows as usize;
+        pc.denied_idle = c.denied_idle_ms.saturating_mul(1_000_000);
+        pc.report_interval = self.policy.flowlog_cfg.interval_ms.saturating_mul(1_000_000);
         let reader = self.plane_mut()?.reader();
         let events = self.flowlog_sender()?;
         if self.policy.cfg.offload == "model" && self.policy.offload.is_none() {
@@ -1050,6 +1067,23 @@ impl Switch {
         }
         for (k, c, rule) in top {
             let _ = writeln!(out, "  {k:<48} {c:>7} flows denied  by {rule}");
+        }
+        out.push_str(&self.policy_hits_text());
+        out
+    }
+
+    /// Hits per deciding policy and verdict (flows, packets, bytes), from the
+    /// flow records; empty when records are off.
+    pub fn policy_hits_text(&self) -> String {
+        let Some(f) = &self.policy.flowlog else { return String::new() };
+        let hits = f.policy_hits();
+        let mut out = String::new();
+        if hits.is_empty() {
+            return out;
+        }
+        let _ = writeln!(out, "hits per policy (flows, packets and bytes both ways; live flows counted up to their last record):");
+        for (pol, verdict, h) in hits {
+            let _ = writeln!(out, "  {pol:<40} {verdict:<10} {:>9} flows {:>12} packets {:>14} bytes", h.flows, h.packets, h.bytes);
         }
         out
     }

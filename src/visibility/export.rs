@@ -55,6 +55,12 @@ pub struct EventSender {
 }
 
 impl EventSender {
+    /// Queues an event if there is room (nothing counted otherwise: the
+    /// caller retries or calls [`send`](Self::send)).
+    pub fn try_send(&self, e: FlowEvent) -> bool {
+        self.q.push(e).is_ok()
+    }
+
     /// Queues an event. On a full queue the event is counted as lost.
     #[inline]
     pub fn send(&self, e: FlowEvent) -> bool {
@@ -70,6 +76,45 @@ impl EventSender {
 /// Denied flows per (source, destination, service), with the deciding rule:
 /// what the demo and `show flows` rank. Written by the exporter thread only.
 pub type DeniedTally = Arc<Mutex<std::collections::HashMap<String, (u64, String)>>>;
+
+/// Hits of one deciding policy with one verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hits {
+    /// Flows (start records).
+    pub flows: u64,
+    /// Packets, both directions (the deltas of every record: exact once a
+    /// flow's end record is in; live flows lag by up to one export interval).
+    pub packets: u64,
+    /// Bytes, both directions, likewise.
+    pub bytes: u64,
+}
+
+/// Hits per (deciding policy, verdict), from the enriched records: computed
+/// by the exporter thread, nothing on the lcores.
+pub type PolicyHits = Arc<Mutex<std::collections::BTreeMap<(String, &'static str), Hits>>>;
+
+/// The verdict's name, as records write it.
+pub fn verdict_name(v: super::record::FlowVerdict) -> &'static str {
+    use super::record::FlowVerdict as V;
+    match v {
+        V::Allow => "allow",
+        V::Deny => "deny",
+        V::AuditDeny => "audit-deny",
+        V::Drop => "drop",
+    }
+}
+
+fn tally_hits(hits: &PolicyHits, batch: &[FlowRecord]) {
+    let mut t = hits.lock().unwrap_or_else(|e| e.into_inner());
+    for r in batch {
+        let h = t.entry((r.policy.clone(), verdict_name(r.verdict))).or_default();
+        if r.kind == super::record::RecordKind::Start {
+            h.flows += 1;
+        }
+        h.packets += r.delta.packets[0] + r.delta.packets[1];
+        h.bytes += r.delta.bytes[0] + r.delta.bytes[1];
+    }
+}
 
 fn side(e: &super::record::Endpoint) -> String {
     match (&e.workload, e.ip) {
@@ -90,6 +135,7 @@ pub struct FlowLog {
     /// Counters.
     pub stats: Arc<FlowLogStats>,
     denied: DeniedTally,
+    hits: PolicyHits,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     follow_path: Option<PathBuf>,
@@ -143,6 +189,8 @@ impl FlowLog {
         let stats = Arc::new(FlowLogStats::default());
         let denied: DeniedTally = Arc::default();
         let tally = denied.clone();
+        let hits: PolicyHits = Arc::default();
+        let hits2 = hits.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (q2, st, stop2) = (q.clone(), stats.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("bh-flowlog".into()).spawn(move || {
@@ -163,8 +211,9 @@ impl FlowLog {
                 }
                 let n = batch.len() as u64;
                 st.exported.fetch_add(n, Ordering::Relaxed);
+                tally_hits(&hits2, &batch);
                 if let Ok(mut t) = tally.lock() {
-                    for r in batch.iter().filter(|r| r.verdict == super::record::FlowVerdict::Deny) {
+                    for r in batch.iter().filter(|r| r.verdict == super::record::FlowVerdict::Deny && r.kind == super::record::RecordKind::Start) {
                         let k = format!("{} -> {} :{}/{}", side(&r.src), side(&r.dst), r.dst.port, proto_name(r.proto));
                         let e = t.entry(k).or_insert((0, String::new()));
                         e.0 += 1;
@@ -202,7 +251,14 @@ impl FlowLog {
                 batch.clear();
             }
         })?;
-        Ok(Self { q, stats, denied, stop, thread: Some(thread), follow_path: cfg.follow.clone() })
+        Ok(Self { q, stats, denied, hits, stop, thread: Some(thread), follow_path: cfg.follow.clone() })
+    }
+
+    /// Hits per deciding policy and verdict (`default` for flows no rule
+    /// decided), sorted by policy then verdict.
+    pub fn policy_hits(&self) -> Vec<(String, &'static str, Hits)> {
+        let t = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter().map(|((p, v), h)| (p.clone(), *v, *h)).collect()
     }
 
     /// The `n` most denied (source -> destination service) pairs: flows
@@ -268,10 +324,13 @@ mod tests {
             key: FlowKey::v4(0, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, i, 53),
             verdict: FlowVerdict::Allow,
             cookie: 0,
-            packets: 1,
-            bytes: 64,
+            packets: [1, 0],
+            bytes: [64, 0],
+            reported_packets: [0; 2],
+            reported_bytes: [0; 2],
             start_ms: 1,
             last_ms: 1,
+            end: None,
         }
     }
 
@@ -308,5 +367,35 @@ mod tests {
         let followed = got.lines().count() as u64;
         assert_eq!(followed + log.stats.lost_follow.load(Ordering::Relaxed), sent);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn policy_hits_count_flows_on_start_and_packets_from_every_record() {
+        let mut log = FlowLog::start(&FlowLogConfig { queue: 64, ..Default::default() }, Arc::new(NoEnrich)).unwrap();
+        let tx = log.sender();
+        let start = FlowEvent { cookie: 7, ..ev(1) };
+        let periodic = FlowEvent { kind: RecordKind::Periodic, packets: [10, 8], bytes: [1000, 800], reported_packets: [1, 0], reported_bytes: [64, 0], ..start };
+        let end = FlowEvent {
+            kind: RecordKind::End,
+            packets: [12, 9],
+            bytes: [1200, 900],
+            reported_packets: [10, 8],
+            reported_bytes: [1000, 800],
+            end: Some(flowtable::conntrack::EndReason::Fin),
+            ..start
+        };
+        let denied = FlowEvent { verdict: FlowVerdict::Deny, ..ev(2) };
+        for e in [start, periodic, end, denied] {
+            assert!(tx.send(e));
+        }
+        log.stop();
+        let hits = log.policy_hits();
+        assert_eq!(
+            hits,
+            vec![
+                ("cookie".to_string(), "allow", Hits { flows: 1, packets: 21, bytes: 2100 }),
+                ("default".to_string(), "deny", Hits { flows: 1, packets: 1, bytes: 64 }),
+            ]
+        );
     }
 }

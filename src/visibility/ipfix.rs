@@ -6,6 +6,14 @@
 //! 64 = forwarded, 128 = dropped) and `firewallEvent` (1 created, 3 denied,
 //! 5 updated, 2 deleted). Templates are resent every [`TEMPLATE_EVERY`] messages
 //! (UDP carries no session).
+//!
+//! Counters are deltas since the previous record of the flow: the start
+//! record counts its first packet, periodic and end records what came since
+//! (so a collector's sums are exact). The reply direction travels as RFC 5103
+//! reverse elements (enterprise 29305: reversePacketDeltaCount,
+//! reverseOctetDeltaCount). `flowEndReason` (RFC 5102): 1 idle timeout
+//! (timeout), 2 active timeout (periodic), 3 end of flow detected (FIN, RST),
+//! 4 forced end (revoked, cut, flush), 5 lack of resources (evicted).
 
 use super::record::{FlowRecord, FlowVerdict, RecordKind};
 use std::io;
@@ -20,37 +28,46 @@ pub const TEMPLATE_V6: u16 = 257;
 pub const TEMPLATE_EVERY: u32 = 16;
 const MAX_MSG: usize = 1400;
 
-/// (information element id, length) of the fields after the addresses.
-const COMMON: &[(u16, u16)] = &[
-    (152, 8), // flowStartMilliseconds
-    (153, 8), // flowEndMilliseconds
-    (7, 2),   // sourceTransportPort
-    (11, 2),  // destinationTransportPort
-    (4, 1),   // protocolIdentifier
-    (2, 8),   // packetDeltaCount
-    (1, 8),   // octetDeltaCount
-    (89, 1),  // forwardingStatus
-    (233, 1), // firewallEvent
-    (136, 1), // flowEndReason
+/// RFC 5103's private enterprise number for reverse information elements.
+pub const REVERSE_PEN: u32 = 29305;
+
+/// (information element id, length, enterprise number or 0) of the fields after the addresses.
+const COMMON: &[(u16, u16, u32)] = &[
+    (152, 8, 0),           // flowStartMilliseconds
+    (153, 8, 0),           // flowEndMilliseconds
+    (7, 2, 0),             // sourceTransportPort
+    (11, 2, 0),            // destinationTransportPort
+    (4, 1, 0),             // protocolIdentifier
+    (2, 8, 0),             // packetDeltaCount
+    (1, 8, 0),             // octetDeltaCount
+    (89, 1, 0),            // forwardingStatus
+    (233, 1, 0),           // firewallEvent
+    (136, 1, 0),           // flowEndReason
+    (2, 8, REVERSE_PEN),   // reversePacketDeltaCount
+    (1, 8, REVERSE_PEN),   // reverseOctetDeltaCount
 ];
 
 fn template(id: u16, v6: bool) -> Vec<u8> {
     let (src, dst, len) = if v6 { (27u16, 28u16, 16u16) } else { (8, 12, 4) };
-    let mut fields = vec![(src, len), (dst, len)];
+    let mut fields = vec![(src, len, 0), (dst, len, 0)];
     fields.extend_from_slice(COMMON);
     let mut b = Vec::new();
     b.extend_from_slice(&id.to_be_bytes());
     b.extend_from_slice(&(fields.len() as u16).to_be_bytes());
-    for (ie, l) in fields {
+    for (ie, l, pen) in fields {
+        let ie = if pen == 0 { ie } else { ie | 0x8000 };
         b.extend_from_slice(&ie.to_be_bytes());
         b.extend_from_slice(&l.to_be_bytes());
+        if pen != 0 {
+            b.extend_from_slice(&pen.to_be_bytes());
+        }
     }
     b
 }
 
 fn record_len(v6: bool) -> usize {
     let a = if v6 { 32 } else { 8 };
-    a + COMMON.iter().map(|(_, l)| *l as usize).sum::<usize>()
+    a + COMMON.iter().map(|(_, l, _)| *l as usize).sum::<usize>()
 }
 
 fn encode_record(r: &FlowRecord, out: &mut Vec<u8>) {
@@ -74,21 +91,26 @@ fn encode_record(r: &FlowRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&r.src.port.to_be_bytes());
     out.extend_from_slice(&r.dst.port.to_be_bytes());
     out.push(r.proto);
-    out.extend_from_slice(&r.packets.to_be_bytes());
-    out.extend_from_slice(&r.bytes.to_be_bytes());
+    out.extend_from_slice(&r.delta.packets[0].to_be_bytes());
+    out.extend_from_slice(&r.delta.bytes[0].to_be_bytes());
     let forwarded = matches!(r.verdict, FlowVerdict::Allow | FlowVerdict::AuditDeny);
     out.push(if forwarded { 64 } else { 128 });
     out.push(match (forwarded, r.kind) {
-        (false, _) => 3,
-        (true, RecordKind::Start) => 1,
-        (true, RecordKind::Periodic) => 5,
-        (true, RecordKind::End) => 2,
+        (false, RecordKind::Start) => 3,
+        (_, RecordKind::Start) => 1,
+        (_, RecordKind::Periodic) => 5,
+        (_, RecordKind::End) => 2,
     });
-    out.push(match r.kind {
-        RecordKind::End => 3,      // end of flow detected
-        RecordKind::Periodic => 2, // active timeout
-        RecordKind::Start => 0,
+    out.push(match (r.kind, r.end_reason) {
+        (RecordKind::Start, _) => 0,
+        (RecordKind::Periodic, _) => 2,
+        (RecordKind::End, Some("timeout")) => 1,
+        (RecordKind::End, Some("fin" | "rst")) => 3,
+        (RecordKind::End, Some("evicted")) => 5,
+        (RecordKind::End, _) => 4,
     });
+    out.extend_from_slice(&r.delta.packets[1].to_be_bytes());
+    out.extend_from_slice(&r.delta.bytes[1].to_be_bytes());
 }
 
 fn is_v6(r: &FlowRecord) -> bool {
@@ -119,7 +141,7 @@ impl Encoder {
             let mut i = 0;
             while i < recs.len() {
                 let mut m = vec![0u8; 16];
-                if self.msgs % TEMPLATE_EVERY == 0 {
+                if self.msgs.is_multiple_of(TEMPLATE_EVERY) {
                     let mut set = template(TEMPLATE_V4, false);
                     set.extend_from_slice(&template(TEMPLATE_V6, true));
                     m.extend_from_slice(&2u16.to_be_bytes());
@@ -180,7 +202,7 @@ impl IpfixExporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::visibility::record::Endpoint;
+    use crate::visibility::record::{Delta, Endpoint};
 
     fn rec(src: &str, dst: &str, verdict: FlowVerdict) -> FlowRecord {
         let ep = |ip: &str, port| Endpoint { ip: Some(ip.parse().unwrap()), port, ..Default::default() };
@@ -196,6 +218,10 @@ mod tests {
             rule: "r".into(),
             packets: 3,
             bytes: 180,
+            reply_packets: 0,
+            reply_bytes: 0,
+            end_reason: None,
+            delta: Delta { packets: [3, 0], bytes: [180, 0] },
         }
     }
 
@@ -239,33 +265,102 @@ mod tests {
         assert_eq!(u16::from_be_bytes([last[16], last[17]]), TEMPLATE_V6);
         let fwd_status_at = 16 + 4 + 32 + 8 + 8 + 2 + 2 + 1 + 8 + 8;
         assert_eq!(last[fwd_status_at], 128);
+        // The template names the reverse counters as RFC 5103 enterprise elements.
+        let t = template(TEMPLATE_V4, false);
+        assert_eq!(u16::from_be_bytes([t[2], t[3]]) as usize, 2 + COMMON.len());
+        assert_eq!(&t[t.len() - 16..], &[0x80, 2, 0, 8, 0, 0, 0x72, 0x79, 0x80, 1, 0, 8, 0, 0, 0x72, 0x79]);
+        // An end record: deltas both ways, end reason.
+        let mut end = rec("10.0.0.1", "10.0.0.2", FlowVerdict::Allow);
+        end.kind = RecordKind::End;
+        end.end_reason = Some("fin");
+        end.delta = Delta { packets: [4, 5], bytes: [400, 5000] };
+        let mut b = Vec::new();
+        encode_record(&end, &mut b);
+        assert_eq!(b.len(), record_len(false));
+        let at = 8 + 8 + 8 + 2 + 2 + 1;
+        assert_eq!(u64::from_be_bytes(b[at..at + 8].try_into().unwrap()), 4);
+        assert_eq!(u64::from_be_bytes(b[at + 8..at + 16].try_into().unwrap()), 400);
+        assert_eq!((b[at + 16], b[at + 17], b[at + 18]), (64, 2, 3), "forwarded, deleted, end of flow detected");
+        assert_eq!(u64::from_be_bytes(b[at + 19..at + 27].try_into().unwrap()), 5);
+        assert_eq!(u64::from_be_bytes(b[at + 27..at + 35].try_into().unwrap()), 5000);
+    }
+}
+
+/// nfdump's nfcapd on loopback, for tests: started on a free port, stopped
+/// cleanly; `stop` returns what it printed (`-E`: every record it decoded).
+#[cfg(test)]
+pub(crate) mod nfcapd {
+    use std::io::Read;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A running nfcapd.
+    pub(crate) struct Nfcapd {
+        child: Child,
+        dir: PathBuf,
+        /// Where it listens.
+        pub(crate) addr: SocketAddr,
+    }
+
+    impl Nfcapd {
+        pub(crate) fn start(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("bh-nfcapd-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("nfcapd")
+                .args(["-E", "-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+                .arg(&dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nfcapd (Debian package nfdump; ci/deps.sh installs it)");
+            std::thread::sleep(Duration::from_millis(500));
+            Nfcapd { child, dir, addr: format!("127.0.0.1:{port}").parse().unwrap() }
+        }
+
+        /// Stops it (SIGTERM: its stdout is a pipe, block-buffered) and returns its output.
+        pub(crate) fn stop(mut self) -> String {
+            std::thread::sleep(Duration::from_millis(1500));
+            let st = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+            assert!(st.success());
+            let t = Instant::now();
+            while self.child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let mut text = String::new();
+            self.child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+            let _ = std::fs::remove_dir_all(&self.dir);
+            text
+        }
+    }
+
+    /// The value of `name` in one decoded record ("" when absent).
+    pub(crate) fn field(rec: &str, name: &str) -> String {
+        rec.lines().find(|l| l.trim_start().starts_with(name)).and_then(|l| l.split('=').nth(1)).map(|v| v.trim().to_string()).unwrap_or_default()
+    }
+
+    /// The decoded records.
+    pub(crate) fn records(text: &str) -> Vec<&str> {
+        text.split("Flow Record:").skip(1).collect()
     }
 }
 
 #[cfg(test)]
 mod collector_tests {
+    use super::nfcapd::{field, records, Nfcapd};
     use super::*;
-    use crate::visibility::record::Endpoint;
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use crate::visibility::record::{Delta, Endpoint};
 
     /// Records sent by the exporter arrive at nfdump's nfcapd on loopback and
     /// decode there (nfcapd -E prints every record it decodes).
     #[test]
     fn nfcapd_decodes_our_records() {
-        let dir = std::env::temp_dir().join(format!("bh-nfcapd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut nfcapd = Command::new("nfcapd")
-            .args(["-E", "-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nfcapd (Debian package nfdump; ci/deps.sh installs it)");
-        std::thread::sleep(Duration::from_millis(500));
-        let mut x = IpfixExporter::new(format!("127.0.0.1:{port}").parse().unwrap(), 7).unwrap();
+        let nf = Nfcapd::start("unit");
+        let mut x = IpfixExporter::new(nf.addr, 7).unwrap();
         let ep = |ip: &str, port| Endpoint { ip: Some(ip.parse().unwrap()), port, ..Default::default() };
         let r = FlowRecord {
             kind: RecordKind::Start,
@@ -279,26 +374,34 @@ mod collector_tests {
             rule: "r".into(),
             packets: 3,
             bytes: 180,
+            reply_packets: 0,
+            reply_bytes: 0,
+            end_reason: None,
+            delta: Delta { packets: [3, 0], bytes: [180, 0] },
         };
         let mut r6 = r.clone();
         r6.src = ep("2001:db8::7", 40124);
         r6.dst = ep("2001:db8::6", 443);
-        assert!(x.export(&[r, r6]).unwrap() >= 1);
-        // nfcapd's stdout is a pipe (block-buffered): stop it cleanly, then read.
-        std::thread::sleep(Duration::from_millis(1500));
-        let st = Command::new("kill").arg("-TERM").arg(nfcapd.id().to_string()).status().unwrap();
-        assert!(st.success());
-        let t = Instant::now();
-        while nfcapd.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = nfcapd.kill();
-        let _ = nfcapd.wait();
-        let mut text = String::new();
-        nfcapd.stdout.take().unwrap().read_to_string(&mut text).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        // The end record of an allowed connection: what came since its last record, both ways.
+        let mut end = r.clone();
+        end.kind = RecordKind::End;
+        end.verdict = FlowVerdict::Allow;
+        end.src = ep("10.9.8.5", 40125);
+        end.dst = ep("10.9.8.4", 8443);
+        end.end_reason = Some("fin");
+        end.delta = Delta { packets: [77, 55], bytes: [77_777, 5_555] };
+        assert!(x.export(&[r, r6, end]).unwrap() >= 1);
+        let text = nf.stop();
         for want in ["10.9.8.7", "10.9.8.6", "40123", "5432", "2001:db8::7", "443"] {
             assert!(text.contains(want), "nfcapd did not decode {want}: {text}");
         }
+        // The end record: both directions' deltas (RFC 5103 reverse elements
+        // are nfdump's "out" counters) and the end reason.
+        let end = records(&text).into_iter().find(|r| field(r, "src addr") == "10.9.8.5").unwrap_or_else(|| panic!("no end record: {text}"));
+        assert_eq!(field(end, "in packets"), "77", "{end}");
+        assert_eq!(field(end, "in bytes"), "77777", "{end}");
+        assert_eq!(field(end, "out packets"), "55", "{end}");
+        assert_eq!(field(end, "out bytes"), "5555", "{end}");
+        assert!(field(end, "end reason").contains("end of Flow detected"), "{end}");
     }
 }

@@ -7,7 +7,27 @@
 //! workloads and policies) and writes them to every sink. A record that a full
 //! queue or a slow sink could not take is counted in `lost`, never dropped
 //! silently.
+//!
+//! A flow's life in records:
+//! - `start`: its first packet, decided by policy (allowed connections and
+//!   denied flows alike; packets 1).
+//! - `periodic`: a live flow with new packets, every `[flowlog] interval_ms`
+//!   (default 60 s), counters so far.
+//! - `end`: the flow left the lcore's tables, with `end_reason`: `fin`
+//!   (TCP FINs, once FIN_WAIT / TIME_WAIT expired), `rst` (reset, once CLOSE
+//!   expired), `timeout` (idle), `evicted` (room for another), `revoked` (a
+//!   policy change denies it), `cut` (quarantine or link down), `flush` (the
+//!   lcore stopped).
+//!
+//! Counters are totals so far per direction: `packets` / `bytes` from the
+//! source (the initiator) to the destination, `reply_packets` / `reply_bytes`
+//! back. Allowed connections are counted by conntrack (both directions);
+//! denied flows by a bounded per-lcore table of denied flows (one direction:
+//! the other way is another flow). IPFIX carries the deltas since the
+//! previous record of the flow (`packetDeltaCount`, `octetDeltaCount` and
+//! RFC 5103's reverse elements), so a collector's sums are exact.
 
+use flowtable::conntrack::EndReason;
 use flowtable::key::ip_of;
 use flowtable::FlowKey;
 use serde::Serialize;
@@ -20,12 +40,9 @@ use std::net::IpAddr;
 pub enum RecordKind {
     /// First packet seen.
     Start,
-    /// Still active: counters so far. (Not produced yet: periodic and end
-    /// records need the conntrack's expiry and counters fed to the exporter.)
-    #[allow(dead_code)]
+    /// Still active: counters so far (every export interval, when it saw packets).
     Periodic,
-    /// Ended (timeout, FIN/RST, eviction, policy change). (Not produced yet.)
-    #[allow(dead_code)]
+    /// Ended (FIN, RST, timeout, eviction, policy change, cut, flush): final counters.
     End,
 }
 
@@ -54,14 +71,20 @@ pub struct FlowEvent {
     pub verdict: FlowVerdict,
     /// Cookie of the deciding rule (0 = a default decided).
     pub cookie: u64,
-    /// Packets so far.
-    pub packets: u64,
-    /// Bytes so far.
-    pub bytes: u64,
+    /// Packets so far: `[from the initiator, back to it]`.
+    pub packets: [u64; 2],
+    /// Bytes so far, likewise.
+    pub bytes: [u64; 2],
+    /// Packets earlier records of this flow reported (start: none).
+    pub reported_packets: [u64; 2],
+    /// Bytes earlier records of this flow reported.
+    pub reported_bytes: [u64; 2],
     /// First packet, ms since the Unix epoch.
     pub start_ms: u64,
     /// Last packet, ms since the Unix epoch.
     pub last_ms: u64,
+    /// Why it ended (end records only).
+    pub end: Option<EndReason>,
 }
 
 /// One side of a flow, as the control plane knows it.
@@ -102,10 +125,32 @@ pub struct FlowRecord {
     pub policy: String,
     /// Deciding rule within the policy (e.g. `ingress[0]`), or the default's name.
     pub rule: String,
-    /// Packets.
+    /// Packets from the source (the initiator) to the destination, so far.
     pub packets: u64,
-    /// Bytes.
+    /// Bytes from the source to the destination, so far.
     pub bytes: u64,
+    /// Packets back from the destination, so far (denied flows: 0, the
+    /// other way is another flow).
+    pub reply_packets: u64,
+    /// Bytes back from the destination, so far.
+    pub reply_bytes: u64,
+    /// Why the flow ended (end records only): fin, rst, timeout, evicted,
+    /// revoked, cut, flush.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<&'static str>,
+    /// What this record adds to the earlier ones of its flow: packets and
+    /// bytes per direction `[forward, reply]` (IPFIX delta counts; not in JSON).
+    #[serde(skip)]
+    pub delta: Delta,
+}
+
+/// Counts a record adds to the earlier records of its flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Packets `[forward, reply]`.
+    pub packets: [u64; 2],
+    /// Bytes `[forward, reply]`.
+    pub bytes: [u64; 2],
 }
 
 /// The control plane's view, used to enrich events into records.
@@ -153,8 +198,15 @@ impl FlowRecord {
             verdict: e.verdict,
             policy,
             rule,
-            packets: e.packets,
-            bytes: e.bytes,
+            packets: e.packets[0],
+            bytes: e.bytes[0],
+            reply_packets: e.packets[1],
+            reply_bytes: e.bytes[1],
+            end_reason: e.end.map(EndReason::name),
+            delta: Delta {
+                packets: [0, 1].map(|d| e.packets[d].saturating_sub(e.reported_packets[d])),
+                bytes: [0, 1].map(|d| e.bytes[d].saturating_sub(e.reported_bytes[d])),
+            },
         }
     }
 
@@ -189,10 +241,13 @@ mod tests {
             key,
             verdict: FlowVerdict::Deny,
             cookie: (3 << 32) | 1,
-            packets: 1,
-            bytes: 60,
+            packets: [1, 0],
+            bytes: [60, 0],
+            reported_packets: [0; 2],
+            reported_bytes: [0; 2],
             start_ms: 5,
             last_ms: 5,
+            end: None,
         };
         let r = FlowRecord::from_event(&e, &Names);
         let j = r.to_json();
@@ -201,5 +256,21 @@ mod tests {
         assert!(j.contains(r#""verdict":"deny""#) && j.contains(r#""policy":"p3""#) && j.contains(r#""rule":"ingress[1]""#), "{j}");
         assert!(j.contains(r#""ip":"10.0.0.2","port":443"#), "{j}");
         assert!(!j.contains(r#""ip":"10.0.0.2","port":443,"workload""#), "unknown side has no workload: {j}");
+        assert!(j.contains(r#""packets":1,"bytes":60,"reply_packets":0,"reply_bytes":0}"#) && !j.contains("end_reason"), "{j}");
+        assert_eq!(r.delta, Delta { packets: [1, 0], bytes: [60, 0] });
+        // An end record: totals both ways, the reason, and what it adds.
+        let end = FlowEvent {
+            kind: RecordKind::End,
+            packets: [5, 4],
+            bytes: [700, 2000],
+            reported_packets: [3, 2],
+            reported_bytes: [500, 1000],
+            end: Some(EndReason::Fin),
+            ..e
+        };
+        let r = FlowRecord::from_event(&end, &Names);
+        let j = r.to_json();
+        assert!(j.contains(r#""kind":"end""#) && j.contains(r#""packets":5,"bytes":700,"reply_packets":4,"reply_bytes":2000,"end_reason":"fin""#), "{j}");
+        assert_eq!(r.delta, Delta { packets: [2, 2], bytes: [200, 1000] });
     }
 }

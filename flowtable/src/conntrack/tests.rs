@@ -198,3 +198,126 @@ fn stale_handles_are_refused_after_reuse() {
     assert!(t.is_empty());
     assert_eq!(t.counters().removed, 2);
 }
+
+fn udp(sport: u16) -> FlowKey {
+    FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, sport, 53)
+}
+
+fn ends(t: &mut Conntrack) -> Vec<(Option<EndReason>, [u64; 2], [u64; 2])> {
+    let mut v = Vec::new();
+    t.drain_notes(|n| v.push((n.end, n.conn.packets, n.conn.bytes)));
+    v
+}
+
+#[test]
+fn every_way_out_of_the_table_leaves_an_end_note_with_both_directions() {
+    let mut t = ct();
+    let to = CtTimeouts::default();
+    // FIN teardown, reclaimed by the sweep after TIME_WAIT.
+    let syn = tcp(SYN);
+    let r = t.create(&syn, 0, 1, 9, 60, 0).unwrap().unwrap();
+    t.update(r, CtDir::Reply, 0, SYN | ACK, 60, 1);
+    t.update(r, CtDir::Orig, 0, ACK, 54, 2);
+    t.update(r, CtDir::Orig, 0, ACK, 1000, 3);
+    t.update(r, CtDir::Reply, 0, FIN | ACK, 54, 4);
+    t.update(r, CtDir::Orig, 0, FIN | ACK, 54, 5);
+    t.update(r, CtDir::Reply, 0, ACK, 54, 6);
+    assert!(ends(&mut t).is_empty(), "nothing ends while it lives");
+    assert_eq!(t.sweep(6 + to.tcp_time_wait, 1024), 1);
+    assert_eq!(ends(&mut t), vec![(Some(EndReason::Fin), [4, 3], [1168, 168])]);
+    // RST: reclaimed by a lookup after CLOSE's timeout.
+    let mut k = tcp(SYN);
+    k.sport = 2;
+    let r = t.create(&k, 0, 1, 9, 60, 0).unwrap().unwrap();
+    t.update(r, CtDir::Reply, 0, RST, 40, 1);
+    assert_eq!(t.lookup(&k, 0, 1 + to.tcp_close), None);
+    assert_eq!(ends(&mut t), vec![(Some(EndReason::Rst), [1, 1], [60, 40])]);
+    // UDP idle: reclaimed by a late packet's update.
+    let r = t.create(&udp(1), 0, 1, 9, 100, 0).unwrap().unwrap();
+    assert_eq!(t.update(r, CtDir::Reply, 0, 0, 200, 1), Some(CtState::Replied));
+    assert_eq!(t.update(r, CtDir::Orig, 0, 0, 100, 1 + to.udp_replied), None);
+    assert_eq!(ends(&mut t), vec![(Some(EndReason::Timeout), [1, 1], [100, 200])]);
+    // Removal says why; flush says flush.
+    let r = t.create(&udp(2), 0, 1, 9, 100, 0).unwrap().unwrap();
+    assert!(t.remove_as(r, EndReason::Cut));
+    let r = t.create(&udp(3), 0, 1, 9, 100, 0).unwrap().unwrap();
+    assert!(t.remove(r));
+    t.create(&udp(4), 0, 1, 9, 100, 0).unwrap().unwrap();
+    t.flush();
+    let got: Vec<_> = ends(&mut t).into_iter().map(|e| e.0).collect();
+    assert_eq!(got, vec![Some(EndReason::Cut), Some(EndReason::Revoked), Some(EndReason::Flush)]);
+    assert_eq!(t.counters().notes_lost, 0);
+}
+
+#[test]
+fn eviction_leaves_an_end_note_and_a_full_buffer_counts_what_it_lost() {
+    let mut t = Conntrack::new(CtConfig { capacity: 8, notes: 2, ..Default::default() });
+    for p in 0..8 {
+        t.create(&udp(p), 0, 0, 0, 1, 0).unwrap().unwrap();
+    }
+    t.create(&udp(100), 0, 0, 0, 1, 1).unwrap().unwrap();
+    assert_eq!(t.notes().len(), 1);
+    assert_eq!(t.notes()[0].end, Some(EndReason::Evicted));
+    t.flush(); // 8 connections, room for one more note
+    assert_eq!(t.notes().len(), 2);
+    assert_eq!(t.counters().notes_lost, 7);
+    let mut n = 0;
+    t.drain_notes(|_| n += 1);
+    assert_eq!((n, t.notes().len()), (2, 0));
+    // flush_with hands over every one, whatever the buffer's size.
+    for p in 0..5 {
+        t.create(&udp(p), 0, 0, 0, 1, 0).unwrap().unwrap();
+    }
+    let mut seen = 0;
+    t.flush_with(|c| {
+        assert_eq!(c.end, Some(EndReason::Flush));
+        seen += 1;
+    });
+    assert_eq!(seen, 5);
+    assert_eq!(t.counters().notes_lost, 7, "nothing more lost");
+}
+
+#[test]
+fn periodic_notes_report_active_connections_once_per_interval() {
+    let mut t = ct();
+    let r = t.create(&udp(1), 0, 0, 0, 100, 0).unwrap().unwrap();
+    let quiet = t.create(&udp(2), 0, 0, 0, 100, 0).unwrap().unwrap();
+    let cap = t.capacity();
+    assert_eq!(t.report_step(SEC / 2, SEC, cap), 0, "not yet an interval");
+    t.update(r, CtDir::Reply, 0, 0, 300, SEC / 2);
+    assert_eq!(t.report_step(SEC, SEC, cap), 1, "only the one with new packets");
+    let n = t.notes()[0];
+    assert_eq!((n.end, n.conn.packets, n.conn.bytes), (None, [1, 1], [100, 300]));
+    assert_eq!((n.conn.reported_packets, n.conn.reported_bytes), ([1, 0], [100, 0]), "what the start record said");
+    assert_eq!(t.get(r).unwrap().reported_packets, [1, 1], "now reported up to here");
+    assert_eq!(t.report_step(SEC + SEC / 2, SEC, cap), 0, "already reported in this interval");
+    t.update(r, CtDir::Orig, 0, 0, 100, 2 * SEC);
+    assert_eq!(t.report_step(2 * SEC + 1, SEC, cap), 1);
+    assert_eq!(t.get(quiet).unwrap().reported_packets, [1, 0], "never reported: nothing new");
+    // A full buffer defers periodic notes (nothing lost).
+    let mut small = Conntrack::new(CtConfig { capacity: 64, notes: 1, ..Default::default() });
+    for p in 0..3 {
+        let r = small.create(&udp(p), 0, 0, 0, 1, 0).unwrap().unwrap();
+        small.update(r, CtDir::Orig, 0, 0, 1, 1);
+    }
+    assert_eq!(small.report_step(SEC, SEC, 64), 1);
+    small.drain_notes(|_| {});
+    assert_eq!(small.report_step(SEC, SEC, 64), 1);
+    small.drain_notes(|_| {});
+    assert_eq!(small.report_step(SEC, SEC, 64), 1);
+    assert_eq!(small.counters().notes_lost, 0);
+}
+
+#[test]
+fn flows_only_tables_count_one_direction_without_states() {
+    let mut t = Conntrack::new(CtConfig { capacity: 64, flows_only: true, ..Default::default() });
+    let syn = tcp(SYN);
+    let r = t.create(&syn, 0, 0, 0, 60, 0).unwrap().unwrap();
+    assert_eq!(t.get(r).unwrap().state, Some(CtState::New));
+    assert_eq!(t.lookup(&rev(&syn, SYN | ACK), 0, 1), None, "the other way is another flow");
+    assert_eq!(t.lookup(&tcp(ACK), 0, 1).map(|x| x.1), Some(CtDir::Orig));
+    assert_eq!(t.update(r, CtDir::Orig, 0, RST, 60, 2), Some(CtState::New), "no TCP states");
+    assert_eq!(t.create(&tcp(RST), 0, 0, 0, 60, 0).map(|r| r.is_some()), Ok(true), "a reset counts too");
+    assert_eq!(t.get(r).unwrap().expires, 2 + CtTimeouts::default().other);
+    assert_eq!(t.counters().invalid, 0);
+}

@@ -282,3 +282,97 @@ fn symmetric_rss_hash_indexes_the_cache() {
     assert_eq!(run(&mut p, &tcp(A, B, 40000, 80, ACK), 1, 3), Fate::Forward(2));
     assert_eq!(p.stats().emc_hit, 1);
 }
+
+fn udp(src: u32, dst: u32, sport: u16, dport: u16) -> Vec<u8> {
+    Spec::new(v4_mapped(src), v4_mapped(dst), L4::Udp { sport, dport }).build()
+}
+
+/// A note as (denied, end reason, packets, bytes).
+type NoteSeen = (bool, Option<EndReason>, [u64; 2], [u64; 2]);
+
+/// Every pending note.
+fn notes(p: &mut Pipeline) -> Vec<NoteSeen> {
+    let mut v = Vec::new();
+    p.drain_notes(|n, denied| v.push((denied, n.end, n.conn.packets, n.conn.bytes)));
+    v
+}
+
+#[test]
+fn denied_flows_are_counted_on_the_cache_hit_path_and_end_when_idle() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { denied_idle: 5 * SEC, ..Default::default() });
+    let f = udp(A, C, 5000, 9999); // A -> C: egress default deny
+    let v = one(&mut p, &w, &f, 1, 0);
+    assert_eq!((v.fate, v.flags), (Fate::Drop(DropReason::PolicyEgress), vflags::LOG));
+    for t in 1..5 {
+        let v = one(&mut p, &w, &f, 1, t * SEC);
+        assert_eq!((v.fate, v.flags), (Fate::Drop(DropReason::PolicyEgress), 0), "one start record per denied flow");
+    }
+    let s = *p.stats();
+    assert_eq!((s.emc_hit, s.cls_lookup, s.denied_flows), (4, 1, 1), "counted on the hit path, decided once");
+    let len = f.len() as u64;
+    let (_, c) = p.denied().iter().next().unwrap();
+    assert_eq!((c.packets, c.bytes), ([5, 0], [5 * len, 0]));
+    assert!(notes(&mut p).is_empty());
+    // Idle past its timeout: the sweep ends it with its counts.
+    p.maintain(10 * SEC);
+    for _ in 0..p.denied().capacity() {
+        p.maintain(10 * SEC);
+    }
+    assert_eq!(notes(&mut p), vec![(true, Some(EndReason::Timeout), [5, 0], [5 * len, 0])]);
+    // The cached drop now names a flow that ended: decided again, a new start.
+    let v = one(&mut p, &w, &f, 1, 11 * SEC);
+    assert_eq!((v.fate, v.flags), (Fate::Drop(DropReason::PolicyEgress), vflags::LOG));
+    // Without a denied-flow table every slow-path decision logs, as before.
+    let mut p = Pipeline::new(PipelineConfig { denied_flows: 0, emc: crate::emc::EmcConfig { entries: 64, insert_inv_prob: u32::MAX }, ..Default::default() });
+    for t in 0..3 {
+        assert_eq!(one(&mut p, &w, &f, 1, t).flags, vflags::LOG);
+    }
+    assert!(p.denied().is_empty());
+}
+
+#[test]
+fn revoked_and_cut_connections_end_with_their_reason_and_counts() {
+    for cut in [false, true] {
+        let mut w = World::new();
+        let mut p = pipeline();
+        let (syn, synack, ack) = (tcp(A, B, 40000, 80, SYN), tcp(B, A, 80, 40000, SYN | ACK), tcp(A, B, 40000, 80, ACK));
+        one(&mut p, &w, &syn, 1, 0);
+        one(&mut p, &w, &synack, 2, 1);
+        one(&mut p, &w, &ack, 1, 2);
+        assert!(notes(&mut p).is_empty());
+        w.tables.tiers[0].egress.remove(RuleId(1));
+        w.gen = 2;
+        let mut pol = w.policy();
+        if cut {
+            pol.cut_before = 2;
+        }
+        let mut out = [PacketVerdict::default(); 1];
+        p.process(&pol, &[RxPacket { frame: &ack, rss: None, in_port: 1 }], 3, &mut out);
+        assert_eq!(out[0].fate, Fate::Drop(DropReason::PolicyEgress));
+        let why = if cut { EndReason::Cut } else { EndReason::Revoked };
+        let (s, a) = (syn.len() as u64, synack.len() as u64);
+        let got = notes(&mut p);
+        assert_eq!(got[0], (false, Some(why), [2, 1], [s + ack.len() as u64, a]), "{got:?}");
+    }
+}
+
+#[test]
+fn periodic_notes_come_from_maintain_without_traffic() {
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { report_interval: SEC, ..Default::default() });
+    let q = udp(A, B, 5353, 53);
+    one(&mut p, &w, &q, 1, 0);
+    one(&mut p, &w, &udp(B, A, 53, 5353), 2, SEC / 2);
+    for _ in 0..p.conntrack().capacity() {
+        p.maintain(2 * SEC);
+    }
+    let l = q.len() as u64;
+    assert_eq!(notes(&mut p), vec![(false, None, [1, 1], [l, l])]);
+    // Its end, after the UDP timeout, carries the same totals.
+    let end = 2 * SEC + CtTimeouts::default().udp_replied;
+    for _ in 0..p.conntrack().capacity() {
+        p.maintain(end);
+    }
+    assert_eq!(notes(&mut p), vec![(false, Some(EndReason::Timeout), [1, 1], [l, l])]);
+}
