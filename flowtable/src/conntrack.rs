@@ -521,16 +521,11 @@ impl Conntrack {
                 && now < self.hot[i].expires
                 && now.saturating_sub(self.cold[i].reported_at) >= interval
             {
-                let h = &self.hot[i];
-                let now_counts = [h.packets[0], h.packets[1], h.bytes[0], h.bytes[1]];
-                if now_counts != self.cold[i].reported {
-                    if !self.note(i, None) {
-                        break;
-                    }
-                    self.cold[i].reported = now_counts;
-                    wrote += 1;
+                let before = self.n_notes;
+                if !self.report(i, now) {
+                    break;
                 }
-                self.cold[i].reported_at = now;
+                wrote += self.n_notes - before;
             }
             self.report_cursor = (i + 1) & (n - 1);
         }
@@ -767,6 +762,15 @@ impl Conntrack {
     /// Reclaims expired connections among the next `budget` slots (round
     /// robin), returning how many. Call it once per burst with a small budget.
     pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
+        self.sweep_report(now, budget, 0)
+    }
+
+    /// [`sweep`](Self::sweep) and, in the same walk (one read of each slot),
+    /// a periodic note for every live connection not reported for
+    /// `interval` that saw packets since (`interval` 0: none). A full note
+    /// buffer defers the periodic note to a later walk (nothing lost).
+    /// Returns the connections reclaimed.
+    pub fn sweep_report(&mut self, now: u64, budget: usize, interval: u64) -> usize {
         let n = self.hot.len();
         let mut freed = 0;
         for _ in 0..budget.min(n) {
@@ -774,12 +778,32 @@ impl Conntrack {
             self.cursor = (self.cursor + 1) & (n - 1);
             // The bucket's signature line (8 slots) is read before the slot's
             // own line: empty slots cost no extra cache miss.
-            if self.buckets[i / WAYS].sig[i % WAYS] != 0 && now >= self.hot[i].expires {
+            if self.buckets[i / WAYS].sig[i % WAYS] == 0 {
+                continue;
+            }
+            if now >= self.hot[i].expires {
                 self.expire(i);
                 freed += 1;
+            } else if interval != 0 && now.saturating_sub(self.cold[i].reported_at) >= interval {
+                self.report(i, now);
             }
         }
         freed
+    }
+
+    /// A periodic note for live slot `i` if it saw packets since its last
+    /// report; false when the buffer had no room (it stays due).
+    fn report(&mut self, i: usize, now: u64) -> bool {
+        let h = &self.hot[i];
+        let counts = [h.packets[0], h.packets[1], h.bytes[0], h.bytes[1]];
+        if counts != self.cold[i].reported {
+            if !self.note(i, None) {
+                return false;
+            }
+            self.cold[i].reported = counts;
+        }
+        self.cold[i].reported_at = now;
+        true
     }
 
     /// Forgets every connection (counted as `removed`). End notes go to the

@@ -223,18 +223,12 @@ impl Pipeline {
     /// conntrack and of the denied-flow table. `process` calls it once per
     /// call; call it when idle too, so flows end on time without traffic.
     pub fn maintain(&mut self, now: u64) {
-        let b = self.cfg.sweep_budget;
+        let (b, every) = (self.cfg.sweep_budget, self.cfg.report_interval);
         if self.cfg.stateful {
-            self.ct.sweep(now, b);
-            if self.cfg.report_interval != 0 {
-                self.ct.report_step(now, self.cfg.report_interval, b);
-            }
+            self.ct.sweep_report(now, b, every);
         }
         if self.cfg.denied_flows != 0 {
-            self.denied.sweep(now, b);
-            if self.cfg.report_interval != 0 {
-                self.denied.report_step(now, self.cfg.report_interval, b);
-            }
+            self.denied.sweep_report(now, b, every);
         }
     }
 
