@@ -143,6 +143,7 @@ fn policy_mode_enforces_counts_and_quarantines_live() {
     assert!(before.contains("policy packet forwarding"), "{before}");
     assert!(before.contains("hits per policy") && before.lines().any(|l| l.contains("prod/api") && l.contains("allow") && l.contains("flows")), "show policy/flows: hits per policy: {before}");
     assert!(before.contains("prod/api") && before.contains("workloads 3"), "{before}");
+    assert!(counter(&before, "denied flows counted:") >= 8, "the 8 db -> api flows each counted once: {before}");
     let fwd = counter(&before, "packets forwarded:");
     let denied = drop_count(&before, "policy_ingress");
     assert!(fwd > 1000, "web -> api flows are forwarded: {before}");

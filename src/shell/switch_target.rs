@@ -250,6 +250,13 @@ fn show_pmd_stats(sw: &Switch) -> String {
         let _ = writeln!(out, "  exact match hits: {hit} ({:.1}%)", pct(hit, hit + miss));
         let _ = writeln!(out, "  classifier lookups: {}", s.get("cls_lookup"));
         let _ = writeln!(out, "  conntrack hits: {}  created: {}  entries: {}", s.get("ct_hit"), s.get("ct_created"), s.ct_entries);
+        let _ = writeln!(
+            out,
+            "  denied flows counted: {}  flow notes lost: {}  flow events lost: {}",
+            s.get("denied_flows"),
+            s.get("flow_notes_lost"),
+            s.handler.events_lost
+        );
         let _ = writeln!(out, "  arp replied: {}  neighbour advertisements: {}", s.handler.arp_replied, s.handler.nd_replied);
         let cyc = if s.rx == 0 { 0.0 } else { s.busy_cycles as f64 / s.rx as f64 };
         let _ = writeln!(out, "  avg processing cycles per packet: {cyc:.1} ({:.1}% busy)", pct(s.busy_cycles, s.total_cycles));
