@@ -99,10 +99,17 @@ struct Host {
     child: Child,
     prefix: String,
     dir: PathBuf,
+    metrics: std::net::SocketAddr,
 }
 
 impl Host {
     fn start(dir: &Path, name: &str, up: &str, wl: &str, addr: &str, endpoints: &[String]) -> Host {
+        let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let cluster = format!("etcd = [{}]\nprefix = \"/it/\"\nhost = \"{name}\"\nlease_ttl = 3\n", eps.join(", "));
+        Host::start_with(dir, name, up, wl, addr, &cluster)
+    }
+    /// A host whose `[cluster]` section is `cluster`.
+    fn start_with(dir: &Path, name: &str, up: &str, wl: &str, addr: &str, cluster: &str) -> Host {
         std::fs::create_dir_all(dir).unwrap();
         let prefix = format!("bh8-{name}-{}", std::process::id());
         std::fs::write(
@@ -110,16 +117,15 @@ impl Host {
             format!("[[namespaces]]\nname = \"shop\"\n[[workloads]]\nname = \"web-{name}\"\nnamespace = \"shop\"\nlabels = {{ app = \"web\" }}\naddresses = [\"{addr}\"]\nport = 1\n"),
         )
         .unwrap();
-        let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         std::fs::write(
             dir.join("switch.toml"),
             format!(
                 "[eal]\nmemory_mb = 256\nfile_prefix = \"{prefix}\"\nlcores = \"0,1\"\n[forwarding]\nmode = \"policy\"\n\
                  [[port]]\ndevargs = \"{up}\"\n[[port]]\ndevargs = \"net_tap_{name},iface={wl}\"\n\
-                 [policy]\nmodel = \"{model}\"\nuplink = 0\n[metrics]\nlisten = \"\"\n[flowlog]\nfollow = \"\"\n\
-                 [cluster]\netcd = [{eps}]\nprefix = \"/it/\"\nhost = \"{name}\"\nlease_ttl = 3\n",
+                 [policy]\nmodel = \"{model}\"\nuplink = 0\n[metrics]\nlisten = \"{metrics}\"\n[flowlog]\nfollow = \"\"\n\
+                 [cluster]\n{cluster}",
                 model = dir.join("model.toml").display(),
-                eps = eps.join(", "),
             ),
         )
         .unwrap();
@@ -132,7 +138,7 @@ impl Host {
             .stderr(Stdio::from(std::fs::File::create(dir.join("err.log")).unwrap()))
             .spawn()
             .unwrap();
-        Host { child, prefix, dir: dir.to_path_buf() }
+        Host { child, prefix, dir: dir.to_path_buf(), metrics }
     }
     /// Runs shell commands over the host's control socket; their output.
     fn cli(&self, lines: &str) -> String {
@@ -147,6 +153,20 @@ impl Host {
         let n: u64 = text.split_whitespace().filter_map(|w| w.strip_prefix("policy_egress=")).map(|v| v.parse::<u64>().unwrap()).sum();
         assert!(text.contains("pmd thread lcore"), "{text}");
         n
+    }
+    /// The `bulkhead_datastore_*` lines of the Prometheus page.
+    fn datastore_metrics(&self) -> String {
+        let mut conn = std::net::TcpStream::connect(self.metrics).unwrap();
+        std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut page = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut page).unwrap();
+        page.lines().filter(|l| l.starts_with("bulkhead_datastore_")).collect::<Vec<_>>().join("\n")
+    }
+    /// The published policy generation (`show policy`).
+    fn generation(&self) -> u64 {
+        let text = self.cli("show policy\n");
+        let g = text.split_whitespace().skip_while(|w| *w != "generation").nth(1);
+        g.and_then(|g| g.parse().ok()).unwrap_or_else(|| panic!("{text}"))
     }
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("out.log")).unwrap_or_default() + &std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default()
@@ -260,6 +280,9 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     assert!(ns.ab(n) >= n * 8 / 10, "allowed again");
 
     // etcd dies: both hosts keep enforcing the last state.
+    let gen = a.generation();
+    let m = a.datastore_metrics();
+    assert!(m.contains("bulkhead_datastore_connected 1") && m.contains("bulkhead_datastore_disconnects_total 0"), "{m}");
     etcd.kill(0);
     let t = Instant::now();
     while !(a.log().contains("etcd unreachable") && b.log().contains("etcd unreachable")) && t.elapsed() < Duration::from_secs(15) {
@@ -279,8 +302,20 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     let show = a.cli("show cluster\n");
     println!("{show}");
     assert!(show.contains("unreachable, enforcing revision") && show.contains("disconnects 1,"), "{show}");
-    // Back: the hosts resume from their last revision and catch up.
+    let m = a.datastore_metrics();
+    println!("{m}");
+    assert!(m.contains("bulkhead_datastore_connected 0") && m.contains("bulkhead_datastore_disconnects_total 1"), "{m}");
+    // Back: the hosts resume from their last revision and catch up; with
+    // nothing changed meanwhile nothing is republished (same generation, so
+    // established flows are not even re-evaluated).
     etcd.restart(0).unwrap();
+    let t = Instant::now();
+    while !a.datastore_metrics().contains("bulkhead_datastore_connected 1") {
+        assert!(t.elapsed() < Duration::from_secs(20), "A: {}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("etcd back: host a connected again {:.0} ms after etcd answered", t.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(a.generation(), gen, "reconnecting republished an unchanged state\nA: {}", a.log());
     let mut st = EtcdStore::connect(cfg).unwrap();
     let t = Instant::now();
     let rev = loop {
@@ -292,7 +327,7 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     };
     let acks = st.wait_for(rev, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}\nA: {}\nB: {}", a.log(), b.log()));
     assert_eq!(acks.len(), 2);
-    println!("etcd back: both hosts caught up in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("etcd back: a change written then enforced by both hosts in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     let ab = ns.ab(n);
     println!("after the change made while etcd was coming back: a->b {ab}/{n}");
     assert_eq!(ab, 0, "the change made while catching up is enforced (a re-registering host must not overwrite it)\nA: {}\nB: {}", a.log(), b.log());
@@ -369,4 +404,49 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     }
     drop(etcd);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
+    let root = std::env::temp_dir().join(format!("bh-cluster-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let _root = RemoveOnDrop(root.clone());
+    let state = root.join("state.json");
+    let pol = root.join("web.toml");
+    std::fs::write(&pol, POLICY).unwrap();
+    let o = Command::new(BIN).args(["policy", "apply", "--state"]).arg(&state).arg(&pol).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let up = format!("net_memif9,role=server,id=0,socket={},socket-abstract=no", root.join("memif.sock").display());
+    let cluster = format!("state_file = \"{}\"\nhost = \"s\"\n", state.display());
+    let show = |h: &Host| {
+        let t = Instant::now();
+        loop {
+            let out = h.cli("show cluster\nshow policy\n");
+            if out.contains("embedded state file") {
+                return out;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{out}\n{}", h.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let h = Host::start_with(&root.join("s"), "s", &up, "bh8taps", "10.8.0.5", &cluster);
+    let first = show(&h);
+    println!("{first}");
+    // The policy from the file and this host's workload, written into the
+    // file at start (with its identity), are enforced.
+    assert!(first.contains("policies 1 ") && first.contains("workloads 1 ") && first.contains("defaults: egress Deny"), "{first}");
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("wl/shop/web-s") && text.contains("id/key/shop:app=web"), "{text}");
+    h.stop();
+    // Restarted: the same file, the same revision, nothing written again.
+    let h = Host::start_with(&root.join("s"), "s", &up, "bh8taps", "10.8.0.5", &cluster);
+    let again = show(&h);
+    h.stop();
+    let rev = |s: &str| s.split("revision ").nth(1).and_then(|r| r.split(' ').next()).map(str::to_string);
+    assert_eq!(rev(&again), rev(&first), "{again}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), text, "reloaded, not rewritten");
+    let o = Command::new(BIN).args(["cluster", "status", "--state"]).arg(&state).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("data revision {}", rev(&first).unwrap())), "{out}");
 }
