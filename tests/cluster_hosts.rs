@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 
+/// The tests of this file one at a time: each runs busy-polling switches
+/// pinned to the same lcores, and traffic counts suffer when they overlap.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The test's traffic: raw frames into one host's workload tap, counted on
 /// the other's (python3 AF_PACKET sockets on the taps' kernel side).
 struct Taps;
@@ -205,6 +209,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 #[test]
 fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     if !server::available() {
         println!("SKIP: {} is not installed (ci/deps.sh installs etcd-server)", server::ETCD);
         return;
@@ -408,6 +413,7 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
 
 #[test]
 fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let root = std::env::temp_dir().join(format!("bh-cluster-file-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
