@@ -24,7 +24,12 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The test's traffic: raw frames into one host's workload tap, counted on
 /// the other's (python3 AF_PACKET sockets on the taps' kernel side).
-struct Taps;
+/// The two workload taps, named after the test process (15 characters at
+/// most) so two runs of this test on one machine do not share interfaces.
+struct Taps {
+    a: String,
+    b: String,
+}
 
 const TRAFFIC: &str = r#"
 import socket,struct,sys,time
@@ -92,10 +97,10 @@ impl Taps {
         line.trim().parse().unwrap()
     }
     fn ab(&self, n: u32) -> u32 {
-        self.traffic("bh8tapa", "bh8tapb", "10.8.0.1", "10.8.0.2", n)
+        self.traffic(&self.a, &self.b, "10.8.0.1", "10.8.0.2", n)
     }
     fn ba(&self, n: u32) -> u32 {
-        self.traffic("bh8tapb", "bh8tapa", "10.8.0.2", "10.8.0.1", n)
+        self.traffic(&self.b, &self.a, "10.8.0.2", "10.8.0.1", n)
     }
 }
 
@@ -225,12 +230,12 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     st.put_policy("web.toml", POLICY).unwrap();
     // No namespaces: etcd listens on this namespace's loopback. The uplink is
     // a memif link between the two processes; the workloads sit behind taps.
-    let ns = Taps;
+    let ns = Taps { a: format!("bh8a{}", std::process::id()), b: format!("bh8b{}", std::process::id()) };
     let sock = root.join("memif.sock");
     let up = |role: &str, id: u8| format!("net_memif{id},role={role},id=0,socket={},socket-abstract=no", sock.display());
-    let a = Host::start(&root.join("a"), "a", &up("server", 0), "bh8tapa", "10.8.0.1", &etcd.endpoints());
+    let a = Host::start(&root.join("a"), "a", &up("server", 0), &ns.a, "10.8.0.1", &etcd.endpoints());
     std::thread::sleep(Duration::from_millis(500));
-    let b = Host::start(&root.join("b"), "b", &up("client", 0), "bh8tapb", "10.8.0.2", &etcd.endpoints());
+    let b = Host::start(&root.join("b"), "b", &up("client", 0), &ns.b, "10.8.0.2", &etcd.endpoints());
     // Both hosts registered and enforce the same revision.
     let t = Instant::now();
     loop {
@@ -242,7 +247,7 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
         assert!(t.elapsed() < Duration::from_secs(60), "hosts did not come up: {acks:?}\nA: {}\nB: {}", a.log(), b.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    for t in ["bh8tapa", "bh8tapb"] {
+    for t in [&ns.a, &ns.b] {
         assert!(Command::new("ip").args(["link", "set", t, "up"]).status().unwrap().success());
     }
     let status = Command::new(BIN).args(["cluster", "status", "--prefix", "/it/", "--etcd", &etcd.endpoints().join(",")]).output().unwrap();
@@ -300,7 +305,7 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     // An address the last state does not know stays unknown: denied by host
     // a's egress under default deny while etcd is away.
     let before = a.egress_denied();
-    ns.send("bh8tapa", "10.8.0.1", "10.8.0.9", n);
+    ns.send(&ns.a, "10.8.0.1", "10.8.0.9", n);
     let denied = a.egress_denied() - before;
     println!("etcd down: a->10.8.0.9 (unknown) {denied} denied at host a's egress");
     assert!(denied >= u64::from(n), "{denied} of {n} denied");
@@ -380,11 +385,11 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     println!("host b killed: its workload and ack expired after {:.1} s (lease_ttl 3 s); host a enforces revision {gone_rev} {:.1} s after the kill", expired.as_secs_f64(), t.elapsed().as_secs_f64());
     assert_eq!(acks.keys().collect::<Vec<_>>(), ["a"]);
     let before = a.egress_denied();
-    ns.send("bh8tapa", "10.8.0.1", "10.8.0.2", n);
+    ns.send(&ns.a, "10.8.0.1", "10.8.0.2", n);
     let denied = a.egress_denied() - before;
     println!("b dead: a->b {denied}/{n} denied at host a's egress");
     assert!(denied >= u64::from(n), "{denied} of {n} denied\nA: {}", a.log());
-    let b = Host::start(&root.join("b"), "b", &up("client", 0), "bh8tapb", "10.8.0.2", &etcd.endpoints());
+    let b = Host::start(&root.join("b"), "b", &up("client", 0), &ns.b, "10.8.0.2", &etcd.endpoints());
     let t = Instant::now();
     loop {
         let s = st.snapshot().unwrap();
@@ -397,7 +402,7 @@ fn two_hosts_enforce_labels_from_etcd_and_survive_an_etcd_restart() {
     }
     let w = &st.snapshot().unwrap().workloads().unwrap()["shop/web-b"];
     assert_eq!((w.host.as_str(), w.labels.get("app").map(String::as_str)), ("b", Some("web")), "registered again from b's model");
-    assert!(Command::new("ip").args(["link", "set", "bh8tapb", "up"]).status().unwrap().success());
+    assert!(Command::new("ip").args(["link", "set", &ns.b, "up"]).status().unwrap().success());
     let ab = ns.ab(n);
     println!("b restarted: registered again after {:.1} s, a->b {ab}/{n} allowed", t.elapsed().as_secs_f64());
     assert!(ab >= n * 8 / 10, "A: {}\nB: {}", a.log(), b.log());
@@ -436,7 +441,7 @@ fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let h = Host::start_with(&root.join("s"), "s", &up, "bh8taps", "10.8.0.5", &cluster);
+    let h = Host::start_with(&root.join("s"), "s", &up, &format!("bh8s{}", std::process::id()), "10.8.0.5", &cluster);
     let first = show(&h);
     println!("{first}");
     // The policy from the file and this host's workload, written into the
@@ -446,7 +451,7 @@ fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
     assert!(text.contains("wl/shop/web-s") && text.contains("id/key/shop:app=web"), "{text}");
     h.stop();
     // Restarted: the same file, the same revision, nothing written again.
-    let h = Host::start_with(&root.join("s"), "s", &up, "bh8taps", "10.8.0.5", &cluster);
+    let h = Host::start_with(&root.join("s"), "s", &up, &format!("bh8s{}", std::process::id()), "10.8.0.5", &cluster);
     let again = show(&h);
     h.stop();
     let rev = |s: &str| s.split("revision ").nth(1).and_then(|r| r.split(' ').next()).map(str::to_string);
