@@ -124,6 +124,10 @@ fn agent_follows_changes_rejects_bad_data_and_resumes_after_etcd_restarts() {
     let d = next(&|d| d.model.workloads.get("shop/db").is_some_and(|w| w.labels.get("app").map(String::as_str) == Some("db2")));
     assert!(d.model.workloads.contains_key("shop/web"), "the local workload is registered again");
     assert_eq!(a.status.disconnects.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The watch resumed after the last revision processed (no re-read from 1).
+    let conn: Vec<String> = logs.lock().unwrap().iter().filter(|l| l.contains("etcd connected")).cloned().collect();
+    let from: Vec<i64> = conn.iter().filter_map(|l| l.split("from revision ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    assert!(from.len() == 2 && from[1] > rev && conn[1].contains("resuming after the last revision processed"), "{conn:?}, data revision before the outage {rev}");
     // The relabel left `app=db` unused: the agent's collector deletes it
     // (after a whole interval unused); `app=db2` and `app=web` stay.
     let t = Instant::now();

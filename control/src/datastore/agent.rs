@@ -289,7 +289,8 @@ impl Agent {
         let prefix = self.cfg.etcd.prefix.clone();
         let mut watch = c.watch(prefix.as_str(), Some(WatchOptions::new().with_prefix().with_start_revision(self.store_rev + 1))).await.map_err(|e| err("watch", e))?;
         self.status.connected.store(true, Relaxed);
-        (self.log)(&format!("cluster: etcd connected ({}), host {} watching {prefix} from revision {}", one.endpoints[0], self.cfg.host, self.store_rev + 1));
+        let how = if full { "after reading the whole state" } else { "resuming after the last revision processed" };
+        (self.log)(&format!("cluster: etcd connected ({}), host {} watching {prefix} from revision {} ({how})", one.endpoints[0], self.cfg.host, self.store_rev + 1));
         *backoff = Duration::from_millis(50);
         if full {
             self.deliver(true);
