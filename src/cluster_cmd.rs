@@ -34,7 +34,7 @@ pub fn apply(s: &StoreArgs, files: &[PathBuf], wait: Option<Duration>) -> Result
     }
     let Some(timeout) = wait else { return Ok(0) };
     if s.etcd.is_empty() {
-        println!("the state file is enforced by its switch at its next start");
+        println!("a switch running on this state file enforces it within about 100 ms (show cluster)");
         return Ok(0);
     }
     let t = Instant::now();

@@ -453,11 +453,41 @@ fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
     // Restarted: the same file, the same revision, nothing written again.
     let h = Host::start_with(&root.join("s"), "s", &up, &format!("bh8s{}", std::process::id()), "10.8.0.5", &cluster);
     let again = show(&h);
-    h.stop();
     let rev = |s: &str| s.split("revision ").nth(1).and_then(|r| r.split(' ').next()).map(str::to_string);
     assert_eq!(rev(&again), rev(&first), "{again}");
     assert_eq!(std::fs::read_to_string(&state).unwrap(), text, "reloaded, not rewritten");
+    // Followed while running: a policy applied to the file is enforced
+    // without a restart; a malformed state is refused and the last good one
+    // stays.
+    let extra = root.join("extra.toml");
+    std::fs::write(&extra, "[[policy]]\nname = \"extra\"\nnamespace = \"shop\"\nselector = \"app=web\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=web\" }]\n  ports = [\"8080/tcp\"]\n").unwrap();
+    let o = Command::new(BIN).args(["policy", "apply", "--state"]).arg(&state).arg(&extra).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let until = |want: &dyn Fn(&str) -> bool| {
+        let t = Instant::now();
+        loop {
+            let out = h.cli("show cluster\nshow policy\n");
+            if want(&out) {
+                return out;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{out}\n{}", h.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let live = until(&|o| o.contains("policies 2 "));
+    let good = rev(&live).unwrap();
+    assert!(good.parse::<i64>().unwrap() > rev(&first).unwrap().parse::<i64>().unwrap(), "{live}");
+    let mut bad: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    bad["kvs"]["pol/bad.toml"] = "[[policy]]\nname = 3\n".into();
+    bad["revision"] = (good.parse::<i64>().unwrap() + 1).into();
+    std::fs::write(root.join("tmp.json"), bad.to_string()).unwrap();
+    std::fs::rename(root.join("tmp.json"), &state).unwrap();
+    let refused = until(&|o| o.contains("last error"));
+    println!("{refused}");
+    assert!(refused.contains("pol/bad.toml") && refused.contains(&format!("still enforcing revision {good}")) && refused.contains("policies 2 "), "{refused}");
+    assert_eq!(rev(&refused).as_deref(), Some(good.as_str()));
+    h.stop();
     let o = Command::new(BIN).args(["cluster", "status", "--state"]).arg(&state).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains(&format!("data revision {}", rev(&first).unwrap())), "{out}");
+    assert!(out.contains(&format!("data revision {}", good.parse::<i64>().unwrap() + 1)), "the file's revision: {out}");
 }

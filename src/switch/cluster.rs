@@ -29,8 +29,60 @@ fn enforce(sw: &mut Switch, d: Desired) -> Result<(i64, usize), String> {
     Ok((rev, n))
 }
 
+/// The embedded datastore as the switch follows it: the file is checked
+/// on every control-loop tick and enforced again when it changed.
+#[derive(Debug)]
+pub(super) struct FileCluster {
+    pub(super) path: std::path::PathBuf,
+    /// The revision enforced.
+    pub(super) revision: i64,
+    /// The file's (modification time, length) last looked at.
+    stamp: Option<(std::time::SystemTime, u64)>,
+    host: String,
+    local: control::Model,
+    /// Why the last change was not enforced ("" = it was).
+    pub(super) last_error: String,
+}
+
+fn stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+/// Enforces the state file again if it changed since the last look (a
+/// `bulkhead policy apply --state` replaced it): a state that does not
+/// check is refused with one line and the last good one stays enforced.
+pub(super) fn follow_file(sw: &mut Switch) {
+    let Some(f) = &sw.cluster_file else { return };
+    let now = stamp(&f.path);
+    if now == f.stamp {
+        return;
+    }
+    let (path, host, local, old) = (f.path.clone(), f.host.clone(), f.local.clone(), f.revision);
+    let checked = match now {
+        Some(_) => FileStore::new(&path).snapshot().and_then(|s| s.desired(&host, &local)),
+        None => Err(control::Error::Datastore("the file is gone".into())),
+    };
+    let result = match checked {
+        Ok(d) if d.revision == old => Ok(old),
+        Ok(d) => enforce(sw, d).map(|(rev, _)| rev),
+        Err(e) => Err(format!("cluster: {} rejected: {e}; still enforcing revision {old}", path.display())),
+    };
+    let f = sw.cluster_file.as_mut().expect("checked above");
+    f.stamp = now;
+    match result {
+        Ok(rev) => {
+            f.revision = rev;
+            f.last_error.clear();
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            f.last_error = e;
+        }
+    }
+}
+
 /// Starts what `[cluster]` asks for: None when it asks for nothing or for
-/// the embedded state file only (applied here, once).
+/// the embedded state file only (applied here, then followed by [`follow_file`]).
 ///
 /// # Errors
 /// A state file that cannot be read or does not check, an agent that cannot start.
@@ -62,9 +114,10 @@ pub(super) fn start(cfg: &Config, sw: &mut Switch) -> Result<Option<AgentHandle>
         }
         let d = fs.snapshot().and_then(|s| s.desired(&host, &local)).map_err(ds)?;
         let rev = d.revision;
+        let st = stamp(&c.state_file);
         enforce(sw, d).map_err(Error::Invalid)?;
-        println!("cluster: enforcing {} (revision {rev})", c.state_file.display());
-        sw.cluster_file = Some((c.state_file.clone(), rev));
+        println!("cluster: enforcing {} (revision {rev}), following its changes", c.state_file.display());
+        sw.cluster_file = Some(FileCluster { path: c.state_file.clone(), revision: rev, stamp: st, host, local, last_error: String::new() });
         return Ok(None);
     }
     let cache = (!c.state_file.as_os_str().is_empty()).then(|| c.state_file.clone());
@@ -105,7 +158,8 @@ impl Switch {
         let mut out = String::new();
         let Some(c) = &self.cluster else {
             return match &self.cluster_file {
-                Some((f, rev)) => format!("cluster: embedded state file {} (revision {rev} enforced since start)\n", f.display()),
+                Some(f) if f.last_error.is_empty() => format!("cluster: embedded state file {} (revision {} enforced)\n", f.path.display(), f.revision),
+                Some(f) => format!("cluster: embedded state file {} (revision {} enforced)\n  last error: {}\n", f.path.display(), f.revision, f.last_error),
                 None => "cluster: none configured (no [cluster] etcd or state_file)\n".into(),
             };
         };

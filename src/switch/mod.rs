@@ -218,8 +218,8 @@ pub struct Switch {
     links: Vec<Option<bool>>,
     /// The datastore agent's figures (many hosts), when it runs.
     cluster: Option<std::sync::Arc<control::datastore::agent::AgentStatus>>,
-    /// The embedded state file and the revision enforced from it at start.
-    cluster_file: Option<(std::path::PathBuf, i64)>,
+    /// The embedded state file, when it is the datastore.
+    cluster_file: Option<cluster::FileCluster>,
     // Held for its Drop (rte_eal_cleanup, runtime dir removal), last.
     #[allow(dead_code)]
     eal: Eal,
@@ -1210,7 +1210,10 @@ pub fn run_with(config_path: &Path, stats_period: u64, mut tick: impl FnMut(&mut
         match &agent {
             // Cluster changes are enforced as soon as they arrive.
             Some(a) => cluster::serve(&mut sw, a, Duration::from_millis(100)),
-            None => std::thread::sleep(Duration::from_millis(100)),
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                cluster::follow_file(&mut sw);
+            }
         }
         sw.poll_links();
         if !tick(&mut sw) {
