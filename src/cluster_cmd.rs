@@ -40,6 +40,10 @@ pub fn apply(s: &StoreArgs, files: &[PathBuf], wait: Option<Duration>) -> Result
     let t = Instant::now();
     let mut st = EtcdStore::connect(EtcdConfig::new(s.etcd.clone(), &s.prefix))?;
     match st.wait_for(rev, timeout) {
+        Ok(acks) if acks.is_empty() => {
+            eprintln!("bulkhead: revision {rev} written, but no live host acknowledges anything (no switch is connected to this etcd and prefix)");
+            Ok(1)
+        }
         Ok(acks) => {
             println!("revision {rev} enforced by {} host(s) in {:.1} ms: {}", acks.len(), t.elapsed().as_secs_f64() * 1e3, acks.keys().cloned().collect::<Vec<_>>().join(", "));
             Ok(0)
