@@ -92,9 +92,10 @@ emc_insert_inv_prob = 1
 ct_capacity = 65536
 # Denied flows counted per forwarding lcore (packets and bytes per denied
 # flow, for their periodic and end records; 0 = none: a denied flow then
-# gets a start record per decision and no counts). When full, the least
-# recently seen denied flow ends (evicted) to make room.
-denied_flows = 4096
+# gets a start record per decision and no counts). When a bucket of the
+# table is full, a new denied flow is not counted (denied as usual, one start
+# record, `denied_uncounted` in show pmd stats) until a flow there goes idle.
+denied_flows = 8192
 # A denied flow that sends nothing for this long ends (its end record), ms.
 denied_idle_ms = 30000
 # Keep established connections when a policy change would deny them
@@ -399,7 +400,7 @@ impl Default for PolicySection {
             offload_ports: Vec::new(),
             offload_threshold: 64,
             offload_capacity: 8192,
-            denied_flows: 4096,
+            denied_flows: 8192,
             denied_idle_ms: 30_000,
             ct_timeouts: CtTimeoutsSection::default(),
         }

@@ -118,7 +118,7 @@ impl Default for PipelineConfig {
             sweep_budget: 16,
             stateful: true,
             report_interval: 60_000_000_000,
-            denied_flows: 4096,
+            denied_flows: 8192,
             denied_idle: 30_000_000_000,
         }
     }
@@ -167,7 +167,11 @@ fn denied_config(cfg: &PipelineConfig) -> CtConfig {
             other: t,
         },
         keep_established: false,
-        evict_live: true,
+        // A full bucket refuses a new denied flow (it stays denied from the
+        // cache, uncounted) rather than evicting a live one: with eviction,
+        // more denied flows than a bucket holds evict each other on every
+        // packet, each back to the slow path with a new start record.
+        evict_live: false,
         notes: if cfg.denied_flows == 0 { 0 } else { cfg.ct.notes },
         flows_only: true,
     }
@@ -462,7 +466,10 @@ impl Pipeline {
                 self.stats.denied_flows += 1;
                 (Some((r, CtDir::Orig)), vflags::LOG)
             }
-            _ => (None, vflags::LOG),
+            _ => {
+                self.stats.denied_uncounted += 1;
+                (None, vflags::LOG)
+            }
         }
     }
 

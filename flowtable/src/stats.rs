@@ -63,6 +63,9 @@ counters! {
     logged,
     /// Denied flows started in the denied-flow table (each then counted there).
     denied_flows,
+    /// Denied flows the full denied-flow table could not take: denied from the
+    /// cache as usual, their packets not counted (one start record each).
+    denied_uncounted,
     /// Flow notes (end, periodic) the full note buffer could not take.
     flow_notes_lost,
     /// Packets sampled (SAMPLE).

@@ -252,8 +252,9 @@ fn show_pmd_stats(sw: &Switch) -> String {
         let _ = writeln!(out, "  conntrack hits: {}  created: {}  entries: {}", s.get("ct_hit"), s.get("ct_created"), s.ct_entries);
         let _ = writeln!(
             out,
-            "  denied flows counted: {}  flow notes lost: {}  flow events lost: {}",
+            "  denied flows counted: {} (uncounted, table full: {})  flow notes lost: {}  flow events lost: {}",
             s.get("denied_flows"),
+            s.get("denied_uncounted"),
             s.get("flow_notes_lost"),
             s.handler.events_lost
         );

@@ -376,3 +376,26 @@ fn periodic_notes_come_from_maintain_without_traffic() {
     }
     assert_eq!(notes(&mut p), vec![(false, Some(EndReason::Timeout), [1, 1], [l, l])]);
 }
+
+#[test]
+fn more_denied_flows_than_their_table_holds_are_decided_and_logged_once() {
+    // Twelve denied flows replayed against an 8-slot denied-flow table: the
+    // ones that find no slot stay denied from the cache, uncounted, instead of
+    // evicting each other into the slow path (and a new start record) forever.
+    let w = World::new();
+    let mut p = Pipeline::new(PipelineConfig { denied_flows: 8, ..Default::default() });
+    let flows: Vec<Vec<u8>> = (0..12).map(|i| udp(A, C, 5000 + i, 9999)).collect();
+    let mut logged = 0;
+    for round in 0..5u64 {
+        for (i, f) in flows.iter().enumerate() {
+            let v = one(&mut p, &w, f, 1, round * SEC + i as u64);
+            assert_eq!(v.fate, Fate::Drop(DropReason::PolicyEgress));
+            logged += u32::from(v.flags & vflags::LOG != 0);
+        }
+    }
+    let s = *p.stats();
+    assert_eq!((logged, s.cls_lookup), (12, 12), "each flow decided and logged once");
+    assert_eq!(s.emc_hit, 48);
+    assert_eq!(p.denied().len(), 8, "the table keeps the flows it took");
+    assert_eq!((s.denied_flows, s.denied_uncounted), (8, 4));
+}
