@@ -760,7 +760,8 @@ impl Conntrack {
     }
 
     /// Reclaims expired connections among the next `budget` slots (round
-    /// robin), returning how many. Call it once per burst with a small budget.
+    /// robin, whole buckets: rounded up to a multiple of [`WAYS`]), returning
+    /// how many. Call it once per burst with a small budget.
     pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
         self.sweep_report(now, budget, 0)
     }
@@ -773,19 +774,29 @@ impl Conntrack {
     pub fn sweep_report(&mut self, now: u64, budget: usize, interval: u64) -> usize {
         let n = self.hot.len();
         let mut freed = 0;
-        for _ in 0..budget.min(n) {
-            let i = self.cursor;
-            self.cursor = (self.cursor + 1) & (n - 1);
-            // The bucket's signature line (8 slots) is read before the slot's
-            // own line: empty slots cost no extra cache miss.
-            if self.buckets[i / WAYS].sig[i % WAYS] == 0 {
+        // Whole buckets (the cursor stays bucket-aligned): the bucket's
+        // signature line is read before any slot's own line, and a bucket with
+        // no live slot is passed over at once. This runs after every burst, and
+        // a table is mostly empty slots: slot by slot it cost ~5 cycles per
+        // packet (vhost bench, perf) before a single connection was looked at.
+        for _ in 0..budget.min(n).div_ceil(WAYS) {
+            let b = self.cursor / WAYS;
+            self.cursor = (self.cursor + WAYS) & (n - 1);
+            let sig = self.buckets[b].sig;
+            if sig == [0; WAYS] {
                 continue;
             }
-            if now >= self.hot[i].expires {
-                self.expire(i);
-                freed += 1;
-            } else if interval != 0 && now.saturating_sub(self.cold[i].reported_at) >= interval {
-                self.report(i, now);
+            for (w, s) in sig.iter().enumerate() {
+                if *s == 0 {
+                    continue;
+                }
+                let i = b * WAYS + w;
+                if now >= self.hot[i].expires {
+                    self.expire(i);
+                    freed += 1;
+                } else if interval != 0 && now.saturating_sub(self.cold[i].reported_at) >= interval {
+                    self.report(i, now);
+                }
             }
         }
         freed
