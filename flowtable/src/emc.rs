@@ -66,16 +66,19 @@ struct Entry<V> {
 }
 
 /// True when two keys are the same flow for caching purposes.
+///
+/// Every field is compared, without early exits: on the hit path the keys are
+/// equal, so a chain of branches only adds work (one compare and branch per
+/// field; `perf` put ~11 % of a vhost lcore's own cycles here).
 #[inline(always)]
 pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
-    a.src == b.src
-        && a.dst == b.dst
-        && a.sport == b.sport
-        && a.dport == b.dport
-        && a.in_port == b.in_port
-        && a.vlan == b.vlan
-        && a.proto == b.proto
-        && a.flags == b.flags
+    let addrs = (a.src ^ b.src) | (a.dst ^ b.dst);
+    let ports = u64::from(a.sport ^ b.sport)
+        | u64::from(a.dport ^ b.dport) << 16
+        | u64::from(a.in_port ^ b.in_port) << 32
+        | u64::from(a.vlan ^ b.vlan) << 48;
+    let rest = (a.proto ^ b.proto) | (a.flags ^ b.flags);
+    (addrs == 0) & (ports == 0) & (rest == 0)
 }
 
 #[inline(always)]

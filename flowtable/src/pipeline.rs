@@ -273,8 +273,29 @@ impl Pipeline {
     ) {
         assert!(out.len() >= pkts.len(), "one verdict slot per packet");
         for (chunk, o) in pkts.chunks(BURST).zip(out.chunks_mut(BURST)) {
-            self.burst(policy, chunk, now, o);
+            self.burst(policy, chunk.len(), |i| chunk[i], now, o);
         }
+        self.maintain(now);
+    }
+
+    /// [`process`](Self::process) for one burst of `n` packets handed over
+    /// by index (`pkt(i)`, called once or twice per packet), so that the
+    /// caller builds no array of packets: a poll loop reads them straight
+    /// from its mbufs.
+    ///
+    /// # Panics
+    /// If `n` is over [`BURST`] or `out` is shorter than `n`.
+    #[inline]
+    pub fn process_burst<'a, C: RuleLookup>(
+        &mut self,
+        policy: &Policy<'_, C>,
+        n: usize,
+        pkt: impl Fn(usize) -> RxPacket<'a>,
+        now: u64,
+        out: &mut [PacketVerdict],
+    ) {
+        assert!(n <= BURST && out.len() >= n, "at most one burst, one verdict slot per packet");
+        self.burst(policy, n, pkt, now, out);
         self.maintain(now);
     }
 
@@ -301,9 +322,18 @@ impl Pipeline {
         PacketVerdict { fate, flags, cookie }
     }
 
-    fn burst<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, pkts: &[RxPacket<'_>], now: u64, out: &mut [PacketVerdict]) {
+    #[inline]
+    fn burst<'a, C: RuleLookup>(
+        &mut self,
+        policy: &Policy<'_, C>,
+        n: usize,
+        pkt: impl Fn(usize) -> RxPacket<'a>,
+        now: u64,
+        out: &mut [PacketVerdict],
+    ) {
         let mut live = 0u32;
-        for (i, p) in pkts.iter().enumerate() {
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            let p = pkt(i);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += p.frame.len() as u64;
             match parse_into(p.frame, p.in_port, p.rss, &mut self.keys[i]) {
@@ -317,10 +347,10 @@ impl Pipeline {
                         self.metas[i] = m;
                         live |= 1 << i;
                     }
-                    Class::Arp => out[i] = self.finish(Fate::Arp, 0, 0),
-                    Class::NonIp { .. } => out[i] = self.finish(Fate::Drop(DropReason::NonIp), 0, 0),
+                    Class::Arp => *o = self.finish(Fate::Arp, 0, 0),
+                    Class::NonIp { .. } => *o = self.finish(Fate::Drop(DropReason::NonIp), 0, 0),
                 },
-                Err(e) => out[i] = self.finish(Fate::Drop(DropReason::Malformed(e)), 0, 0),
+                Err(e) => *o = self.finish(Fate::Drop(DropReason::Malformed(e)), 0, 0),
             }
         }
         let gen = policy.gen;
@@ -346,7 +376,7 @@ impl Pipeline {
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let len = pkts[i].frame.len() as u32;
+            let len = pkt(i).frame.len() as u32;
             if miss & (1 << i) == 0 {
                 let v = self.vals[i];
                 let fresh = match (v.fate, v.ct) {

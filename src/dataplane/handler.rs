@@ -23,7 +23,7 @@ use crate::visibility::export::EventSender;
 use crate::visibility::record::{FlowEvent, FlowVerdict as RecVerdict, RecordKind};
 use flowtable::conntrack::CtNote;
 use flowtable::act::{vflags, DropReason, Fate, PacketVerdict};
-use flowtable::leftright::Reader;
+use flowtable::leftright::{CachedReader, Reader};
 use flowtable::pipeline::{Pipeline, PipelineConfig, Policy, RxPacket};
 use flowtable::stats::Stats;
 use pmd::route::{RouteHandler, RxQueue, DROP};
@@ -119,7 +119,9 @@ fn emit_notes(p: &mut Pipeline, events: Option<&EventSender>, st: &DpState, cloc
 /// One lcore's policy engine.
 #[derive(Debug)]
 pub struct PolicyHandler {
-    reader: Reader<DpState>,
+    /// Revalidated every poll round (`handle` or `idle`), so a publish never
+    /// waits on this lcore for longer than one burst.
+    reader: CachedReader<DpState>,
     pipeline: Pipeline,
     ports: PortMap,
     events: Option<EventSender>,
@@ -160,7 +162,7 @@ impl PolicyHandler {
         }
         let epoch_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         PolicyHandler {
-            reader,
+            reader: reader.cached(),
             pipeline: Pipeline::new(cfg),
             ports,
             events,
@@ -189,10 +191,6 @@ impl PolicyHandler {
         &self.pipeline
     }
 
-    fn now_ms(&self, tsc: u64) -> u64 {
-        self.clock.ms(tsc)
-    }
-
     /// Ends every connection and denied flow (reason `flush`) and sends
     /// their end events: called when the lcore stops. Off the data path, so a
     /// full queue is waited for a little (up to ~100 ms per event) before an
@@ -202,7 +200,7 @@ impl PolicyHandler {
         let (events, clock, lost) = (self.events.as_ref(), self.clock, &mut self.stats.events_lost);
         self.pipeline.flush_with(|n, denied| {
             let Some(ev) = events else { return };
-            let e = note_event(n, denied, &st, &clock);
+            let e = note_event(n, denied, st, &clock);
             for _ in 0..1000 {
                 if ev.try_send(e) {
                     return;
@@ -325,10 +323,11 @@ impl RouteHandler for PolicyHandler {
     /// No packets this round: expiry and periodic reports go on, so flows
     /// end on time without traffic.
     fn idle(&mut self) {
+        // Let go of an old generation even when no packet comes.
+        let st = self.reader.load();
         self.pipeline.maintain(pmd::lcore::rdtsc());
         if self.pipeline.pending_notes() != 0 {
-            let st = self.reader.load();
-            emit_notes(&mut self.pipeline, self.events.as_ref(), &st, &self.clock, &mut self.stats.events_lost);
+            emit_notes(&mut self.pipeline, self.events.as_ref(), st, &self.clock, &mut self.stats.events_lost);
         }
     }
 
@@ -355,30 +354,38 @@ impl RouteHandler for PolicyHandler {
                 off = true;
             }
         }
-        // Software decides the packets hardware did not: compacted, in order.
+        // Software decides the packets hardware did not: compacted, in order
+        // (`soft[i]`: packet i's verdict slot). The pipeline reads the frames
+        // straight from the mbufs: no array of packets is built per burst.
         let mut soft = [0u8; BURST];
-        let mut m = 0;
-        {
-            let empty = RxPacket { frame: &[], rss: None, in_port: rx.port };
-            let mut pkts = [empty; BURST];
-            for i in 0..n {
-                if !off || matches!(self.pre[i], Pre::Soft(_)) {
-                    pkts[m] = RxPacket { frame: burst.data(i), rss: None, in_port: rx.port };
-                    soft[i] = m as u8;
+        let in_port = rx.port;
+        if off {
+            let mut idx = [0u8; BURST];
+            let mut m = 0;
+            for (i, (p, slot)) in self.pre[..n].iter().zip(&mut soft).enumerate() {
+                if matches!(p, Pre::Soft(_)) {
+                    idx[m] = i as u8;
+                    *slot = m as u8;
                     m += 1;
                 }
             }
             if m > 0 {
-                self.pipeline.process(&policy, &pkts[..m], now, &mut self.verdicts[..m]);
+                let frames = &*burst;
+                let pkt = |j: usize| RxPacket { frame: frames.data(idx[j] as usize), rss: None, in_port };
+                self.pipeline.process_burst(&policy, m, pkt, now, &mut self.verdicts[..m]);
             }
+        } else {
+            let frames = &*burst;
+            let pkt = |i: usize| RxPacket { frame: frames.data(i), rss: None, in_port };
+            self.pipeline.process_burst(&policy, n, pkt, now, &mut self.verdicts[..n]);
         }
         if self.pipeline.pending_notes() != 0 {
-            emit_notes(&mut self.pipeline, self.events.as_ref(), &st, &self.clock, &mut self.stats.events_lost);
+            emit_notes(&mut self.pipeline, self.events.as_ref(), st, &self.clock, &mut self.stats.events_lost);
         }
         for i in 0..n {
             let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
                 Pre::Soft(h) => {
-                    let v = self.verdicts[soft[i] as usize];
+                    let v = self.verdicts[if off { soft[i] as usize } else { i }];
                     if off {
                         if let (Some(h), Some(o)) = (h, self.offload.as_mut()) {
                             o.observe(&h, rx.port, rx.queue, v.fate, gen, now);
@@ -394,7 +401,7 @@ impl RouteHandler for PolicyHandler {
             };
             if is_ns(burst.data(i)) {
                 // Neighbour discovery is the switch's to answer, like ARP.
-                dest[i] = if answer_ns(burst.data_mut(i), &st, &self.ports) {
+                dest[i] = if answer_ns(burst.data_mut(i), st, &self.ports) {
                     self.stats.nd_replied += 1;
                     self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
                 } else {
@@ -424,7 +431,7 @@ impl RouteHandler for PolicyHandler {
                     }
                 }
                 Fate::Arp => {
-                    if answer_arp(burst.data_mut(i), &st, &self.ports) {
+                    if answer_arp(burst.data_mut(i), st, &self.ports) {
                         self.stats.arp_replied += 1;
                         self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
                     } else {
@@ -458,7 +465,7 @@ impl RouteHandler for PolicyHandler {
                             Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress) => RecVerdict::Deny,
                             _ => RecVerdict::Drop,
                         };
-                        let ms = self.now_ms(now);
+                        let ms = self.clock.ms(now);
                         let e = FlowEvent {
                             kind: RecordKind::Start,
                             key,
