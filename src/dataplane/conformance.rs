@@ -258,10 +258,19 @@ fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
-/// A probe or reply frame from `src` (MAC `smac`) to `dst` (MAC `dmac`).
-/// `reply` makes a SYN-ACK / INIT-ACK instead of a SYN / INIT.
-fn frame(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, smac: [u8; 6], dmac: [u8; 6], reply: bool) -> Result<Vec<u8>, String> {
+/// One end of a probe: address, port and MAC.
+#[derive(Clone, Copy)]
+struct End {
+    ip: IpAddr,
+    port: u16,
+    mac: [u8; 6],
+}
+
+/// A probe or reply frame from `from` to `to`. `reply` makes a SYN-ACK /
+/// INIT-ACK instead of a SYN / INIT.
+fn frame(proto: u8, from: End, to: End, reply: bool) -> Result<Vec<u8>, String> {
     use control::model::proto as p;
+    let (src, dst, sport, dport, smac, dmac) = (from.ip, to.ip, from.port, to.port, from.mac, to.mac);
     let l4 = match proto {
         p::TCP => L4::Tcp { sport, dport, flags: if reply { 0x12 } else { 0x02 } },
         p::UDP => L4::Udp { sport, dport },
@@ -322,7 +331,7 @@ impl Replay for DpReplay<'_> {
             for c in chunk {
                 let (s, d, sa, da) = self.endpoints(&c.src, &c.dst)?;
                 let sport = self.next_sport()?;
-                sends.push(Send { from: s, to: d, frame: frame(c.proto, sa, da, sport, c.port, slot_mac(s), slot_mac(d), false)?, sport });
+                sends.push(Send { from: s, to: d, frame: frame(c.proto, End { ip: sa, port: sport, mac: slot_mac(s) }, End { ip: da, port: c.port, mac: slot_mac(d) }, false)?, sport });
                 meta.push((sa, da));
             }
             let got = self.round(&sends)?;
@@ -338,7 +347,12 @@ impl Replay for DpReplay<'_> {
                 let (sa, da) = meta[i];
                 if arrived(&sends, &got, i, c.proto, sa, da, sends[i].sport, c.port) {
                     let (s, d) = (sends[i].from, sends[i].to);
-                    let f = frame(c.proto, da, sa, c.port, sends[i].sport, slot_mac(d), slot_mac(s), true)?;
+                    let f = frame(
+                        c.proto,
+                        End { ip: da, port: c.port, mac: slot_mac(d) },
+                        End { ip: sa, port: sends[i].sport, mac: slot_mac(s) },
+                        true,
+                    )?;
                     replies.push(Send { from: d, to: s, frame: f, sport: c.port });
                     which.push(i);
                 }

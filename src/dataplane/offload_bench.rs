@@ -71,7 +71,7 @@ fn sequence(o: &OffloadBenchOpts) -> Vec<u32> {
 
 fn frame(o: &OffloadBenchOpts, flow: u32) -> Vec<u8> {
     // Every (100 / deny_pct)-th flow, hot and cold alike, is denied.
-    let denied = o.deny_pct > 0 && flow % (100 / o.deny_pct.min(100)) == 0;
+    let denied = o.deny_pct > 0 && flow.is_multiple_of(100 / o.deny_pct.min(100));
     let dport = if denied { 81 } else { 80 };
     Spec::new(v4_mapped(0x0a01_0001), v4_mapped(0x0a01_0002), L4::Tcp { sport: 1024 + flow as u16, dport, flags: 0x10 }).build()
 }
