@@ -38,7 +38,7 @@ use crate::conntrack::{trackable, Conntrack, CtConfig, CtDir, CtNote, CtRef, CtT
 use crate::emc::{Emc, EmcConfig};
 use crate::key::{Addr, FlowKey};
 use crate::lpm::PrefixMap;
-use crate::parse::{flow_hash, parse_into, Class, Meta};
+use crate::parse::{flow_hash, parse_into_meta, Class, Meta};
 use crate::rule::{Action, RuleLookup};
 use crate::stats::Stats;
 use crate::tables::{PolicyTables, Verdict};
@@ -336,15 +336,15 @@ impl Pipeline {
             let p = pkt(i);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += p.frame.len() as u64;
-            match parse_into(p.frame, p.in_port, p.rss, &mut self.keys[i]) {
-                Ok(m) => match m.class {
+            match parse_into_meta(p.frame, p.in_port, p.rss, &mut self.keys[i], &mut self.metas[i]) {
+                Ok(()) => match self.metas[i].class {
                     Class::Ipv4 | Class::Ipv6 => {
+                        let m = &self.metas[i];
                         self.hashes[i] = if self.cfg.symmetric_rss || p.rss.is_none() {
                             m.hash
                         } else {
                             flow_hash(&self.keys[i], m.echo_id)
                         };
-                        self.metas[i] = m;
                         live |= 1 << i;
                     }
                     Class::Arp => *o = self.finish(Fate::Arp, 0, 0),

@@ -263,16 +263,16 @@ fn arb_fast_or_any() -> impl Strategy<Value = Spec> {
 #[test]
 fn the_fast_path_takes_plain_tcp_and_udp_over_ipv4_only() {
     let (a, b) = (v4_mapped(0x0a00_0001), v4_mapped(0x0a00_0002));
-    let mut k = FlowKey::default();
+    let (mut k, mut m) = (FlowKey::default(), Meta::default());
     for l4 in [L4::Tcp { sport: 1, dport: 2, flags: SYN }, L4::Udp { sport: 1, dport: 2 }] {
-        assert!(parse_fast_v4(&Spec::new(a, b, l4).build(), 1, None, &mut k).is_some(), "{l4:?}");
+        assert!(parse_fast_v4(&Spec::new(a, b, l4).build(), 1, None, &mut k, &mut m), "{l4:?}");
     }
     let tagged = Spec { vlans: vec![(0x8100, 5)], ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let options = Spec { ipv4_option_words: 1, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let fragment = Spec { frag: Frag::First, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let sctp = Spec::new(a, b, L4::Sctp { sport: 1, dport: 2 });
     for s in [tagged, options, fragment, sctp] {
-        assert!(parse_fast_v4(&s.build(), 1, None, &mut k).is_none(), "{s:?}");
+        assert!(!parse_fast_v4(&s.build(), 1, None, &mut k, &mut m), "{s:?}");
     }
 }
 
@@ -324,6 +324,13 @@ proptest! {
             prop_assert_eq!(ra, rb);
             if ra.is_ok() {
                 prop_assert_eq!(a, b);
+            }
+            // The pipeline's form says the same.
+            let (mut c, mut m) = (FlowKey::default(), Meta::default());
+            let rc = parse_into_meta(&frame, 3, rss, &mut c, &mut m).map(|()| m);
+            prop_assert_eq!(rc, rb);
+            if rc.is_ok() {
+                prop_assert_eq!(c, b);
             }
         }
     }
