@@ -90,6 +90,26 @@ pub fn route(burst: &mut Burst, dest: &[u8; BURST], outs: &mut [Burst]) -> usize
     let (pkts, len) = unsafe { burst.raw_parts_mut() };
     let n = *len;
     *len = 0;
+    // The common case, one destination for the whole burst (a VM pair, one
+    // uplink): one copy and one length update. Packet by packet, each output
+    // length increment waits on the previous one's store (perf: 6.6 % of a
+    // policy lcore's loop at one flow).
+    if n > 0 && dest[..n].iter().all(|&d| d == dest[0]) {
+        let (moved, rest) = match outs.get_mut(dest[0] as usize) {
+            Some(o) => {
+                // SAFETY: the pointers are owned and valid; they move into `o`.
+                let (op, olen) = unsafe { o.raw_parts_mut() };
+                let k = n.min(BURST - *olen);
+                op[*olen..*olen + k].copy_from_slice(&pkts[..k]);
+                *olen += k;
+                (k, n - k)
+            }
+            None => (0, n),
+        };
+        // SAFETY: the pointers not moved are owned and referenced nowhere else.
+        unsafe { mbuf::free_bulk(&mut pkts[moved..n]) };
+        return rest;
+    }
     for i in 0..n {
         let p = pkts[i];
         let d = dest[i] as usize;

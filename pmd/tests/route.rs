@@ -27,6 +27,82 @@ impl RouteHandler for ByIndex {
     }
 }
 
+/// Sends each whole burst where its first frame's class says (the one-
+/// destination path of `route`), and remembers what it sent where.
+#[derive(Default)]
+struct ByBurst {
+    to0: Vec<u16>,
+    to1: u64,
+    dropped: u64,
+}
+
+impl RouteHandler for ByBurst {
+    fn handle(&mut self, _rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
+        let sport = |i: usize| {
+            let f = burst.data(i);
+            u16::from_be_bytes([f[34], f[35]])
+        };
+        let d = match u32::from(sport(0).wrapping_sub(1024)) % 3 {
+            0 => 0,
+            1 => 1,
+            _ => DROP,
+        };
+        for i in 0..burst.len() {
+            dest[i] = d;
+            match d {
+                0 => self.to0.push(sport(i)),
+                1 => self.to1 += 1,
+                _ => self.dropped += 1,
+            }
+        }
+    }
+}
+
+#[test]
+fn whole_bursts_to_one_destination_arrive_whole() {
+    let dir = testing::scratch("route_burst");
+    let n = 3000u32;
+    let frames: Vec<Vec<u8>> = (0..n).map(pmd::pcap::bench_flow).collect();
+    let inp = dir.join("in.pcap");
+    let out = dir.join("out0.pcap");
+    pmd::pcap::write(&inp, &frames).unwrap();
+    let conf = PortConf { rxd: 512, txd: 512, ..PortConf::default() };
+    let mut p0 = Port::open(&format!("net_pcap_rb0,rx_pcap={},tx_pcap={}", inp.display(), out.display()), conf, testing::pool()).unwrap();
+    let mut p1 = Port::open("net_null_rb1,no-rx=1", conf, testing::pool()).unwrap();
+    p0.start().unwrap();
+    p1.start().unwrap();
+    let (id0, id1) = (p0.id(), p1.id());
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::new(RouteStats::default());
+    let (s2, st2) = (stop.clone(), st.clone());
+    let t = std::thread::spawn(move || {
+        let rxqs = [RxQueue { port: id0, queue: 0 }];
+        let outs = [Output { port: id0, queue: 0 }, Output { port: id1, queue: 0 }];
+        let mut h = ByBurst::default();
+        // SAFETY: this thread is the only poller of port 0 queue 0 and the only
+        // transmitter on both ports' queue 0; the ports stay started until join.
+        unsafe { route::route_loop(&rxqs, &outs, &mut h, 32, &s2, &st2) };
+        h
+    });
+    let t0 = Instant::now();
+    while st.rx_packets.load(Ordering::Relaxed) < u64::from(n) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let h = t.join().unwrap();
+    assert_eq!(st.rx_packets.load(Ordering::Relaxed), u64::from(n));
+    assert!(h.dropped > 0 && h.to1 > 0 && !h.to0.is_empty(), "every destination had whole bursts");
+    assert_eq!(st.dropped.load(Ordering::Relaxed), h.dropped);
+    assert_eq!(st.tx_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(p1.stats().unwrap().tx_packets, h.to1);
+    p0.stop().unwrap();
+    p1.stop().unwrap();
+    drop(p0); // closes the pcap port: flushes out0.pcap
+    let got: Vec<u16> = pmd::pcap::read(&out).unwrap().iter().map(|f| u16::from_be_bytes([f[34], f[35]])).collect();
+    assert_eq!(got, h.to0, "port 0 got exactly the frames sent to it, in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn route_loop_sends_each_packet_where_the_handler_says() {
     let dir = testing::scratch("route");
