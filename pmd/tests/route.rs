@@ -47,8 +47,8 @@ impl RouteHandler for ByBurst {
             1 => 1,
             _ => DROP,
         };
-        for i in 0..burst.len() {
-            dest[i] = d;
+        for (i, slot) in dest.iter_mut().enumerate().take(burst.len()) {
+            *slot = d;
             match d {
                 0 => self.to0.push(sport(i)),
                 1 => self.to1 += 1,
