@@ -143,6 +143,28 @@ impl PolicyHandler {
     /// times in `cfg` (conntrack timeouts, report interval, denied-flow idle
     /// timeout) are in nanoseconds; `tsc_hz` is the clock they become.
     pub fn new(reader: Reader<DpState>, mut cfg: PipelineConfig, ports: PortMap, events: Option<EventSender>, tsc_hz: u64) -> Self {
+        // Walk the tables whole once a second, or four times within the
+        // shortest timeout if that is shorter: connections end at most that
+        // late, and the sweep stays off the per-burst path.
+        let t = &cfg.ct.timeouts;
+        let shortest = [
+            t.tcp_syn_sent,
+            t.tcp_syn_recv,
+            t.tcp_established,
+            t.tcp_fin_wait,
+            t.tcp_time_wait,
+            t.tcp_close,
+            t.udp_new,
+            t.udp_replied,
+            t.icmp,
+            t.other,
+            cfg.denied_idle,
+        ]
+        .into_iter()
+        .chain((cfg.report_interval != 0).then_some(cfg.report_interval))
+        .min()
+        .unwrap_or(0);
+        cfg.sweep_period = (shortest / 4).min(1_000_000_000);
         let t = &mut cfg.ct.timeouts;
         for v in [
             &mut t.tcp_syn_sent,
@@ -157,6 +179,7 @@ impl PolicyHandler {
             &mut t.other,
             &mut cfg.report_interval,
             &mut cfg.denied_idle,
+            &mut cfg.sweep_period,
         ] {
             *v = ticks(*v, tsc_hz);
         }

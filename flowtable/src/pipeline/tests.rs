@@ -399,3 +399,44 @@ fn more_denied_flows_than_their_table_holds_are_decided_and_logged_once() {
     assert_eq!(p.denied().len(), 8, "the table keeps the flows it took");
     assert_eq!((s.denied_flows, s.denied_uncounted), (8, 4));
 }
+
+#[test]
+fn sweeps_are_paced_by_the_sweep_period() {
+    // 64 slots, 16 per sweep: four sweeps walk the table. With a period of
+    // 400 a sweep is due every 100; 30 UDP connections expire at 1000.
+    let w = World::new();
+    let timeouts = CtTimeouts { udp_new: 1000, ..CtTimeouts::with_hz(SEC) };
+    let cfg = |period| PipelineConfig {
+        ct: CtConfig { capacity: 64, timeouts, ..Default::default() },
+        sweep_period: period,
+        denied_flows: 0,
+        ..Default::default()
+    };
+    let (mut paced, mut eager) = (Pipeline::new(cfg(400)), Pipeline::new(cfg(0)));
+    for p in [&mut paced, &mut eager] {
+        for i in 0..30 {
+            one(p, &w, &udp(A, B, 6000 + i, 53), 1, 0);
+        }
+    }
+    let live = paced.conntrack().len();
+    assert!(live > 16, "{live} connections");
+    assert_eq!(eager.conntrack().len(), live);
+    // A hundred calls at the same instant: one sweep when paced, a walk of
+    // the whole table (many times over) when not.
+    for _ in 0..100 {
+        paced.maintain(1000);
+        eager.maintain(1000);
+    }
+    assert_eq!(eager.conntrack().len(), 0);
+    let left = paced.conntrack().len();
+    assert!(left >= live - 16 && left > 0, "one sweep of 16 slots: {left} of {live} left");
+    // Each later due time sweeps the next 16 slots: all gone one walk later.
+    for k in 1..=3 {
+        let before = paced.conntrack().len();
+        paced.maintain(1000 + 100 * k - 1);
+        assert_eq!(paced.conntrack().len(), before, "nothing is due before 1000 + {}", 100 * k);
+        paced.maintain(1000 + 100 * k);
+    }
+    assert_eq!(paced.conntrack().len(), 0, "one walk after the timeout every connection is gone");
+    assert_eq!(paced.conntrack().counters().expired, live as u64);
+}
