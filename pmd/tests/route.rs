@@ -58,17 +58,30 @@ impl RouteHandler for ByBurst {
     }
 }
 
-#[test]
-fn whole_bursts_to_one_destination_arrive_whole() {
-    let dir = testing::scratch("route_burst");
-    let n = 3000u32;
+/// What one routing run saw.
+struct Run<H> {
+    handler: H,
+    rx: u64,
+    dropped: u64,
+    tx: u64,
+    tx_dropped: u64,
+    /// Packets the null port (output 1) sent.
+    sink_tx: u64,
+    /// Frames the pcap port (output 0) wrote, in order.
+    out0: Vec<Vec<u8>>,
+}
+
+/// Routes the first `n` bench flows from a pcap port (output 0) with
+/// `handler`; output 1 is a null port. `tag` keeps device names apart.
+fn run<H: RouteHandler + Send + 'static>(tag: &str, n: u32, mut handler: H) -> Run<H> {
+    let dir = testing::scratch(&format!("route_{tag}"));
     let frames: Vec<Vec<u8>> = (0..n).map(pmd::pcap::bench_flow).collect();
     let inp = dir.join("in.pcap");
     let out = dir.join("out0.pcap");
     pmd::pcap::write(&inp, &frames).unwrap();
     let conf = PortConf { rxd: 512, txd: 512, ..PortConf::default() };
-    let mut p0 = Port::open(&format!("net_pcap_rb0,rx_pcap={},tx_pcap={}", inp.display(), out.display()), conf, testing::pool()).unwrap();
-    let mut p1 = Port::open("net_null_rb1,no-rx=1", conf, testing::pool()).unwrap();
+    let mut p0 = Port::open(&format!("net_pcap_{tag}0,rx_pcap={},tx_pcap={}", inp.display(), out.display()), conf, testing::pool()).unwrap();
+    let mut p1 = Port::open(&format!("net_null_{tag}1,no-rx=1"), conf, testing::pool()).unwrap();
     p0.start().unwrap();
     p1.start().unwrap();
     let (id0, id1) = (p0.id(), p1.id());
@@ -78,34 +91,43 @@ fn whole_bursts_to_one_destination_arrive_whole() {
     let t = std::thread::spawn(move || {
         let rxqs = [RxQueue { port: id0, queue: 0 }];
         let outs = [Output { port: id0, queue: 0 }, Output { port: id1, queue: 0 }];
-        let mut h = ByBurst::default();
         // SAFETY: this thread is the only poller of port 0 queue 0 and the only
         // transmitter on both ports' queue 0; the ports stay started until join.
-        unsafe { route::route_loop(&rxqs, &outs, &mut h, 32, &s2, &st2) };
-        h
+        unsafe { route::route_loop(&rxqs, &outs, &mut handler, 32, &s2, &st2) };
+        handler
     });
     let t0 = Instant::now();
     while st.rx_packets.load(Ordering::Relaxed) < u64::from(n) && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::SeqCst);
-    let h = t.join().unwrap();
-    assert_eq!(st.rx_packets.load(Ordering::Relaxed), u64::from(n));
-    assert!(h.dropped > 0 && h.to1 > 0 && !h.to0.is_empty(), "every destination had whole bursts");
-    assert_eq!(st.dropped.load(Ordering::Relaxed), h.dropped);
-    assert_eq!(st.tx_dropped.load(Ordering::Relaxed), 0);
-    assert_eq!(p1.stats().unwrap().tx_packets, h.to1);
+    let handler = t.join().unwrap();
+    let sink_tx = p1.stats().unwrap().tx_packets;
     p0.stop().unwrap();
     p1.stop().unwrap();
     drop(p0); // closes the pcap port: flushes out0.pcap
-    let got: Vec<u16> = pmd::pcap::read(&out).unwrap().iter().map(|f| u16::from_be_bytes([f[34], f[35]])).collect();
-    assert_eq!(got, h.to0, "port 0 got exactly the frames sent to it, in order");
+    let out0 = pmd::pcap::read(&out).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Run { handler, rx: l(&st.rx_packets), dropped: l(&st.dropped), tx: l(&st.tx_packets), tx_dropped: l(&st.tx_dropped), sink_tx, out0 }
+}
+
+#[test]
+fn whole_bursts_to_one_destination_arrive_whole() {
+    let n = 3000u32;
+    let r = run("rb", n, ByBurst::default());
+    let h = &r.handler;
+    assert_eq!(r.rx, u64::from(n));
+    assert!(h.dropped > 0 && h.to1 > 0 && !h.to0.is_empty(), "every destination had whole bursts");
+    assert_eq!(r.dropped, h.dropped);
+    assert_eq!(r.tx_dropped, 0);
+    assert_eq!(r.sink_tx, h.to1);
+    let got: Vec<u16> = r.out0.iter().map(|f| u16::from_be_bytes([f[34], f[35]])).collect();
+    assert_eq!(got, h.to0, "port 0 got exactly the frames sent to it, in order");
 }
 
 #[test]
 fn route_loop_sends_each_packet_where_the_handler_says() {
-    let dir = testing::scratch("route");
     let n = 3000u32;
     // bench_flow(i) has UDP source port 1024 + (i * 7919) % 60000; pick frames
     // whose class is known from that port.
@@ -115,43 +137,11 @@ fn route_loop_sends_each_packet_where_the_handler_says() {
     let want1 = frames.iter().filter(|f| class(f) == 1).count() as u64;
     let want_drop = frames.iter().filter(|f| class(f) == 2).count() as u64;
     assert!(want_drop > 0 && want1 > 0 && !want0.is_empty());
-    let inp = dir.join("in.pcap");
-    let out = dir.join("out0.pcap");
-    pmd::pcap::write(&inp, &frames).unwrap();
-    let conf = PortConf { rxd: 512, txd: 512, ..PortConf::default() };
-    let mut p0 = Port::open(&format!("net_pcap_rt0,rx_pcap={},tx_pcap={}", inp.display(), out.display()), conf, testing::pool()).unwrap();
-    let mut p1 = Port::open("net_null_rt1,no-rx=1", conf, testing::pool()).unwrap();
-    p0.start().unwrap();
-    p1.start().unwrap();
-    let (id0, id1) = (p0.id(), p1.id());
-    let stop = Arc::new(AtomicBool::new(false));
-    let st = Arc::new(RouteStats::default());
-    let (s2, st2) = (stop.clone(), st.clone());
-    let t = std::thread::spawn(move || {
-        let rxqs = [RxQueue { port: id0, queue: 0 }];
-        let outs = [Output { port: id0, queue: 0 }, Output { port: id1, queue: 0 }];
-        // SAFETY: this thread is the only poller of port 0 queue 0 and the only
-        // transmitter on both ports' queue 0; the ports stay started until join.
-        unsafe { route::route_loop(&rxqs, &outs, &mut ByIndex, 32, &s2, &st2) };
-    });
-    let t0 = Instant::now();
-    while st.rx_packets.load(Ordering::Relaxed) < u64::from(n) && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    stop.store(true, Ordering::SeqCst);
-    t.join().unwrap();
-    let rx = st.rx_packets.load(Ordering::Relaxed);
-    let tx = st.tx_packets.load(Ordering::Relaxed);
-    let dropped = st.dropped.load(Ordering::Relaxed);
-    assert_eq!(rx, u64::from(n));
-    assert_eq!(dropped, want_drop);
-    assert_eq!(tx + dropped + st.tx_dropped.load(Ordering::Relaxed), rx, "every packet accounted for");
-    assert_eq!(p1.stats().unwrap().tx_packets, want1);
-    p0.stop().unwrap();
-    p1.stop().unwrap();
-    drop(p0); // closes the pcap port: flushes out0.pcap
-    let got = pmd::pcap::read(&out).unwrap();
-    assert_eq!(got.len(), want0.len());
-    assert!(got.iter().zip(&want0).all(|(a, b)| a == *b), "port 0 got exactly its frames, in order");
-    let _ = std::fs::remove_dir_all(&dir);
+    let r = run("rt", n, ByIndex);
+    assert_eq!(r.rx, u64::from(n));
+    assert_eq!(r.dropped, want_drop);
+    assert_eq!(r.tx + r.dropped + r.tx_dropped, r.rx, "every packet accounted for");
+    assert_eq!(r.sink_tx, want1);
+    assert_eq!(r.out0.len(), want0.len());
+    assert!(r.out0.iter().zip(&want0).all(|(a, b)| a == *b), "port 0 got exactly its frames, in order");
 }
