@@ -761,7 +761,7 @@ impl Conntrack {
 
     /// Reclaims expired connections among the next `budget` slots (round
     /// robin, whole buckets: rounded up to a multiple of [`WAYS`]), returning
-    /// how many. Call it once per burst with a small budget.
+    /// how many. Call it often with a small budget.
     pub fn sweep(&mut self, now: u64, budget: usize) -> usize {
         self.sweep_report(now, budget, 0)
     }
@@ -776,9 +776,9 @@ impl Conntrack {
         let mut freed = 0;
         // Whole buckets (the cursor stays bucket-aligned): the bucket's
         // signature line is read before any slot's own line, and a bucket with
-        // no live slot is passed over at once. This runs after every burst, and
-        // a table is mostly empty slots: slot by slot it cost ~5 cycles per
-        // packet (vhost bench, perf) before a single connection was looked at.
+        // no live slot is passed over at once. A table is mostly empty slots:
+        // slot by slot, after every burst, it cost ~5 cycles per packet (vhost
+        // bench, perf) before a single connection was looked at.
         for _ in 0..budget.min(n).div_ceil(WAYS) {
             let b = self.cursor / WAYS;
             self.cursor = (self.cursor + WAYS) & (n - 1);

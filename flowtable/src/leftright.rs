@@ -185,7 +185,9 @@ impl<T: Absorb + Clone> Writer<T> {
 
     /// Makes every staged change visible at once as a new generation and
     /// returns it. Blocks the writer (never a reader) until the readers of the
-    /// previous copy have dropped their guards, then replays the log on it.
+    /// previous copy have let go of it (guards dropped, cached readers
+    /// revalidated), then replays the log on it; after [`PIN_WAIT`] it clones
+    /// the live copy as the next spare instead.
     pub fn publish(&mut self) -> u64 {
         self.gen += 1;
         let gen = self.gen;
