@@ -174,6 +174,29 @@ impl CtTimeouts {
     }
 }
 
+impl CtTimeouts {
+    /// Every timeout, mutable (to change their unit in one loop).
+    pub fn all_mut(&mut self) -> [&mut u64; 10] {
+        [
+            &mut self.tcp_syn_sent,
+            &mut self.tcp_syn_recv,
+            &mut self.tcp_established,
+            &mut self.tcp_fin_wait,
+            &mut self.tcp_time_wait,
+            &mut self.tcp_close,
+            &mut self.udp_new,
+            &mut self.udp_replied,
+            &mut self.icmp,
+            &mut self.other,
+        ]
+    }
+
+    /// Every timeout.
+    pub fn all(mut self) -> [u64; 10] {
+        self.all_mut().map(|v| *v)
+    }
+}
+
 impl Default for CtTimeouts {
     /// Nanoseconds.
     fn default() -> Self {

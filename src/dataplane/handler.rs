@@ -146,41 +146,11 @@ impl PolicyHandler {
         // Walk the tables whole once a second, or four times within the
         // shortest timeout if that is shorter: connections end at most that
         // late, and the sweep stays off the per-burst path.
-        let t = &cfg.ct.timeouts;
-        let shortest = [
-            t.tcp_syn_sent,
-            t.tcp_syn_recv,
-            t.tcp_established,
-            t.tcp_fin_wait,
-            t.tcp_time_wait,
-            t.tcp_close,
-            t.udp_new,
-            t.udp_replied,
-            t.icmp,
-            t.other,
-            cfg.denied_idle,
-        ]
-        .into_iter()
-        .chain((cfg.report_interval != 0).then_some(cfg.report_interval))
-        .min()
-        .unwrap_or(0);
+        let shortest = cfg.ct.timeouts.all().into_iter().chain([cfg.denied_idle]);
+        let shortest = shortest.chain((cfg.report_interval != 0).then_some(cfg.report_interval)).min().unwrap_or(0);
         cfg.sweep_period = (shortest / 4).min(1_000_000_000);
-        let t = &mut cfg.ct.timeouts;
-        for v in [
-            &mut t.tcp_syn_sent,
-            &mut t.tcp_syn_recv,
-            &mut t.tcp_established,
-            &mut t.tcp_fin_wait,
-            &mut t.tcp_time_wait,
-            &mut t.tcp_close,
-            &mut t.udp_new,
-            &mut t.udp_replied,
-            &mut t.icmp,
-            &mut t.other,
-            &mut cfg.report_interval,
-            &mut cfg.denied_idle,
-            &mut cfg.sweep_period,
-        ] {
+        let other = [&mut cfg.report_interval, &mut cfg.denied_idle, &mut cfg.sweep_period];
+        for v in cfg.ct.timeouts.all_mut().into_iter().chain(other) {
             *v = ticks(*v, tsc_hz);
         }
         let epoch_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
