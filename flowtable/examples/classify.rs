@@ -95,6 +95,20 @@ fn main() -> ExitCode {
                         found += ((b >> 8) & 0xff) as u64;
                     }
                     let n = keys.len().max(1) as f64;
+                    if let Some(core) = c.compiled() {
+                        let (mut depth, mut scanned) = (0u64, 0u64);
+                        for k in &keys {
+                            let (d, s) = core.cost(k);
+                            depth += d as u64;
+                            scanned += s as u64;
+                        }
+                        eprintln!(
+                            "core: depth/lookup={:.1} leaf_records/lookup={:.1} {:?}",
+                            depth as f64 / n,
+                            scanned as f64 / n,
+                            core.stats()
+                        );
+                    }
                     eprintln!(
                         "candidates/lookup={:.1} probes/lookup={:.1} best_found_at_probe={:.1} chain_steps={:.1} {:?}",
                         cands as f64 / n,

@@ -188,6 +188,7 @@ pub fn build(rules: &[Rule]) -> Classifier {
     for r in rules {
         c.insert(*r).expect("ClassBench rule ids are distinct");
     }
+    c.compile();
     c.shrink_to_fit();
     c
 }

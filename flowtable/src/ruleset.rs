@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use arc_swap::Guard;
 
-use crate::classify::{Classifier, ClassifyError, BURST};
+use crate::classify::{Classifier, ClassifyError, Compiled, BURST};
 use crate::key::FlowKey;
 use crate::leftright::{Absorb, Reader, Versioned, Writer};
 use crate::rule::{Rule, RuleId, RuleLookup};
@@ -58,22 +58,28 @@ impl RuleLookup for Versioned<Classifier> {
 }
 
 /// A change to a classifier, as the left-right log records it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Insert a rule.
     Insert(Rule),
     /// Remove a rule (absent: nothing happens).
     Remove(RuleId),
+    /// Install a compiled core ([`Classifier::install`]).
+    Install(Arc<Compiled>),
 }
 
 impl Absorb for Classifier {
     type Op = Op;
     type Error = ClassifyError;
     fn absorb(&mut self, op: &Op) -> Result<(), ClassifyError> {
-        match *op {
-            Op::Insert(r) => self.insert(r),
+        match op {
+            Op::Insert(r) => self.insert(*r),
             Op::Remove(id) => {
-                self.remove(id);
+                self.remove(*id);
+                Ok(())
+            }
+            Op::Install(core) => {
+                self.install(core.clone());
                 Ok(())
             }
         }
@@ -84,6 +90,20 @@ impl Absorb for Classifier {
 #[derive(Debug)]
 pub struct RuleSetWriter {
     inner: Writer<Classifier>,
+    /// A compile running on its own thread.
+    compiling: Option<std::thread::JoinHandle<Compiled>>,
+    /// Compiles started and installed.
+    compiles: (u64, u64),
+}
+
+/// Whether the staged classifier has drifted enough from its compiled core
+/// to compile a new one: a delta past 32 rules and 1/16 of the compiled
+/// ones, or a quarter of the compiled rules deleted.
+fn wants_compile(c: &Classifier) -> bool {
+    let compiled = c.compiled().map_or(0, |k| k.len());
+    let live = c.stats().compiled;
+    let delta = c.delta_len();
+    (delta > 32 && delta > live / 16) || (compiled > 32 && compiled - live > compiled / 4)
 }
 
 /// A reader handle (one per lcore; cheap to clone).
@@ -108,7 +128,7 @@ impl RuleSetReader {
 impl RuleSetWriter {
     /// Publishes `initial` as generation 0.
     pub fn new(initial: Classifier) -> Self {
-        RuleSetWriter { inner: Writer::new(initial) }
+        RuleSetWriter { inner: Writer::new(initial), compiling: None, compiles: (0, 0) }
     }
 
     /// A new reader handle.
@@ -150,8 +170,47 @@ impl RuleSetWriter {
     /// returns it. Blocks the writer (never a reader) until the readers of the
     /// previous snapshot have dropped their guards, then replays the changes
     /// on that copy ([`crate::leftright`]).
+    ///
+    /// Also keeps the compiled core fresh, off the update path: a compile
+    /// that has finished is installed first (part of this generation), and
+    /// when the changes since the last one have piled up (see
+    /// `wants_compile`) a new compile of the staged rules starts on its own
+    /// thread. Neither waits for a compile.
     pub fn publish(&mut self) -> u64 {
-        self.inner.publish()
+        if self.compiling.as_ref().is_some_and(|h| h.is_finished()) {
+            let h = self.compiling.take().expect("checked");
+            // A compile that panicked leaves the current core in place.
+            if let Ok(core) = h.join() {
+                self.inner.apply(Op::Install(Arc::new(core))).expect("install cannot fail");
+                self.compiles.1 += 1;
+            }
+        }
+        let gen = self.inner.publish();
+        if self.compiling.is_none() && wants_compile(self.inner.staged()) {
+            let input = self.inner.staged().compile_input();
+            let t = std::thread::Builder::new().name("ft-compile".into()).spawn(move || Compiled::build(input));
+            // Without a thread there is no compile: the delta serves on.
+            if let Ok(h) = t {
+                self.compiling = Some(h);
+                self.compiles.0 += 1;
+            }
+        }
+        gen
+    }
+
+    /// Compiles (started, installed) by [`Self::publish`].
+    pub fn compiles(&self) -> (u64, u64) {
+        self.compiles
+    }
+
+    /// Waits for a running compile to finish (tests, orderly shutdown); the
+    /// next [`Self::publish`] installs it.
+    pub fn wait_compile(&mut self) {
+        if let Some(h) = self.compiling.as_ref() {
+            while !h.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 }
 
@@ -193,6 +252,52 @@ mod tests {
         // Both copies agree after the replay.
         assert_eq!(w.staged().len(), 1);
         assert_eq!(w.staged().get(RuleId(2)), r.load().classifier().get(RuleId(2)));
+    }
+
+    #[test]
+    fn compiles_run_off_the_update_path_and_keep_later_changes() {
+        use crate::rule::{LinearClassifier, Prefix};
+        let mut w = RuleSetWriter::new(Classifier::new());
+        let r = w.reader();
+        let mut lin = LinearClassifier::new();
+        let rule = |id: u32, prio: u32| Rule {
+            id: RuleId(id),
+            priority: prio,
+            m: Match { dst: Prefix::v4(0x0a00_0000 | (id % 50) << 8, 24), dport: PortRange::exact(80 + (id % 7) as u16), ..Match::ANY },
+            action: Action::Allow,
+            cookie: 0,
+        };
+        for id in 0..300 {
+            w.insert(rule(id, id % 13)).unwrap();
+            lin.insert(rule(id, id % 13));
+        }
+        w.publish();
+        assert_eq!(w.compiles(), (1, 0), "300 rules in the delta start a compile");
+        // Changes while it runs: deletes, a changed rule, new rules.
+        for id in (0..300).step_by(3) {
+            assert_eq!(w.remove(RuleId(id)), lin.remove(RuleId(id)));
+        }
+        assert_eq!(w.remove(RuleId(1)), lin.remove(RuleId(1)));
+        w.insert(rule(1, 99)).unwrap();
+        lin.insert(rule(1, 99));
+        for id in 300..310 {
+            w.insert(rule(id, 5)).unwrap();
+            lin.insert(rule(id, 5));
+        }
+        w.wait_compile();
+        w.publish();
+        assert_eq!(w.compiles().1, 1, "the finished compile is installed");
+        let keys: Vec<FlowKey> = (0..60u32)
+            .flat_map(|i| (78..90).map(move |p| FlowKey::v4(0, Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(10, 0, i as u8, 9), 6, 1000, p)))
+            .collect();
+        let snap = r.load();
+        let c = snap.classifier();
+        assert!(c.stats().compiled > 0 && c.delta_len() >= 11, "compiled {} delta {}", c.stats().compiled, c.delta_len());
+        for k in &keys {
+            assert_eq!(c.lookup(k), lin.lookup(k), "{k:?}");
+            assert_eq!(w.staged().lookup(k), lin.lookup(k), "{k:?}");
+        }
+        assert_eq!((c.len(), w.staged().len()), (lin.len(), lin.len()));
     }
 
     #[test]

@@ -231,6 +231,8 @@ proptest! {
         rules in arb_rules(120),
         keys in arb_keys(200),
         ops in prop::collection::vec((any::<bool>(), 0usize..1000), 0..150),
+        compile_first in any::<bool>(),
+        compile_at in prop::option::of(0usize..150),
     ) {
         let mut cls = Classifier::new();
         let mut lin = LinearClassifier::new();
@@ -240,9 +242,19 @@ proptest! {
         }
         prop_assert_eq!(cls.len(), lin.len());
         check_keys(&cls, &lin, &keys);
-        // Random deletes of present ids and re-inserts of any generated rule.
-        for (ins, i) in ops {
+        if compile_first {
+            cls.compile();
+            prop_assert_eq!(cls.len(), lin.len());
+            check_keys(&cls, &lin, &keys);
+        }
+        // Random deletes of present ids and re-inserts of any generated rule
+        // (tombstones, revivals and delta entries over a compiled core), with
+        // a compile somewhere among them.
+        for (n, &(ins, i)) in ops.iter().enumerate() {
             if rules.is_empty() { break; }
+            if compile_at == Some(n) {
+                cls.compile();
+            }
             let r = rules[i % rules.len()];
             if ins {
                 prop_assert_eq!(cls.insert(r).is_ok(), lin.insert(r));
@@ -252,5 +264,42 @@ proptest! {
         }
         prop_assert_eq!(cls.len(), lin.len());
         check_keys(&cls, &lin, &keys);
+        for r in lin.rules() {
+            prop_assert_eq!(cls.get(r.id), Some(r));
+        }
+        prop_assert_eq!(cls.iter().count(), lin.len());
+    }
+
+    /// A core compiled from a snapshot and installed after more changes:
+    /// changed and new rules stay in the delta, deleted ones stay gone.
+    #[test]
+    fn core_installed_after_changes_equals_linear(
+        rules in arb_rules(120),
+        keys in arb_keys(200),
+        ops in prop::collection::vec((any::<bool>(), 0usize..1000, 0u32..8), 0..100),
+    ) {
+        let mut cls = Classifier::new();
+        let mut lin = LinearClassifier::new();
+        for r in &rules {
+            let ok = lin.insert(*r);
+            prop_assert_eq!(cls.insert(*r).is_ok(), ok);
+        }
+        let core = std::sync::Arc::new(flowtable::classify::Compiled::build(cls.compile_input()));
+        for &(ins, i, prio) in &ops {
+            if rules.is_empty() { break; }
+            // Re-inserts may come back with another priority: same id, changed rule.
+            let r = Rule { priority: prio, ..rules[i % rules.len()] };
+            if ins {
+                prop_assert_eq!(cls.insert(r).is_ok(), lin.insert(r));
+            } else {
+                prop_assert_eq!(cls.remove(r.id), lin.remove(r.id));
+            }
+        }
+        cls.install(core);
+        prop_assert_eq!(cls.len(), lin.len());
+        check_keys(&cls, &lin, &keys);
+        for r in lin.rules() {
+            prop_assert_eq!(cls.get(r.id), Some(r));
+        }
     }
 }

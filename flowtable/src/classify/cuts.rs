@@ -1,0 +1,825 @@
+//! The compiled core: cut trees over the IPv4 5-tuple, built at once from a
+//! snapshot of the rules and immutable afterwards (shared by `Arc` between
+//! the left-right copies). Deletes are tombstones in a per-copy bitmap, so a
+//! tree never changes; see flowtable/DESIGN.md, "Classifier".
+//!
+//! ```text
+//! rules (IPv4-or-any, no in_port/identity) sorted best first: slot = rank order
+//!   -> partitions by address specificity (src /16+?, dst /16+?), one tree each
+//! tree node: cut one field of its box into 2^b equal parts (HiCuts: the field
+//!            and b that minimise the largest child, replication <= SPACE x)
+//!            child = kids[base + (key[field] >> shift & mask)]   one 8-byte load
+//! leaf: the rules overlapping its box, best first, cut after the first rule
+//!       that covers the whole box; 32-byte records, scanned until the first
+//!       live match (the tree's best); lower slot = better across trees
+//! ```
+
+use std::collections::HashMap;
+
+use super::hot::{Hot, FULL};
+use super::{IdMap, BURST, NIL};
+use crate::key::{is_v4, FlowKey};
+use crate::rule::{PortRange, Prefix, Rule, RuleId};
+
+/// Fields a tree cuts: src, dst, sport, dport, proto.
+const DIMS: usize = 5;
+/// Bits of each field's domain.
+const DOMAIN: [u8; DIMS] = [32, 32, 16, 16, 8];
+/// A box with at most this many rules is a leaf.
+const BINTH: usize = 8;
+/// At most 2^this children per node.
+const MAX_CUT_BITS: u8 = 8;
+/// At most 2^this children at a tree's root.
+const MAX_ROOT_CUT_BITS: u8 = 14;
+/// Replication bound per node (HiCuts spfac): the children's rule counts plus
+/// the children themselves stay under this many times the node's rules.
+const SPACE: usize = 4;
+/// Depth bound (a box that cannot be split further becomes a long leaf).
+const MAX_DEPTH: u32 = 24;
+/// Bound of a tree's kids plus leaf records, per rule of its partition plus a
+/// base. A partition whose tree outgrows it is left to the delta (tuple space
+/// search handles wide, overlapping rules without replication), so no rule
+/// set can make a compile run away.
+const BUDGET_PER_RULE: usize = 64;
+const BUDGET_BASE: usize = 1 << 16;
+/// A leaf keeps its rules down to the KEEP_COVERING-th rule that covers its
+/// whole box and drops the rest (they can never win while one of those is
+/// live). If they are all deleted, the scan falls back to every rule.
+const KEEP_COVERING: usize = 2;
+const LAST: u8 = 1;
+const LAST_CUT: u8 = 3;
+/// A prefix at least this long is "specific" when partitioning.
+const SPECIFIC_LEN: u8 = 16;
+/// A port range narrower than this is "narrow" when a partition is split
+/// by ports.
+const NARROW_PORTS: u16 = 1024;
+/// A partition smaller than this joins the largest one.
+const MIN_PART: usize = 64;
+
+// A kid (child pointer) is one u64:
+//   bit 63      leaf
+//   bits 41..63 the best (lowest) slot under it, >> `Compiled::qs`
+//   leaf:       bits 0..32 its first record
+//   internal:   bits 0..29 first kid, 29..33 log2 kids, 33..38 shift, 38..41 field
+const LEAF: u64 = 1 << 63;
+const MIN_AT: u32 = 41;
+const MIN_MAX: u64 = (1 << 22) - 1;
+/// A leaf with no rules.
+const EMPTY: u64 = LEAF | MIN_MAX << MIN_AT | NIL as u64;
+const BASE_MAX: usize = (1 << 29) - 1;
+
+#[inline(always)]
+fn kid_child(k: u64, v: &[u32; DIMS]) -> usize {
+    let base = (k & BASE_MAX as u64) as usize;
+    let bits = (k >> 29) & 0xf;
+    let shift = (k >> 33) & 0x1f;
+    let dim = ((k >> 38) & 0x7) as usize;
+    base + ((v[dim] >> shift) as usize & ((1usize << bits) - 1))
+}
+
+/// A lower bound of the slots under kid `k`.
+#[inline(always)]
+fn kid_min(k: u64, qs: u32) -> u32 {
+    (((k >> MIN_AT) & MIN_MAX) << qs).min(NIL as u64) as u32
+}
+
+/// A rule's bounds per field, inclusive.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    lo: [u32; DIMS],
+    hi: [u32; DIMS],
+}
+
+/// An aligned box: field d spans `lo[d] ..= lo[d] + 2^bits[d] - 1`.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    lo: [u32; DIMS],
+    bits: [u8; DIMS],
+}
+
+impl Cell {
+    fn hi(&self, d: usize) -> u32 {
+        (self.lo[d] as u64 + (1u64 << self.bits[d]) - 1) as u32
+    }
+}
+
+fn addr_bounds(p: Prefix) -> (u32, u32) {
+    if p.len == 0 {
+        (0, u32::MAX)
+    } else {
+        let l = (p.len - 96) as u32;
+        let a = p.addr as u32;
+        let m = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        (a & m, a | !m)
+    }
+}
+
+impl Bounds {
+    fn of(r: &Rule) -> Bounds {
+        let m = &r.m;
+        let (s0, s1) = addr_bounds(m.src);
+        let (d0, d1) = addr_bounds(m.dst);
+        let (p0, p1) = m.proto.map_or((0, 255), |p| (p as u32, p as u32));
+        Bounds {
+            lo: [s0, d0, m.sport.lo as u32, m.dport.lo as u32, p0],
+            hi: [s1, d1, m.sport.hi as u32, m.dport.hi as u32, p1],
+        }
+    }
+    fn covers(&self, c: &Cell) -> bool {
+        (0..DIMS).all(|d| self.lo[d] <= c.lo[d] && self.hi[d] >= c.hi(d))
+    }
+}
+
+/// A rule as a leaf scans it (IPv4 keys only).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+struct Leaf {
+    src: u32,
+    smask: u32,
+    dst: u32,
+    dmask: u32,
+    sp_lo: u16,
+    /// hi - lo.
+    sp_w: u16,
+    dp_lo: u16,
+    dp_w: u16,
+    proto: u8,
+    pmask: u8,
+    /// On the last record of a leaf: [`LAST`], or [`LAST_CUT`] if the leaf
+    /// drops rules below its last covering rules.
+    last: u8,
+    _pad: u8,
+    slot: u32,
+}
+
+impl Leaf {
+    fn of(r: &Rule, b: &Bounds, slot: u32) -> Leaf {
+        Leaf {
+            src: b.lo[0],
+            smask: !(b.hi[0] ^ b.lo[0]),
+            dst: b.lo[1],
+            dmask: !(b.hi[1] ^ b.lo[1]),
+            sp_lo: r.m.sport.lo,
+            sp_w: r.m.sport.hi - r.m.sport.lo,
+            dp_lo: r.m.dport.lo,
+            dp_w: r.m.dport.hi - r.m.dport.lo,
+            proto: r.m.proto.unwrap_or(0),
+            pmask: if r.m.proto.is_some() { 0xff } else { 0 },
+            last: 0,
+            _pad: 0,
+            slot,
+        }
+    }
+    #[inline(always)]
+    fn matches(&self, v: &[u32; DIMS]) -> bool {
+        let a = (v[0] ^ self.src) & self.smask == 0;
+        let b = (v[1] ^ self.dst) & self.dmask == 0;
+        let c = (v[2] as u16).wrapping_sub(self.sp_lo) <= self.sp_w;
+        let d = (v[3] as u16).wrapping_sub(self.dp_lo) <= self.dp_w;
+        let e = (v[4] as u8 ^ self.proto) & self.pmask == 0;
+        a & b & c & d & e
+    }
+}
+
+/// One partition's tree.
+#[derive(Clone, Copy, Debug)]
+struct Tree {
+    root: u64,
+    /// Its best rule (lowest slot): lanes whose match is better skip it.
+    first: u32,
+}
+
+/// Shape of a compiled core (for design notes and the bench's diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Rules compiled.
+    pub rules: usize,
+    /// Trees (partitions).
+    pub trees: usize,
+    /// Child pointers (8 bytes each).
+    pub kids: usize,
+    /// Leaf records (32 bytes each): rules times their replication.
+    pub leaf_records: usize,
+    /// Deepest leaf.
+    pub max_depth: u32,
+}
+
+/// The compiled core. See the module doc.
+#[derive(Clone, Debug, Default)]
+pub struct Compiled {
+    /// By slot; slot order is rank order (slot 0 is the best rule).
+    rules: Vec<Rule>,
+    ids: IdMap,
+    trees: Vec<Tree>,
+    kids: Vec<u64>,
+    leaves: Vec<Leaf>,
+    /// Slots of rules with an address field of both families (`Prefix::ANY`),
+    /// best first: the only ones a non-IPv4 key can match.
+    any_family: Vec<u32>,
+    /// Every rule's leaf record, by slot (for [`Self::scan_all`]).
+    by_slot: Vec<Leaf>,
+    /// Slot bounds in kids are stored shifted right by this.
+    qs: u32,
+    stats: CoreStats,
+}
+
+/// True if the core can hold this rule (IPv4 or any-family prefixes, no
+/// in_port, no identities).
+pub(crate) fn eligible(r: &Rule) -> bool {
+    Hot::of(r).kind & FULL == 0
+}
+
+struct Builder<'a> {
+    bounds: &'a [Bounds],
+    recs: &'a [Leaf],
+    kids: Vec<u64>,
+    leaves: Vec<Leaf>,
+    /// Identical leaves are stored once.
+    memo: HashMap<(Vec<u32>, bool), u64>,
+    max_depth: u32,
+    /// Kids plus leaf records allowed for the tree being built.
+    budget: usize,
+    /// The tree went past its budget: it is given up.
+    over: bool,
+    qs: u32,
+}
+
+impl Builder<'_> {
+    fn leaf(&mut self, list: Vec<u32>, cut: bool) -> u64 {
+        let key = (list, cut);
+        if let Some(&k) = self.memo.get(&key) {
+            return k;
+        }
+        let list = &key.0;
+        let start = self.leaves.len() as u32;
+        for &s in list {
+            self.leaves.push(self.recs[s as usize]);
+        }
+        self.leaves.last_mut().expect("a leaf has rules").last = if cut { LAST_CUT } else { LAST };
+        let k = LEAF | ((list[0] >> self.qs) as u64) << MIN_AT | start as u64;
+        self.memo.insert(key, k);
+        k
+    }
+
+    /// The children index range rule `b` overlaps when field `d` of `c` is cut
+    /// into parts of 2^cb.
+    fn span(b: &Bounds, c: &Cell, d: usize, cb: u8) -> (usize, usize) {
+        let lo = b.lo[d].max(c.lo[d]) - c.lo[d];
+        let hi = b.hi[d].min(c.hi(d)) - c.lo[d];
+        ((lo as u64 >> cb) as usize, (hi as u64 >> cb) as usize)
+    }
+
+    /// HiCuts' choice: per field, the most cuts whose replication stays in
+    /// bounds; among fields, the smallest largest child (then the least
+    /// replication). None if no cut makes a child smaller than the node.
+    fn choose(&self, list: &[u32], c: &Cell, root: bool) -> Option<(usize, u8)> {
+        let n = list.len();
+        let limit = if root { MAX_ROOT_CUT_BITS } else { MAX_CUT_BITS };
+        let mut best: Option<(usize, usize, usize, u8)> = None; // (max child, sum, dim, bits)
+        let mut counts = Vec::new();
+        for d in 0..DIMS {
+            let mut pick = None;
+            for nb in 1..=c.bits[d].min(limit) {
+                let parts = 1usize << nb;
+                let cb = c.bits[d] - nb;
+                counts.clear();
+                counts.resize(parts + 1, 0i32);
+                let mut sum = 0usize;
+                for &s in list {
+                    let (a, z) = Self::span(&self.bounds[s as usize], c, d, cb);
+                    counts[a] += 1;
+                    counts[z + 1] -= 1;
+                    sum += z - a + 1;
+                }
+                let (mut run, mut max) = (0i32, 0i32);
+                for &x in &counts[..parts] {
+                    run += x;
+                    max = max.max(run);
+                }
+                if sum + parts > SPACE * n && pick.is_some() {
+                    break;
+                }
+                pick = Some((max as usize, sum, nb));
+            }
+            if let Some((max, sum, nb)) = pick {
+                if best.is_none_or(|(bm, bs, _, _)| (max, sum) < (bm, bs)) {
+                    best = Some((max, sum, d, nb));
+                }
+            }
+        }
+        best.filter(|&(max, ..)| max < n).map(|(_, _, d, nb)| (d, nb))
+    }
+
+    /// The kid for the rules of `list` (ascending slots) overlapping `c`;
+    /// `cut`: an ancestor already dropped rules below its covering ones.
+    fn node(&mut self, mut list: Vec<u32>, c: Cell, depth: u32, mut cut: bool) -> u64 {
+        let mut covering = list.iter().enumerate().filter(|&(_, &s)| self.bounds[s as usize].covers(&c));
+        if let Some((p, _)) = covering.nth(KEEP_COVERING - 1) {
+            cut |= p + 1 < list.len();
+            list.truncate(p + 1);
+        }
+        if list.is_empty() || self.over {
+            return EMPTY;
+        }
+        if self.kids.len() + self.leaves.len() > self.budget || self.kids.len() + (1 << MAX_ROOT_CUT_BITS) > BASE_MAX {
+            self.over = true;
+            return EMPTY;
+        }
+        self.max_depth = self.max_depth.max(depth);
+        if list.len() <= BINTH || depth >= MAX_DEPTH {
+            return self.leaf(list, cut);
+        }
+        let Some((d, nb)) = self.choose(&list, &c, depth == 0) else {
+            return self.leaf(list, cut);
+        };
+        let parts = 1usize << nb;
+        let cb = c.bits[d] - nb;
+        let first = list[0];
+        let mut lists = vec![Vec::new(); parts];
+        for &s in &list {
+            let (a, z) = Self::span(&self.bounds[s as usize], &c, d, cb);
+            for l in &mut lists[a..=z] {
+                l.push(s);
+            }
+        }
+        drop(list);
+        let base = self.kids.len();
+        self.kids.resize(base + parts, EMPTY);
+        for (i, l) in lists.into_iter().enumerate() {
+            let mut cc = c;
+            cc.lo[d] = (c.lo[d] as u64 + ((i as u64) << cb)) as u32;
+            cc.bits[d] = cb;
+            self.kids[base + i] = self.node(l, cc, depth + 1, cut);
+        }
+        base as u64 | (nb as u64) << 29 | (cb as u64) << 33 | (d as u64) << 38 | ((first >> self.qs) as u64) << MIN_AT
+    }
+}
+
+/// Moves every partition smaller than [`MIN_PART`] into the largest one.
+fn merge_small(parts: &mut [Vec<u32>; 4]) {
+    let big = (0..4).max_by_key(|&p| parts[p].len()).expect("four partitions");
+    for p in 0..4 {
+        if p != big && parts[p].len() < MIN_PART {
+            let moved = core::mem::take(&mut parts[p]);
+            parts[big].extend(moved);
+        }
+    }
+}
+
+impl Compiled {
+    /// Compiles `rules` (every one [`eligible`], ids distinct). The rules of
+    /// a partition whose tree would outgrow its budget are left out: they are
+    /// not in the core (the classifier keeps them in its delta).
+    ///
+    /// # Panics
+    /// On an ineligible rule or a repeated id.
+    pub fn build(rules: Vec<Rule>) -> Compiled {
+        Self::build_with(rules, BUDGET_PER_RULE, BUDGET_BASE)
+    }
+
+    /// [`Self::build`] with a tree budget of `per_rule` kids and leaf records
+    /// per rule plus `base`.
+    pub(crate) fn build_with(mut rules: Vec<Rule>, per_rule: usize, base: usize) -> Compiled {
+        rules.sort_unstable_by_key(|r| core::cmp::Reverse(super::rank(r)));
+        loop {
+            match Self::try_build(rules, per_rule, base) {
+                Ok(c) => return c,
+                Err(rest) => rules = rest,
+            }
+        }
+    }
+
+    /// One attempt: the core, or the rules without the given-up partitions.
+    fn try_build(rules: Vec<Rule>, per_rule: usize, base: usize) -> Result<Compiled, Vec<Rule>> {
+        let mut ids = IdMap::default();
+        ids.reserve(rules.len());
+        let mut bounds = Vec::with_capacity(rules.len());
+        let mut recs = Vec::with_capacity(rules.len());
+        let mut any_family = Vec::new();
+        for (s, r) in rules.iter().enumerate() {
+            assert!(eligible(r), "rule {:?} cannot be compiled", r.id);
+            assert!(ids.insert(r.id, s as u32).is_none(), "rule id {:?} repeated", r.id);
+            let b = Bounds::of(r);
+            recs.push(Leaf::of(r, &b, s as u32));
+            bounds.push(b);
+            if r.m.src.len == 0 || r.m.dst.len == 0 {
+                any_family.push(s as u32);
+            }
+        }
+        // Partitions by which addresses are specific (EffiCuts' separation of
+        // large and small rules): replication comes from rules wide in a
+        // field the tree cuts. A small partition joins the largest one.
+        let spec = |p: Prefix| (p.len >= 96 + SPECIFIC_LEN) as usize;
+        let mut parts: [Vec<u32>; 4] = Default::default();
+        for (s, r) in rules.iter().enumerate() {
+            parts[spec(r.m.src) | spec(r.m.dst) << 1].push(s as u32);
+        }
+        merge_small(&mut parts);
+        let mut qs = 0;
+        while (rules.len() as u64 >> qs) >= MIN_MAX {
+            qs += 1;
+        }
+        let mut b = Builder {
+            bounds: &bounds,
+            recs: &recs,
+            kids: Vec::new(),
+            leaves: Vec::new(),
+            memo: HashMap::new(),
+            max_depth: 0,
+            budget: 0,
+            over: false,
+            qs,
+        };
+        let mut trees = Vec::new();
+        let mut given_up = vec![false; rules.len()];
+        // A partition whose tree outgrows its budget is split once more, by
+        // which ports are narrow; a part that still does is given up.
+        let mut work: Vec<(Vec<u32>, bool)> = parts.into_iter().map(|l| (l, true)).collect();
+        while let Some((mut list, splittable)) = work.pop() {
+            if list.is_empty() {
+                continue;
+            }
+            list.sort_unstable();
+            let (k0, l0) = (b.kids.len(), b.leaves.len());
+            b.budget = k0 + l0 + per_rule * list.len() + base;
+            b.over = false;
+            b.memo.clear();
+            let first = list[0];
+            let root = b.node(list.clone(), Cell { lo: [0; DIMS], bits: DOMAIN }, 0, false);
+            if !b.over {
+                trees.push(Tree { root, first });
+                continue;
+            }
+            b.kids.truncate(k0);
+            b.leaves.truncate(l0);
+            if splittable {
+                let narrow = |p: PortRange| (p.hi - p.lo < NARROW_PORTS) as usize;
+                let mut sub: [Vec<u32>; 4] = Default::default();
+                for &s in &list {
+                    let m = &rules[s as usize].m;
+                    sub[narrow(m.sport) | narrow(m.dport) << 1].push(s);
+                }
+                merge_small(&mut sub);
+                work.extend(sub.into_iter().map(|l| (l, false)));
+            } else {
+                for s in list {
+                    given_up[s as usize] = true;
+                }
+            }
+        }
+        if given_up.iter().any(|&g| g) {
+            return Err(rules.into_iter().zip(given_up).filter(|(_, g)| !g).map(|(r, _)| r).collect());
+        }
+        trees.sort_unstable_by_key(|t| t.first);
+        let stats = CoreStats {
+            rules: rules.len(),
+            trees: trees.len(),
+            kids: b.kids.len(),
+            leaf_records: b.leaves.len(),
+            max_depth: b.max_depth,
+        };
+        let (mut kids, mut leaves) = (b.kids, b.leaves);
+        kids.shrink_to_fit();
+        leaves.shrink_to_fit();
+        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, by_slot: recs, qs, stats })
+    }
+
+    /// Rules compiled (live or not).
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// True if nothing was compiled.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Shape statistics.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    pub(crate) fn rule(&self, s: u32) -> &Rule {
+        &self.rules[s as usize]
+    }
+
+    pub(crate) fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub(crate) fn slot(&self, id: RuleId) -> Option<u32> {
+        self.ids.get(&id).copied()
+    }
+
+    /// Heap and inline bytes, rule records included.
+    pub fn bytes(&self) -> usize {
+        use core::mem::size_of;
+        size_of::<Self>()
+            + self.rules.capacity() * size_of::<Rule>()
+            + (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1)
+            + self.trees.capacity() * size_of::<Tree>()
+            + self.kids.capacity() * 8
+            + self.leaves.capacity() * size_of::<Leaf>()
+            + self.any_family.capacity() * 4
+            + self.by_slot.capacity() * size_of::<Leaf>()
+    }
+
+    /// Bytes of the rule records alone.
+    pub fn rule_bytes(&self) -> usize {
+        self.rules.capacity() * core::mem::size_of::<Rule>()
+    }
+
+    #[inline(always)]
+    fn values(k: &FlowKey) -> [u32; DIMS] {
+        [k.src as u32, k.dst as u32, k.sport as u32, k.dport as u32, k.proto as u32]
+    }
+
+    #[inline(always)]
+    fn descend(&self, mut k: u64, v: &[u32; DIMS]) -> u64 {
+        while k & LEAF == 0 {
+            k = self.kids[kid_child(k, v)];
+        }
+        k
+    }
+
+    /// The first live match of leaf `k` better than slot `bound`, or NIL.
+    /// Records are in slot order, so the scan stops at the first past it.
+    #[inline(always)]
+    fn scan(&self, k: u64, v: &[u32; DIMS], alive: &[u64], bound: u32) -> u32 {
+        if k == EMPTY {
+            return NIL;
+        }
+        let mut i = k as u32 as usize;
+        loop {
+            let r = &self.leaves[i];
+            if r.slot >= bound {
+                return NIL;
+            }
+            if r.matches(v) && alive[(r.slot >> 6) as usize] >> (r.slot & 63) & 1 == 1 {
+                return r.slot;
+            }
+            if r.last != 0 {
+                return if r.last == LAST_CUT { self.scan_all(v, alive, bound) } else { NIL };
+            }
+            i += 1;
+        }
+    }
+
+    /// Every rule better than `bound`, in order: for a leaf whose covering
+    /// rules were all deleted since the compile.
+    #[cold]
+    fn scan_all(&self, v: &[u32; DIMS], alive: &[u64], bound: u32) -> u32 {
+        let end = (bound as usize).min(self.by_slot.len());
+        for (s, r) in self.by_slot[..end].iter().enumerate() {
+            if r.matches(v) && alive[s >> 6] >> (s & 63) & 1 == 1 {
+                return s as u32;
+            }
+        }
+        NIL
+    }
+
+    /// The best live rule for a key that is not IPv4 on both sides.
+    #[cold]
+    fn find_other(&self, k: &FlowKey, alive: &[u64]) -> u32 {
+        for &s in &self.any_family {
+            if alive[(s >> 6) as usize] >> (s & 63) & 1 == 1 && self.rules[s as usize].m.matches(k) {
+                return s;
+            }
+        }
+        NIL
+    }
+
+    /// The slot of the best live rule for `k`, or NIL.
+    #[inline]
+    pub(crate) fn find(&self, k: &FlowKey, alive: &[u64]) -> u32 {
+        if !(is_v4(k.src) && is_v4(k.dst)) {
+            return self.find_other(k, alive);
+        }
+        let v = Self::values(k);
+        let mut best = NIL;
+        for t in &self.trees {
+            if best < t.first {
+                break;
+            }
+            let s = self.scan(self.descend(t.root, &v), &v, alive, best);
+            best = best.min(s);
+        }
+        best
+    }
+
+    /// [`Self::find`] for the `live` lanes, written to `best` (NIL: no rule).
+    /// Tree by tree; each walks all lanes one level at a time, so the lanes'
+    /// loads are independent and their cache misses overlap.
+    pub(crate) fn find_batch(&self, keys: &[FlowKey; BURST], live: u32, alive: &[u64], best: &mut [u32; BURST]) {
+        let mut v = [[0u32; DIMS]; BURST];
+        let mut v4 = 0u32;
+        let mut m = live;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let k = &keys[i];
+            if is_v4(k.src) && is_v4(k.dst) {
+                v[i] = Self::values(k);
+                v4 |= 1 << i;
+            } else {
+                best[i] = self.find_other(k, alive);
+            }
+        }
+        let mut cur = [0u64; BURST];
+        for t in &self.trees {
+            let mut lanes = 0u32;
+            let mut m = v4;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if best[i] > t.first {
+                    lanes |= 1 << i;
+                    cur[i] = t.root;
+                }
+            }
+            // Level by level over the lanes; a lane stops where nothing
+            // under its kid can beat its best match.
+            let mut walking = if t.root & LEAF == 0 { lanes } else { 0 };
+            while walking != 0 {
+                let mut m = walking;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let n = self.kids[kid_child(cur[i], &v[i])];
+                    cur[i] = n;
+                    if n & LEAF != 0 || kid_min(n, self.qs) > best[i] {
+                        walking &= !(1 << i);
+                        if n & LEAF == 0 {
+                            lanes &= !(1 << i);
+                        }
+                    }
+                }
+            }
+            let mut m = lanes;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if kid_min(cur[i], self.qs) > best[i] {
+                    lanes &= !(1 << i);
+                } else if let Some(r) = self.leaves.get(cur[i] as u32 as usize) {
+                    crate::hint::prefetch(r);
+                }
+            }
+            let mut m = lanes;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let s = self.scan(cur[i], &v[i], alive, best[i]);
+                best[i] = best[i].min(s);
+            }
+        }
+    }
+
+    /// (depth, leaf records scanned) of one lookup summed over the trees; for
+    /// tuning and design notes.
+    #[doc(hidden)]
+    pub fn cost(&self, k: &FlowKey) -> (u32, u32) {
+        let v = Self::values(k);
+        let (mut depth, mut scanned, mut best) = (0, 0, NIL);
+        for t in &self.trees {
+            if best < t.first {
+                break;
+            }
+            let mut n = t.root;
+            while n & LEAF == 0 {
+                depth += 1;
+                n = self.kids[kid_child(n, &v)];
+            }
+            if n != EMPTY {
+                let mut i = n as u32 as usize;
+                loop {
+                    let r = &self.leaves[i];
+                    if r.slot >= best {
+                        break;
+                    }
+                    scanned += 1;
+                    if r.matches(&v) {
+                        best = r.slot;
+                        break;
+                    }
+                    if r.last != 0 {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        (depth, scanned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Classifier;
+    use crate::rule::{Action, LinearClassifier, Match};
+    use core::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    fn rule(id: u32, priority: u32, m: Match) -> Rule {
+        Rule { id: RuleId(id), priority, m, action: Action::Allow, cookie: id as u64 }
+    }
+
+    /// The /16 of rule `i` (distinct for i < 2^16, spread over the space).
+    fn net(i: u32) -> u32 {
+        i.wrapping_mul(0x0135_0000)
+    }
+
+    /// 200 rules on /16s with three covering rules below them: many leaves
+    /// drop the third covering rule.
+    fn rules() -> Vec<Rule> {
+        let mut v: Vec<Rule> = (0..200u32)
+            .map(|i| {
+                let dst = Prefix::v4(net(i), 16);
+                rule(i, 100 + i % 5, Match { dst, dport: PortRange::exact(80 + (i % 3) as u16), ..Match::ANY })
+            })
+            .collect();
+        for (id, prio) in [(1000, 50), (1001, 40), (1002, 30)] {
+            v.push(rule(id, prio, Match::ANY));
+        }
+        v
+    }
+
+    fn keys() -> Vec<FlowKey> {
+        (0..256u32)
+            .flat_map(|i| {
+                (79..83).map(move |p| FlowKey::v4(0, Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::from(net(i) | 7), 6, 5, p))
+            })
+            .collect()
+    }
+
+    fn check(c: &Classifier, lin: &LinearClassifier) {
+        for k in keys() {
+            assert_eq!(c.lookup(&k).map(|r| r.id), lin.lookup(&k).map(|r| r.id), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn leaves_that_dropped_rules_fall_back_when_their_covering_rules_go() {
+        let mut c = Classifier::new();
+        let mut lin = LinearClassifier::new();
+        for r in rules() {
+            c.insert(r).unwrap();
+            lin.insert(r);
+        }
+        c.compile();
+        assert_eq!(c.stats().compiled, 203);
+        assert!(c.compiled().unwrap().leaves.iter().any(|l| l.last == LAST_CUT), "some leaf dropped rule 1002");
+        check(&c, &lin);
+        // The two best covering rules go: where no specific rule matches,
+        // only the dropped one is left.
+        for id in [1000, 1001] {
+            assert_eq!(c.remove(RuleId(id)), lin.remove(RuleId(id)));
+        }
+        check(&c, &lin);
+        let k = FlowKey::v4(0, Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::from(net(3) | 7), 6, 5, 1);
+        assert_eq!(c.lookup(&k).map(|r| r.id), Some(RuleId(1002)));
+        assert_eq!(c.delta_len(), 0, "served by the core's fallback");
+    }
+
+    #[test]
+    fn partitions_over_budget_stay_in_the_delta() {
+        let rs = rules();
+        let core = Compiled::build_with(rs.clone(), 0, 0);
+        assert_eq!((core.len(), core.stats().trees), (0, 0), "nothing fits a zero budget");
+        let mut c = Classifier::new();
+        let mut lin = LinearClassifier::new();
+        for r in &rs {
+            c.insert(*r).unwrap();
+            lin.insert(*r);
+        }
+        c.install(Arc::new(core));
+        assert_eq!((c.stats().compiled, c.delta_len()), (0, 203));
+        check(&c, &lin);
+        // A budget that fits the tree of the big partition.
+        let core = Compiled::build_with(rs, 64, 1 << 12);
+        assert!(core.len() >= 200, "{:?}", core.stats());
+        c.install(Arc::new(core));
+        check(&c, &lin);
+        assert_eq!(c.len(), lin.len());
+    }
+
+    #[test]
+    fn keys_of_other_families_see_any_family_rules_only() {
+        let any = rule(1, 5, Match { dport: PortRange::exact(53), ..Match::ANY });
+        let v4 = rule(2, 9, Match { dst: Prefix::v4(0, 0), ..Match::ANY });
+        let mixed = rule(3, 7, Match { src: Prefix::v4(0x0a00_0000, 8), ..Match::ANY });
+        let mut c = Classifier::new();
+        for r in [any, v4, mixed] {
+            c.insert(r).unwrap();
+        }
+        c.compile();
+        assert_eq!(c.stats().compiled, 3);
+        let v6 = FlowKey::new(0, 1, 2, 17, 9, 53);
+        assert_eq!(c.lookup(&v6).map(|r| r.id), Some(RuleId(1)));
+        let half = FlowKey::new(0, crate::key::v4_mapped(0x0a01_0101), 2, 17, 9, 54);
+        assert_eq!(c.lookup(&half).map(|r| r.id), Some(RuleId(3)));
+        let both = FlowKey::v4(0, Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(1, 1, 1, 1), 17, 9, 53);
+        assert_eq!(c.lookup(&both).map(|r| r.id), Some(RuleId(2)));
+    }
+}
