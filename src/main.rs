@@ -107,6 +107,10 @@ fn dispatch(args: Cli) -> Result<u8> {
             if a.bench {
                 let r = flowtable::classbench::bench(&a.rules, &a.trace, &Default::default())?;
                 println!("{r}");
+                eprintln!(
+                    "compiled={} trees={} delta: update_per_s={:.0} update_p99_us={:.2}",
+                    r.compiled, r.trees, r.delta_update_per_s, r.delta_update_p99_us
+                );
             } else {
                 let mut w = std::io::BufWriter::new(out.lock());
                 flowtable::classbench::classify(&a.rules, &a.trace, &mut w)?;

@@ -49,8 +49,14 @@ fn main() -> ExitCode {
             classbench::bench(&rules, &trace, &opts).map(|r| {
                 println!("{r}");
                 eprintln!(
-                    "subtables={} index_bytes_per_rule={:.0} lookup_mpps_mean={:.2}",
-                    r.subtables, r.index_bytes_per_rule, r.lookup_mpps_mean
+                    "subtables={} index_bytes_per_rule={:.0} lookup_mpps_mean={:.2} compiled={} trees={} delta: update_per_s={:.0} update_p99_us={:.2}",
+                    r.subtables,
+                    r.index_bytes_per_rule,
+                    r.lookup_mpps_mean,
+                    r.compiled,
+                    r.trees,
+                    r.delta_update_per_s,
+                    r.delta_update_p99_us
                 );
                 if std::env::var_os("CLASSIFY_CPU").is_some() {
                     // Lookup rate per second of CPU time actually received
@@ -96,14 +102,16 @@ fn main() -> ExitCode {
                     }
                     let n = keys.len().max(1) as f64;
                     if let Some(core) = c.compiled() {
-                        let (mut depth, mut scanned) = (0u64, 0u64);
+                        let (mut trees, mut depth, mut scanned) = (0u64, 0u64, 0u64);
                         for k in &keys {
-                            let (d, s) = core.cost(k);
+                            let (t, d, s) = core.cost(k);
+                            trees += t as u64;
                             depth += d as u64;
                             scanned += s as u64;
                         }
                         eprintln!(
-                            "core: depth/lookup={:.1} leaf_records/lookup={:.1} {:?}",
+                            "core: trees/lookup={:.1} depth/lookup={:.1} leaf_records/lookup={:.1} {:?}",
+                            trees as f64 / n,
                             depth as f64 / n,
                             scanned as f64 / n,
                             core.stats()

@@ -5,13 +5,19 @@
 //!
 //! ```text
 //! rules (IPv4-or-any, no in_port/identity) sorted best first: slot = rank order
-//!   -> partitions by address specificity (src /16+?, dst /16+?), one tree each
-//! tree node: cut one field of its box into 2^b equal parts (HiCuts: the field
-//!            and b that minimise the largest child, replication <= SPACE x)
-//!            child = kids[base + (key[field] >> shift & mask)]   one 8-byte load
-//! leaf: the rules overlapping its box, best first, cut after the first rule
-//!       that covers the whole box; 32-byte records, scanned until the first
-//!       live match (the tree's best); lower slot = better across trees
+//! layout: one tree, or one per address partition (src /16+?, dst /16+?),
+//!         whichever a cost estimate prefers; a tree over its memory budget
+//!         is split (by address, then by port narrowness), then given up
+//!         (its rules stay in the delta)
+//! node:   cut one field of its box into 2^b equal parts (HiCuts: the field
+//!         and b that minimise the largest child, replication <= SPACE x)
+//!         child = kids[base + (key[field] >> shift & mask)]  one 8-byte load;
+//!         a kid also carries the best slot beneath it (lanes that already
+//!         have a better match stop)
+//! leaf:   the rules overlapping its box, best first, down to the second one
+//!         that covers the whole box; 32-byte records scanned until the first
+//!         live match; if the covering ones are deleted, every rule is scanned
+//! lookup: trees in order of their best rule, lowest slot wins
 //! ```
 
 use std::collections::HashMap;
@@ -37,16 +43,19 @@ const SPACE: usize = 4;
 /// Depth bound (a box that cannot be split further becomes a long leaf).
 const MAX_DEPTH: u32 = 24;
 /// Bound of a tree's kids plus leaf records, per rule of its partition plus a
-/// base. A partition whose tree outgrows it is left to the delta (tuple space
-/// search handles wide, overlapping rules without replication), so no rule
-/// set can make a compile run away.
+/// base. A tree that outgrows it is split into smaller partitions, and past
+/// that its rules are left to the delta (tuple space search holds wide,
+/// overlapping rules without replication), so no rule set can make a compile
+/// run away.
 const BUDGET_PER_RULE: usize = 64;
 const BUDGET_BASE: usize = 1 << 16;
 /// A leaf keeps its rules down to the KEEP_COVERING-th rule that covers its
 /// whole box and drops the rest (they can never win while one of those is
 /// live). If they are all deleted, the scan falls back to every rule.
 const KEEP_COVERING: usize = 2;
+/// `Leaf::last` of a leaf's last record.
 const LAST: u8 = 1;
+/// `Leaf::last` of the last record of a leaf that dropped rules.
 const LAST_CUT: u8 = 3;
 /// A prefix at least this long is "specific" when partitioning.
 const SPECIFIC_LEN: u8 = 16;
@@ -125,6 +134,13 @@ impl Bounds {
             hi: [s1, d1, m.sport.hi as u32, m.dport.hi as u32, p1],
         }
     }
+    /// A key at the centre of the rule's box.
+    fn centre(&self) -> FlowKey {
+        let mid = |d: usize| self.lo[d] + (self.hi[d] - self.lo[d]) / 2;
+        let a = |x: u32| crate::key::v4_mapped(x);
+        FlowKey::new(0, a(mid(0)), a(mid(1)), mid(4) as u8, mid(2) as u16, mid(3) as u16)
+    }
+
     fn covers(&self, c: &Cell) -> bool {
         (0..DIMS).all(|d| self.lo[d] <= c.lo[d] && self.hi[d] >= c.hi(d))
     }
@@ -355,6 +371,49 @@ impl Builder<'_> {
     }
 }
 
+/// How a partition of the rules was made (see `try_build`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// All rules.
+    Whole,
+    /// By which addresses are /16 or longer.
+    Address,
+    /// By which port ranges are narrow.
+    Ports,
+}
+
+impl Split {
+    fn next(self) -> Option<Split> {
+        match self {
+            Split::Whole => Some(Split::Address),
+            Split::Address => Some(Split::Ports),
+            Split::Ports => None,
+        }
+    }
+
+    /// `list` (ascending slots) in up to four parts by this criterion, each
+    /// ascending; parts under [`MIN_PART`] rules join the largest.
+    fn split(self, list: Vec<u32>, rules: &[Rule]) -> [Vec<u32>; 4] {
+        let spec = |p: Prefix| (p.len >= 96 + SPECIFIC_LEN) as usize;
+        let narrow = |p: PortRange| (p.hi - p.lo < NARROW_PORTS) as usize;
+        let mut parts: [Vec<u32>; 4] = Default::default();
+        for s in list {
+            let m = &rules[s as usize].m;
+            let p = match self {
+                Split::Whole => 0,
+                Split::Address => spec(m.src) | spec(m.dst) << 1,
+                Split::Ports => narrow(m.sport) | narrow(m.dport) << 1,
+            };
+            parts[p].push(s);
+        }
+        merge_small(&mut parts);
+        for p in &mut parts {
+            p.sort_unstable();
+        }
+        parts
+    }
+}
+
 /// Moves every partition smaller than [`MIN_PART`] into the largest one.
 fn merge_small(parts: &mut [Vec<u32>; 4]) {
     let big = (0..4).max_by_key(|&p| parts[p].len()).expect("four partitions");
@@ -379,18 +438,42 @@ impl Compiled {
 
     /// [`Self::build`] with a tree budget of `per_rule` kids and leaf records
     /// per rule plus `base`.
+    ///
+    /// Two layouts are built: one tree for every rule, and one per address
+    /// partition (in both, a tree over budget is split further). The one
+    /// with the lower estimated lookup cost is kept, over keys at the centre
+    /// of every rule (at most 4096, spread over the set): per key 3 per tree
+    /// walked, 3.5 per level (a dependent load, rarely in L1), 1 per leaf
+    /// record (sequential), and 64 times the share of rules left out. The
+    /// weights are a fit of ns per lookup on the ClassBench sets here.
     pub(crate) fn build_with(mut rules: Vec<Rule>, per_rule: usize, base: usize) -> Compiled {
         rules.sort_unstable_by_key(|r| core::cmp::Reverse(super::rank(r)));
-        loop {
-            match Self::try_build(rules, per_rule, base) {
-                Ok(c) => return c,
-                Err(rest) => rules = rest,
+        let step = rules.len().div_ceil(4096).max(1);
+        let probes: Vec<FlowKey> = rules.iter().step_by(step).map(|r| Bounds::of(r).centre()).collect();
+        let n = rules.len().max(1) as f64;
+        let cost = |c: &Compiled| {
+            let ns: f64 = probes.iter().map(|k| c.cost(k)).map(|(t, d, s)| 3.0 * t as f64 + 3.5 * d as f64 + s as f64).sum();
+            ns / probes.len().max(1) as f64 + 64.0 * (n - c.len() as f64) / n
+        };
+        let mut best: Option<(f64, Compiled)> = None;
+        for level in [Split::Whole, Split::Address] {
+            let mut rs = rules.clone();
+            let c = loop {
+                match Self::try_build(rs, per_rule, base, level) {
+                    Ok(c) => break c,
+                    Err(rest) => rs = rest,
+                }
+            };
+            let k = cost(&c);
+            if best.as_ref().is_none_or(|(b, bc)| (k, c.bytes()) < (*b, bc.bytes())) {
+                best = Some((k, c));
             }
         }
+        best.expect("two layouts").1
     }
 
     /// One attempt: the core, or the rules without the given-up partitions.
-    fn try_build(rules: Vec<Rule>, per_rule: usize, base: usize) -> Result<Compiled, Vec<Rule>> {
+    fn try_build(rules: Vec<Rule>, per_rule: usize, base: usize, first: Split) -> Result<Compiled, Vec<Rule>> {
         let mut ids = IdMap::default();
         ids.reserve(rules.len());
         let mut bounds = Vec::with_capacity(rules.len());
@@ -406,15 +489,6 @@ impl Compiled {
                 any_family.push(s as u32);
             }
         }
-        // Partitions by which addresses are specific (EffiCuts' separation of
-        // large and small rules): replication comes from rules wide in a
-        // field the tree cuts. A small partition joins the largest one.
-        let spec = |p: Prefix| (p.len >= 96 + SPECIFIC_LEN) as usize;
-        let mut parts: [Vec<u32>; 4] = Default::default();
-        for (s, r) in rules.iter().enumerate() {
-            parts[spec(r.m.src) | spec(r.m.dst) << 1].push(s as u32);
-        }
-        merge_small(&mut parts);
         let mut qs = 0;
         while (rules.len() as u64 >> qs) >= MIN_MAX {
             qs += 1;
@@ -432,15 +506,20 @@ impl Compiled {
         };
         let mut trees = Vec::new();
         let mut given_up = vec![false; rules.len()];
-        // A partition whose tree outgrows its budget is split once more, by
-        // which ports are narrow; a part that still does is given up.
-        let mut work: Vec<(Vec<u32>, bool)> = parts.into_iter().map(|l| (l, true)).collect();
-        while let Some((mut list, splittable)) = work.pop() {
+        // A tree over its budget is given up and its rules split: by which
+        // addresses are specific, then by which ports are narrow (EffiCuts'
+        // separation of large and small rules: replication comes from rules
+        // wide in a field the tree cuts). Past that they are given up.
+        let all: Vec<u32> = (0..rules.len() as u32).collect();
+        let mut work: Vec<(Vec<u32>, Split)> = match first {
+            Split::Whole => vec![(all, Split::Whole)],
+            _ => first.split(all, &rules).into_iter().map(|l| (l, Split::Address)).collect(),
+        };
+        while let Some((list, level)) = work.pop() {
             if list.is_empty() {
                 continue;
             }
-            list.sort_unstable();
-            let (k0, l0) = (b.kids.len(), b.leaves.len());
+            let (k0, l0, d0) = (b.kids.len(), b.leaves.len(), b.max_depth);
             b.budget = k0 + l0 + per_rule * list.len() + base;
             b.over = false;
             b.memo.clear();
@@ -452,18 +531,13 @@ impl Compiled {
             }
             b.kids.truncate(k0);
             b.leaves.truncate(l0);
-            if splittable {
-                let narrow = |p: PortRange| (p.hi - p.lo < NARROW_PORTS) as usize;
-                let mut sub: [Vec<u32>; 4] = Default::default();
-                for &s in &list {
-                    let m = &rules[s as usize].m;
-                    sub[narrow(m.sport) | narrow(m.dport) << 1].push(s);
-                }
-                merge_small(&mut sub);
-                work.extend(sub.into_iter().map(|l| (l, false)));
-            } else {
-                for s in list {
-                    given_up[s as usize] = true;
+            b.max_depth = d0;
+            match level.next() {
+                Some(next) => work.extend(next.split(list, &rules).into_iter().map(|l| (l, next))),
+                None => {
+                    for s in list {
+                        given_up[s as usize] = true;
+                    }
                 }
             }
         }
@@ -675,16 +749,17 @@ impl Compiled {
         }
     }
 
-    /// (depth, leaf records scanned) of one lookup summed over the trees; for
-    /// tuning and design notes.
+    /// (trees walked, levels descended, leaf records scanned) of one lookup
+    /// of an IPv4 key; for the layout choice, tuning and design notes.
     #[doc(hidden)]
-    pub fn cost(&self, k: &FlowKey) -> (u32, u32) {
+    pub fn cost(&self, k: &FlowKey) -> (u32, u32, u32) {
         let v = Self::values(k);
-        let (mut depth, mut scanned, mut best) = (0, 0, NIL);
+        let (mut trees, mut depth, mut scanned, mut best) = (0, 0, 0, NIL);
         for t in &self.trees {
             if best < t.first {
                 break;
             }
+            trees += 1;
             let mut n = t.root;
             while n & LEAF == 0 {
                 depth += 1;
@@ -709,7 +784,7 @@ impl Compiled {
                 }
             }
         }
-        (depth, scanned)
+        (trees, depth, scanned)
     }
 }
 

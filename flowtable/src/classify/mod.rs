@@ -238,15 +238,22 @@ impl Classifier {
     pub fn install(&mut self, core: Arc<Compiled>) {
         let mut alive = vec![0u64; core.len().div_ceil(64)];
         let mut live = 0;
-        let mut delta = Tss::new();
+        let mut rest = Vec::new();
         for r in self.iter() {
             match core.slot(r.id) {
                 Some(s) if core.rule(s) == r => {
                     alive[(s >> 6) as usize] |= 1 << (s & 63);
                     live += 1;
                 }
-                _ => delta.insert(*r).expect("ids are unique"),
+                _ => rest.push(*r),
             }
+        }
+        // Best first: the tuple space's shape depends on insertion order, and
+        // this one is the same on both left-right copies.
+        rest.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r)));
+        let mut delta = Tss::new();
+        for r in rest {
+            delta.insert(r).expect("ids are unique");
         }
         *self = Classifier { delta, core: Some(core), alive, core_live: live };
     }
