@@ -232,8 +232,6 @@ pub struct Compiled {
     /// Slots of rules with an address field of both families (`Prefix::ANY`),
     /// best first: the only ones a non-IPv4 key can match.
     any_family: Vec<u32>,
-    /// Every rule's leaf record, by slot (for [`Self::scan_all`]).
-    by_slot: Vec<Leaf>,
     /// Slot bounds in kids are stored shifted right by this.
     qs: u32,
     stats: CoreStats,
@@ -555,7 +553,7 @@ impl Compiled {
         let (mut kids, mut leaves) = (b.kids, b.leaves);
         kids.shrink_to_fit();
         leaves.shrink_to_fit();
-        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, by_slot: recs, qs, stats })
+        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, qs, stats })
     }
 
     /// Rules compiled (live or not).
@@ -595,7 +593,6 @@ impl Compiled {
             + self.kids.capacity() * 8
             + self.leaves.capacity() * size_of::<Leaf>()
             + self.any_family.capacity() * 4
-            + self.by_slot.capacity() * size_of::<Leaf>()
     }
 
     /// Bytes of the rule records alone.
@@ -643,9 +640,12 @@ impl Compiled {
     /// rules were all deleted since the compile.
     #[cold]
     fn scan_all(&self, v: &[u32; DIMS], alive: &[u64], bound: u32) -> u32 {
-        let end = (bound as usize).min(self.by_slot.len());
-        for (s, r) in self.by_slot[..end].iter().enumerate() {
-            if r.matches(v) && alive[s >> 6] >> (s & 63) & 1 == 1 {
+        // Core rules have no in_port or identities: the key needs none.
+        let a = crate::key::v4_mapped;
+        let k = FlowKey::new(0, a(v[0]), a(v[1]), v[4] as u8, v[2] as u16, v[3] as u16);
+        let end = (bound as usize).min(self.rules.len());
+        for (s, r) in self.rules[..end].iter().enumerate() {
+            if alive[s >> 6] >> (s & 63) & 1 == 1 && r.m.matches(&k) {
                 return s as u32;
             }
         }
