@@ -97,13 +97,14 @@ pub struct RuleSetWriter {
 }
 
 /// Whether the staged classifier has drifted enough from its compiled core
-/// to compile a new one: a delta past 32 rules and 1/16 of the compiled
-/// ones, or a quarter of the compiled rules deleted.
+/// to compile a new one: more than 32 compilable rules in the delta and more
+/// than 1/16 of the compiled ones, or a quarter of the compiled rules deleted.
+/// Rules no compile would take (identities, IPv6, left out) never start one.
 fn wants_compile(c: &Classifier) -> bool {
     let compiled = c.compiled().map_or(0, |k| k.len());
     let live = c.stats().compiled;
-    let delta = c.delta_len();
-    (delta > 32 && delta > live / 16) || (compiled > 32 && compiled - live > compiled / 4)
+    let drift = c.drift();
+    (drift > 32 && drift > live / 16) || (compiled > 32 && compiled - live > compiled / 4)
 }
 
 /// A reader handle (one per lcore; cheap to clone).
@@ -298,6 +299,19 @@ mod tests {
             assert_eq!(w.staged().lookup(k), lin.lookup(k), "{k:?}");
         }
         assert_eq!((c.len(), w.staged().len()), (lin.len(), lin.len()));
+    }
+
+    #[test]
+    fn rules_the_core_cannot_hold_start_no_compile() {
+        let mut w = RuleSetWriter::new(Classifier::new());
+        for id in 0..100 {
+            let m = Match { src_id: Some(id), dport: PortRange::exact(80), ..Match::ANY };
+            w.insert(Rule { id: RuleId(id), priority: 1, m, action: Action::Allow, cookie: 0 }).unwrap();
+        }
+        w.publish();
+        w.publish();
+        assert_eq!(w.compiles(), (0, 0));
+        assert_eq!((w.staged().drift(), w.staged().delta_len()), (0, 100));
     }
 
     #[test]

@@ -268,6 +268,7 @@ proptest! {
             prop_assert_eq!(cls.get(r.id), Some(r));
         }
         prop_assert_eq!(cls.iter().count(), lin.len());
+        prop_assert!(cls.drift() <= cls.delta_len());
     }
 
     /// A core compiled from a snapshot and installed after more changes:

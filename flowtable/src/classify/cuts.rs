@@ -232,6 +232,8 @@ pub struct Compiled {
     /// Slots of rules with an address field of both families (`Prefix::ANY`),
     /// best first: the only ones a non-IPv4 key can match.
     any_family: Vec<u32>,
+    /// Ids of the rules of the snapshot left out (trees over budget), sorted.
+    left_out: Vec<RuleId>,
     /// Slot bounds in kids are stored shifted right by this.
     qs: u32,
     stats: CoreStats,
@@ -467,7 +469,15 @@ impl Compiled {
                 best = Some((k, c));
             }
         }
-        best.expect("two layouts").1
+        let mut c = best.expect("two layouts").1;
+        c.left_out = rules.iter().filter(|r| !c.ids.contains_key(&r.id)).map(|r| r.id).collect();
+        c.left_out.sort_unstable();
+        c
+    }
+
+    /// True if the rule with this id was in the compile's input but left out.
+    pub(crate) fn left_out(&self, id: RuleId) -> bool {
+        self.left_out.binary_search(&id).is_ok()
     }
 
     /// One attempt: the core, or the rules without the given-up partitions.
@@ -553,7 +563,7 @@ impl Compiled {
         let (mut kids, mut leaves) = (b.kids, b.leaves);
         kids.shrink_to_fit();
         leaves.shrink_to_fit();
-        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, qs, stats })
+        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, left_out: Vec::new(), qs, stats })
     }
 
     /// Rules compiled (live or not).
@@ -593,6 +603,7 @@ impl Compiled {
             + self.kids.capacity() * 8
             + self.leaves.capacity() * size_of::<Leaf>()
             + self.any_family.capacity() * 4
+            + self.left_out.capacity() * 4
     }
 
     /// Bytes of the rule records alone.
@@ -681,7 +692,8 @@ impl Compiled {
         best
     }
 
-    /// [`Self::find`] for the `live` lanes, written to `best` (NIL: no rule).
+    /// [`Self::find`] for the `live` lanes, written to `best` (which must
+    /// come in NIL for them; NIL out: no rule).
     /// Tree by tree; each walks all lanes one level at a time, so the lanes'
     /// loads are independent and their cache misses overlap.
     pub(crate) fn find_batch(&self, keys: &[FlowKey; BURST], live: u32, alive: &[u64], best: &mut [u32; BURST]) {

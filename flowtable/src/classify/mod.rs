@@ -98,6 +98,9 @@ pub struct Classifier {
     alive: Vec<u64>,
     /// Live core slots.
     core_live: usize,
+    /// Rules in the delta that a compile would move to the core (the
+    /// others cannot be compiled, or were left out by the last compile).
+    drift: usize,
 }
 
 impl Classifier {
@@ -195,6 +198,18 @@ impl Classifier {
         self.delta.len()
     }
 
+    /// Rules in the delta that a new compile would take into the core: what
+    /// a background compile waits for (rules the core cannot hold, or that
+    /// the last compile left out, do not count).
+    pub fn drift(&self) -> usize {
+        self.drift
+    }
+
+    /// True if a compile would take this rule into the core.
+    fn compilable(&self, r: &Rule) -> bool {
+        cuts::eligible(r) && !self.core.as_ref().is_some_and(|c| c.left_out(r.id))
+    }
+
     /// Adds a rule.
     ///
     /// # Errors
@@ -213,12 +228,15 @@ impl Classifier {
                 return Ok(());
             }
         }
-        self.delta.insert(rule)
+        self.delta.insert(rule)?;
+        self.drift += self.compilable(&rule) as usize;
+        Ok(())
     }
 
     /// Removes the rule with this id, returning it.
     pub fn remove(&mut self, id: RuleId) -> Option<Rule> {
         if let Some(r) = self.delta.remove(id) {
+            self.drift -= self.compilable(&r) as usize;
             return Some(r);
         }
         let s = self.core_slot(id)?;
@@ -255,7 +273,8 @@ impl Classifier {
         for r in rest {
             delta.insert(r).expect("ids are unique");
         }
-        *self = Classifier { delta, core: Some(core), alive, core_live: live };
+        *self = Classifier { delta, core: Some(core), alive, core_live: live, drift: 0 };
+        self.drift = self.delta.iter().filter(|r| self.compilable(r)).count();
     }
 
     /// Compiles every rule the core can hold into a new core, at once.
