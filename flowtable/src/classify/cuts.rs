@@ -49,6 +49,8 @@ const MAX_DEPTH: u32 = 24;
 /// run away.
 const BUDGET_PER_RULE: usize = 64;
 const BUDGET_BASE: usize = 1 << 16;
+/// And at most this many per tree (512 MiB of leaf records at the worst).
+const BUDGET_MAX: usize = 1 << 24;
 /// A leaf keeps its rules down to the KEEP_COVERING-th rule that covers its
 /// whole box and drops the rest (they can never win while one of those is
 /// live). If they are all deleted, the scan falls back to every rule.
@@ -528,7 +530,7 @@ impl Compiled {
                 continue;
             }
             let (k0, l0, d0) = (b.kids.len(), b.leaves.len(), b.max_depth);
-            b.budget = k0 + l0 + per_rule * list.len() + base;
+            b.budget = k0 + l0 + (per_rule * list.len() + base).min(BUDGET_MAX);
             b.over = false;
             b.memo.clear();
             let first = list[0];
