@@ -761,13 +761,9 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(60));
         }
-        // web:40003 -> api:8080 established, then api is quarantined.
-        let q_o = send(0, &tcpf(WEB, API, 40003, 8080, SYN, 0)) + send(0, &tcpf(WEB, API, 40003, 8080, ACK, 0));
-        let q_r = send(1, &tcpf(API, WEB, 8080, 40003, SYN | ACK, 0));
-        plane.quarantine("prod/api", true).unwrap();
-        send(0, &tcpf(WEB, API, 40003, 8080, ACK | PSH, 50));
-
-        // Wait for the end records (timeouts above: a second at most).
+        // Wait for the end records so far (timeouts above: a second at
+        // most), so that the denied flow the quarantine starts below is
+        // still idle-young (400 ms) when the lcore stops and flushes it.
         let json_path = dir.join("flows.jsonl");
         let recs = |kind: &str| -> Vec<serde_json::Value> {
             std::fs::read_to_string(&json_path)
@@ -778,11 +774,20 @@ mod tests {
                 .collect()
         };
         let by_port = |v: &[serde_json::Value], sport: u16| -> Vec<serde_json::Value> { v.iter().filter(|r| r["src"]["port"] == sport).cloned().collect() };
-        let t0 = Instant::now();
-        while [40001, 40002, 6000, 5000, 40003].iter().any(|&p| by_port(&recs("end"), p).is_empty()) {
-            assert!(t0.elapsed() < Duration::from_secs(20), "end records missing: {:?}", recs("end"));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let wait_ends = |ports: &[u16]| {
+            let t0 = Instant::now();
+            while ports.iter().any(|&p| by_port(&recs("end"), p).is_empty()) {
+                assert!(t0.elapsed() < Duration::from_secs(20), "end records missing: {:?}", recs("end"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_ends(&[40001, 40002, 6000, 5000]);
+        // web:40003 -> api:8080 established, then api is quarantined.
+        let q_o = send(0, &tcpf(WEB, API, 40003, 8080, SYN, 0)) + send(0, &tcpf(WEB, API, 40003, 8080, ACK, 0));
+        let q_r = send(1, &tcpf(API, WEB, 8080, 40003, SYN | ACK, 0));
+        plane.quarantine("prod/api", true).unwrap();
+        send(0, &tcpf(WEB, API, 40003, 8080, ACK | PSH, 50));
+        wait_ends(&[40003]);
         stop.store(true, Ordering::SeqCst);
         let h = th.join().unwrap();
         log.stop();
