@@ -55,7 +55,11 @@ fn run<C: RuleLookup>(c: &mut Criterion, cls: &str, t: &PolicyTables<C>) {
     ];
     for (name, frames, inv) in cases {
         let bs = bursts(frames);
-        let mut p = Pipeline::new(PipelineConfig { emc: EmcConfig { entries: 8192, insert_inv_prob: inv }, ..Default::default() });
+        // Sweeps paced as the switch's handler paces them (a whole table walk
+        // per second at most), not one after every burst.
+        let mut cfg = PipelineConfig { emc: EmcConfig { entries: 8192, insert_inv_prob: inv }, ..Default::default() };
+        cfg.pace_sweeps();
+        let mut p = Pipeline::new(cfg);
         for b in &bs {
             p.process(&policy, b, 0, &mut out);
         }

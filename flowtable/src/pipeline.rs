@@ -97,7 +97,8 @@ pub struct PipelineConfig {
     /// Each table is walked whole about once per this long (unit of `now`):
     /// sweeps are spaced out to that pace instead of running after every
     /// burst (0: a sweep on every `process`/`maintain` call). A connection
-    /// then ends at most about this long after its timeout. After every
+    /// then ends at most about this long after its timeout. The switch sets
+    /// it with [`PipelineConfig::pace_sweeps`]. After every
     /// burst, at ~300 k bursts/s, a 64 k-slot table was walked ~75 times a
     /// second, each walk a stream of cache misses (perf: up to 2.3 % of a
     /// vhost lcore's cycles).
@@ -130,6 +131,19 @@ impl Default for PipelineConfig {
             denied_flows: 8192,
             denied_idle: 30_000_000_000,
         }
+    }
+}
+
+impl PipelineConfig {
+    /// Sets [`Self::sweep_period`] from the times (in nanoseconds, as the
+    /// defaults are): each table walked whole once a second, or four times
+    /// within the shortest timeout (conntrack, denied-flow idle, report
+    /// interval) if that is shorter. Connections then end at most that late,
+    /// and the sweep stays off the per-burst path.
+    pub fn pace_sweeps(&mut self) {
+        let shortest = self.ct.timeouts.all().into_iter().chain([self.denied_idle]);
+        let shortest = shortest.chain((self.report_interval != 0).then_some(self.report_interval)).min().unwrap_or(0);
+        self.sweep_period = (shortest / 4).min(1_000_000_000);
     }
 }
 

@@ -143,12 +143,8 @@ impl PolicyHandler {
     /// times in `cfg` (conntrack timeouts, report interval, denied-flow idle
     /// timeout) are in nanoseconds; `tsc_hz` is the clock they become.
     pub fn new(reader: Reader<DpState>, mut cfg: PipelineConfig, ports: PortMap, events: Option<EventSender>, tsc_hz: u64) -> Self {
-        // Walk the tables whole once a second, or four times within the
-        // shortest timeout if that is shorter: connections end at most that
-        // late, and the sweep stays off the per-burst path.
-        let shortest = cfg.ct.timeouts.all().into_iter().chain([cfg.denied_idle]);
-        let shortest = shortest.chain((cfg.report_interval != 0).then_some(cfg.report_interval)).min().unwrap_or(0);
-        cfg.sweep_period = (shortest / 4).min(1_000_000_000);
+        // Paced by the configured times (still nanoseconds here).
+        cfg.pace_sweeps();
         let other = [&mut cfg.report_interval, &mut cfg.denied_idle, &mut cfg.sweep_period];
         for v in cfg.ct.timeouts.all_mut().into_iter().chain(other) {
             *v = ticks(*v, tsc_hz);
