@@ -102,7 +102,7 @@ pub struct RuleSetWriter {
 /// Rules no compile would take (identities, IPv6, left out) never start one.
 fn wants_compile(c: &Classifier) -> bool {
     let compiled = c.compiled().map_or(0, |k| k.len());
-    let live = c.stats().compiled;
+    let live = c.compiled_len();
     let drift = c.drift();
     (drift > 32 && drift > live / 16) || (compiled > 32 && compiled - live > compiled / 4)
 }

@@ -193,6 +193,12 @@ impl Classifier {
         self.core.as_deref()
     }
 
+    /// Rules served by the compiled core (live ones); `stats().compiled`
+    /// without walking the delta's chains.
+    pub fn compiled_len(&self) -> usize {
+        self.core_live
+    }
+
     /// Rules in the delta (not served by the compiled core).
     pub fn delta_len(&self) -> usize {
         self.delta.len()
