@@ -88,6 +88,22 @@ fn kid_child(k: u64, v: &[u32; DIMS]) -> usize {
     base + ((v[dim] >> shift) as usize & ((1usize << bits) - 1))
 }
 
+/// True if slot `s` is live in the tombstone bitmap `alive`.
+#[inline(always)]
+pub(crate) fn is_live(alive: &[u64], s: u32) -> bool {
+    alive[(s >> 6) as usize] >> (s & 63) & 1 == 1
+}
+
+/// Marks slot `s` live or dead in `alive`.
+pub(crate) fn set_live(alive: &mut [u64], s: u32, on: bool) {
+    let (w, bit) = (&mut alive[(s >> 6) as usize], 1u64 << (s & 63));
+    if on {
+        *w |= bit;
+    } else {
+        *w &= !bit;
+    }
+}
+
 /// A lower bound of the slots under kid `k`.
 #[inline(always)]
 fn kid_min(k: u64, qs: u32) -> u32 {
@@ -639,7 +655,7 @@ impl Compiled {
             if r.slot >= bound {
                 return NIL;
             }
-            if r.matches(v) && alive[(r.slot >> 6) as usize] >> (r.slot & 63) & 1 == 1 {
+            if r.matches(v) && is_live(alive, r.slot) {
                 return r.slot;
             }
             if r.last != 0 {
@@ -658,7 +674,7 @@ impl Compiled {
         let k = FlowKey::new(0, a(v[0]), a(v[1]), v[4] as u8, v[2] as u16, v[3] as u16);
         let end = (bound as usize).min(self.rules.len());
         for (s, r) in self.rules[..end].iter().enumerate() {
-            if alive[s >> 6] >> (s & 63) & 1 == 1 && r.m.matches(&k) {
+            if is_live(alive, s as u32) && r.m.matches(&k) {
                 return s as u32;
             }
         }
@@ -669,7 +685,7 @@ impl Compiled {
     #[cold]
     fn find_other(&self, k: &FlowKey, alive: &[u64]) -> u32 {
         for &s in &self.any_family {
-            if alive[(s >> 6) as usize] >> (s & 63) & 1 == 1 && self.rules[s as usize].m.matches(k) {
+            if is_live(alive, s) && self.rules[s as usize].m.matches(k) {
                 return s;
             }
         }

@@ -121,16 +121,7 @@ impl Classifier {
 
     #[inline(always)]
     fn is_alive(&self, s: u32) -> bool {
-        self.alive[(s >> 6) as usize] >> (s & 63) & 1 == 1
-    }
-
-    fn set_alive(&mut self, s: u32, on: bool) {
-        let w = &mut self.alive[(s >> 6) as usize];
-        if on {
-            *w |= 1 << (s & 63);
-        } else {
-            *w &= !(1 << (s & 63));
-        }
+        cuts::is_live(&self.alive, s)
     }
 
     /// The live core slot of this id.
@@ -229,7 +220,7 @@ impl Classifier {
                 return Err(ClassifyError::DuplicateId(rule.id));
             }
             if self.core.as_ref().is_some_and(|c| *c.rule(s) == rule) {
-                self.set_alive(s, true);
+                cuts::set_live(&mut self.alive, s, true);
                 self.core_live += 1;
                 return Ok(());
             }
@@ -246,7 +237,7 @@ impl Classifier {
             return Some(r);
         }
         let s = self.core_slot(id)?;
-        self.set_alive(s, false);
+        cuts::set_live(&mut self.alive, s, false);
         self.core_live -= 1;
         self.core.as_ref().map(|c| *c.rule(s))
     }
@@ -266,7 +257,7 @@ impl Classifier {
         for r in self.iter() {
             match core.slot(r.id) {
                 Some(s) if core.rule(s) == r => {
-                    alive[(s >> 6) as usize] |= 1 << (s & 63);
+                    cuts::set_live(&mut alive, s, true);
                     live += 1;
                 }
                 _ => rest.push(*r),
