@@ -354,8 +354,7 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
             lat.push((t1 - t).as_nanos() as u64);
             lat.push((t2 - t1).as_nanos() as u64);
         }
-        lat.sort_unstable();
-        p99 = lat[lat.len() * 99 / 100] as f64 / 1000.0;
+        p99 = p99_us(lat);
     }
     // Changed rules: each delete + insert moves one rule to another id (top
     // bit flipped), so the insert lands in the delta, and so does a later
@@ -379,8 +378,7 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
             lat.push((t2 - t1).as_nanos() as u64);
         }
         delta_update_per_s = (2 * opts.update_pairs) as f64 / t0.elapsed().as_secs_f64();
-        lat.sort_unstable();
-        delta_p99 = lat[lat.len() * 99 / 100] as f64 / 1000.0;
+        delta_p99 = p99_us(lat);
     }
     BenchReport {
         compiled: stats.compiled,
@@ -396,6 +394,12 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
         bytes_per_rule: bytes / rules.len().max(1) as f64,
         index_bytes_per_rule: index_bytes / rules.len().max(1) as f64,
     }
+}
+
+/// The 99th percentile of latencies in ns, in microseconds (non-empty).
+fn p99_us(mut lat: Vec<u64>) -> f64 {
+    lat.sort_unstable();
+    lat[lat.len() * 99 / 100] as f64 / 1000.0
 }
 
 /// Passes over the trace per timed window in [`bench_lookup`]: the ITERS of

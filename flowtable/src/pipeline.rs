@@ -97,11 +97,11 @@ pub struct PipelineConfig {
     /// Each table is walked whole about once per this long (unit of `now`):
     /// sweeps are spaced out to that pace instead of running after every
     /// burst (0: a sweep on every `process`/`maintain` call). A connection
-    /// then ends at most about this long after its timeout. The switch sets
-    /// it with [`PipelineConfig::pace_sweeps`]. After every
-    /// burst, at ~300 k bursts/s, a 64 k-slot table was walked ~75 times a
-    /// second, each walk a stream of cache misses (perf: up to 2.3 % of a
-    /// vhost lcore's cycles).
+    /// then ends at most about this long after its timeout. (Swept after
+    /// every burst, at ~300 k bursts/s, a 64 k-slot table was walked ~75
+    /// times a second, each walk a stream of cache misses: perf, up to 2.3 %
+    /// of a vhost lcore's cycles.) The switch sets it with
+    /// [`PipelineConfig::pace_sweeps`].
     pub sweep_period: u64,
     /// Track connections (replies of allowed flows pass, policy changes
     /// re-decide live connections). false: every packet is decided by the
