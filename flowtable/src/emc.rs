@@ -185,6 +185,11 @@ impl<V: Copy + Default> Emc<V> {
     /// of another generation). Three passes so that memory latency overlaps
     /// across the burst: prefetch the buckets; match signatures and prefetch
     /// the candidate entries; compare keys and generations.
+    ///
+    /// A lane whose flow is the previous live lane's (a train of one flow's
+    /// packets, common from VMs and bulk transfers) takes that lane's answer
+    /// without a lookup of its own: a hash compare per lane, and a key
+    /// compare when the hashes agree.
     #[inline]
     pub fn lookup_batch(
         &self,
@@ -194,12 +199,52 @@ impl<V: Copy + Default> Emc<V> {
         gen: u64,
         out: &mut [V; BURST],
     ) -> u32 {
+        // `lead[i]`: the first lane of lane i's run (followers only).
+        let mut lead = [0u8; BURST];
+        let mut follow = 0u32;
+        let mut prev: Option<usize> = None;
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
+            if let Some(p) = prev {
+                if hashes[i] == hashes[p] && same_flow(&keys[i], &keys[p]) {
+                    lead[i] = if follow & (1 << p) != 0 { lead[p] } else { p as u8 };
+                    follow |= 1 << i;
+                    prev = Some(i);
+                    continue;
+                }
+            }
+            prev = Some(i);
             prefetch(&self.buckets[self.primary(hashes[i])]);
         }
+        let miss = self.lookup_leaders(keys, hashes, live & !follow, gen, out);
+        let mut miss_all = miss;
+        let mut m = follow;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let l = lead[i] as usize;
+            if miss & (1 << l) != 0 {
+                miss_all |= 1 << i;
+            } else {
+                out[i] = out[l];
+            }
+        }
+        miss_all
+    }
+
+    /// The signature and key passes of [`Emc::lookup_batch`] over the lanes
+    /// in `live`, whose buckets are being prefetched.
+    #[inline(always)]
+    fn lookup_leaders(
+        &self,
+        keys: &[FlowKey; BURST],
+        hashes: &[u32; BURST],
+        live: u32,
+        gen: u64,
+        out: &mut [V; BURST],
+    ) -> u32 {
         let mut cand = [0u32; BURST];
         let mut ways = [0u8; BURST];
         let mut m = live;
@@ -417,6 +462,58 @@ mod tests {
                 assert_eq!(out[i], i as u32 + 100);
             }
         }
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn runs_of_one_flow_answer_like_lane_by_lane_lookups() {
+        // Bursts drawn from five flows so that runs form; some flows cached
+        // under the current generation, one under an old one, one absent. A
+        // sixth key shares flow 0's hash but not its in_port: never a run.
+        let mut c = Emc::<u32>::new(EmcConfig { entries: 256, insert_inv_prob: 1 });
+        let mut flows: Vec<(FlowKey, u32)> = (0..5).map(|i| (key(i), hash(&key(i)))).collect();
+        let mut other = flows[0].0;
+        other.in_port = 9;
+        flows.push((other, flows[0].1));
+        c.insert(&flows[0].0, flows[0].1, 3, 10);
+        c.insert(&flows[1].0, flows[1].1, 3, 11);
+        c.insert(&flows[2].0, flows[2].1, 2, 12); // stale
+        c.insert(&flows[5].0, flows[5].1, 3, 15);
+        let mut rng = 0x2545_f491u32;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng
+        };
+        let mut runs = 0;
+        for _ in 0..2000 {
+            let mut keys = [FlowKey::default(); BURST];
+            let mut hashes = [0u32; BURST];
+            let mut f = 0usize;
+            for i in 0..BURST {
+                if next() % 4 == 0 {
+                    f = next() as usize % flows.len();
+                }
+                keys[i] = flows[f].0;
+                keys[i].tcp_flags = next() as u8; // not part of the flow
+                hashes[i] = flows[f].1;
+            }
+            let live = next() | next();
+            let mut out = [u32::MAX; BURST];
+            let miss = c.lookup_batch(&keys, &hashes, live, 3, &mut out);
+            assert_eq!(miss & !live, 0, "only live lanes miss");
+            for i in (0..BURST).filter(|&i| live & (1 << i) != 0) {
+                match c.lookup(&keys[i], hashes[i], 3) {
+                    Some(v) => assert!(miss & (1 << i) == 0 && out[i] == v, "lane {i}: hit {v}, got {} (miss {})", out[i], miss >> i & 1),
+                    None => assert!(miss & (1 << i) != 0, "lane {i}: a miss"),
+                }
+                if i > 0 && live & (1 << (i - 1)) != 0 && same_flow(&keys[i], &keys[i - 1]) {
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 10_000, "the bursts had runs: {runs}");
     }
 
     #[test]
