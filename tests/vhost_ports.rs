@@ -151,6 +151,11 @@ fn case(name: &str, queues: u16, port0_server: bool) {
         }
     }
     assert!(wait_until(Duration::from_secs(10), || sw.mbufs_in_use() <= baseline), "mbufs held at the end: {}", sw.mbufs_in_use());
+    // The vhost counters (the switch's own, next to the PMD's) clear too.
+    sw.cli("clear port stats all\n");
+    for (port, field) in [(0, "RX-packets:"), (0, "RX-bytes:"), (1, "TX-packets:")] {
+        assert_eq!(sw.port_counter(port, field), 0, "port {port} {field} after clear: {}", sw.cli("show port stats all\n"));
+    }
     sw.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

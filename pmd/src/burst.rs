@@ -47,6 +47,11 @@ impl Burst {
     pub unsafe fn rx(&mut self, port: u16, queue: u16, max: u16) -> usize {
         debug_assert!(self.len == 0);
         let max = (max as usize).min(BURST) as u16;
+        if let Some(d) = crate::vhost::Direct::of(port, queue) {
+            // SAFETY: caller's contract (this thread alone polls the queue).
+            self.len = unsafe { d.rx(port, queue, &mut self.pkts[..max as usize]) };
+            return self.len;
+        }
         // SAFETY: caller's contract; the array has room for `max` pointers.
         let n = unsafe { ffi::dpdkffi_rx_burst(port, queue, self.pkts.as_mut_ptr(), max) };
         self.len = n as usize;
@@ -63,6 +68,13 @@ impl Burst {
         let n = self.len;
         if n == 0 {
             return (0, 0);
+        }
+        if let Some(d) = crate::vhost::Direct::of(port, queue) {
+            self.len = 0;
+            // SAFETY: caller's contract; the first n pointers are owned and
+            // leave the burst here (sent or freed).
+            let sent = unsafe { d.tx(queue, &mut self.pkts[..n]) };
+            return (sent, n - sent);
         }
         // SAFETY: caller's contract; the first `n` pointers are owned mbufs.
         let sent = unsafe { ffi::dpdkffi_tx_burst(port, queue, self.pkts.as_mut_ptr(), n as u16) } as usize;
@@ -86,6 +98,11 @@ impl Burst {
     pub unsafe fn rx_inline(&mut self, port: u16, queue: u16, max: u16) -> usize {
         debug_assert!(self.len == 0);
         let max = (max as usize).min(BURST) as u16;
+        if let Some(d) = crate::vhost::Direct::of(port, queue) {
+            // SAFETY: as in `rx`.
+            self.len = unsafe { d.rx(port, queue, &mut self.pkts[..max as usize]) };
+            return self.len;
+        }
         // SAFETY: rte_eth_fp_ops is DPDK's exported fast-path table, sized
         // RTE_MAX_ETHPORTS; a started port's entry and queue data are set up
         // and stay valid until the port stops, which the caller excludes.
@@ -111,6 +128,12 @@ impl Burst {
         let n = self.len;
         if n == 0 {
             return (0, 0);
+        }
+        if let Some(d) = crate::vhost::Direct::of(port, queue) {
+            self.len = 0;
+            // SAFETY: as in `tx`.
+            let sent = unsafe { d.tx(queue, &mut self.pkts[..n]) };
+            return (sent, n - sent);
         }
         // SAFETY: as rx_inline; the first n pointers are owned mbufs.
         let sent = unsafe {

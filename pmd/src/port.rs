@@ -316,6 +316,9 @@ impl Port {
         // SAFETY: configured port.
         rc("rte_eth_dev_start", unsafe { ffi::rte_eth_dev_start(self.id) })?;
         self.state = PortState::Started;
+        if crate::vhost::is_vhost(&self.devargs) {
+            crate::vhost::direct_on(self.id, self.pool.as_ptr());
+        }
         if self.conf.promiscuous {
             // Not every virtual driver has it; the failure is not fatal.
             let _ = self.set_promiscuous(true);
@@ -330,6 +333,9 @@ impl Port {
     pub fn stop(&mut self) -> Result<()> {
         if self.state != PortState::Started {
             return Ok(());
+        }
+        if crate::vhost::is_vhost(&self.devargs) {
+            crate::vhost::direct_off(self.id);
         }
         // SAFETY: started port; the caller stopped the poll loops.
         rc("rte_eth_dev_stop", unsafe { ffi::rte_eth_dev_stop(self.id) })?;
@@ -439,6 +445,15 @@ impl Port {
         let mut s = ffi::rte_eth_stats::default();
         // SAFETY: valid out-struct.
         rc("rte_eth_stats_get", unsafe { ffi::rte_eth_stats_get(self.id, &mut s) })?;
+        if crate::vhost::is_vhost(&self.devargs) {
+            // What the direct path moved, past the PMD's own counters.
+            let [rp, rb, tp, tb, td] = crate::vhost::direct_counts(self.id);
+            s.ipackets += rp;
+            s.ibytes += rb;
+            s.opackets += tp;
+            s.obytes += tb;
+            s.oerrors += td;
+        }
         Ok(PortStats {
             rx_packets: s.ipackets,
             tx_packets: s.opackets,
@@ -458,6 +473,7 @@ impl Port {
     pub fn reset_stats(&self) -> Result<()> {
         // SAFETY: valid port id.
         rc("rte_eth_stats_reset", unsafe { ffi::rte_eth_stats_reset(self.id) })?;
+        crate::vhost::direct_reset(self.id);
         // SAFETY: valid port id; drivers without xstats return an error we ignore.
         unsafe { ffi::rte_eth_xstats_reset(self.id) };
         Ok(())
@@ -479,7 +495,7 @@ impl Port {
             ffi::rte_eth_xstats_get_names(self.id, names.as_mut_ptr(), n)
         })?;
         let m = got.min(gotn).min(n) as usize;
-        Ok(vals[..m]
+        let mut out: Vec<(String, u64)> = vals[..m]
             .iter()
             .map(|v| {
                 let nm = names.get(v.id as usize).map_or_else(String::new, |x| {
@@ -488,7 +504,13 @@ impl Port {
                 });
                 (nm, v.value)
             })
-            .collect())
+            .collect();
+        if crate::vhost::is_vhost(&self.devargs) {
+            // The PMD's xstats see only what went through its burst functions.
+            let names = ["direct_rx_packets", "direct_rx_bytes", "direct_tx_packets", "direct_tx_bytes", "direct_tx_dropped"];
+            out.extend(names.iter().map(|n| n.to_string()).zip(crate::vhost::direct_counts(self.id)));
+        }
+        Ok(out)
     }
 
     /// The pool rx queues draw from.

@@ -15,11 +15,18 @@
 //! A port outlives its VM: while nothing is connected, `rx_burst` returns 0 and
 //! `tx_burst` sends nothing (the poll loop frees and counts the unsent mbufs),
 //! so no mbuf is held by a dead connection.
+//!
+//! The packet path of a started vhost port skips the PMD's burst functions
+//! and calls the vhost library itself, as OVS does (see [`Direct`]): the
+//! PMD's rx and tx walk every packet again for its counters and free sent
+//! mbufs one by one (perf: 6.8 % of a policy lcore). Its control side (probe,
+//! sockets, reconnects, link events) stays as it is.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{rc, Error, PortNum, Result};
 use dpdk_ffi as ffi;
@@ -165,6 +172,9 @@ unsafe extern "C" fn on_event(port: u16, event: ffi::rte_eth_event_type, _arg: *
         }
         // Release: pairs with the Acquire in `events`; ups/downs are counted first.
         e.lsc.fetch_add(1, Ordering::Release);
+        // On a disconnect this waits until no lcore is inside the library
+        // with the old device: the library frees it when this returns.
+        refresh_vid(port);
     } else if event == ffi::rte_eth_event_type::RTE_ETH_EVENT_QUEUE_STATE {
         e.queue_state.fetch_add(1, Ordering::Relaxed);
     }
@@ -209,6 +219,214 @@ pub fn events(port: PortNum) -> LinkEvents {
         downs: e.downs.load(Ordering::Relaxed),
         queue_state: e.queue_state.load(Ordering::Relaxed),
     }
+}
+
+/// Queues per port the direct path serves; higher ones go through the PMD.
+pub const DIRECT_QUEUES: usize = 8;
+
+/// One queue pair's direct-path state: who is inside the library, and the
+/// counters the PMD would have kept (single writer: the polling lcore).
+#[derive(Debug)]
+#[repr(align(64))]
+struct DirectQueue {
+    rx_busy: AtomicBool,
+    tx_busy: AtomicBool,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+/// The direct packet path of a vhost port: `rte_vhost_dequeue_burst` and
+/// `rte_vhost_enqueue_burst` on the device the PMD attached.
+///
+/// ```text
+///  lcore (per burst)                  vhost thread (LSC callback)
+///  busy = 1          (SeqCst)         connect:    vid = PMD's vid
+///  v = vid           (SeqCst)         disconnect: vid = -1       (SeqCst)
+///  v >= 0: dequeue/enqueue(v, ...)                wait until busy == 0
+///  busy = 0          (Release)                    (then the library frees it)
+/// ```
+/// Either the lcore sees -1, or the callback sees it busy and waits: a
+/// device is never used after its destroy callback returns. The same
+/// handshake the PMD runs on its own queues (`allow_queuing`).
+#[derive(Debug)]
+pub struct Direct {
+    on: AtomicBool,
+    vid: AtomicI32,
+    pool: AtomicPtr<ffi::rte_mempool>,
+    q: [DirectQueue; DIRECT_QUEUES],
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialise the arrays
+const NO_QUEUE: DirectQueue = DirectQueue {
+    rx_busy: AtomicBool::new(false),
+    tx_busy: AtomicBool::new(false),
+    rx_packets: AtomicU64::new(0),
+    rx_bytes: AtomicU64::new(0),
+    tx_packets: AtomicU64::new(0),
+    tx_bytes: AtomicU64::new(0),
+    tx_dropped: AtomicU64::new(0),
+};
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_DIRECT: Direct =
+    Direct { on: AtomicBool::new(false), vid: AtomicI32::new(-1), pool: AtomicPtr::new(std::ptr::null_mut()), q: [NO_QUEUE; DIRECT_QUEUES] };
+static DIRECT: [Direct; ffi::RTE_MAX_ETHPORTS as usize] = [NO_DIRECT; ffi::RTE_MAX_ETHPORTS as usize];
+/// Serialises vid updates (callback thread, port start and stop).
+static DIRECT_LOCK: Mutex<()> = Mutex::new(());
+
+#[inline(always)]
+fn bump(c: &AtomicU64, v: u64) {
+    // Single writer (the lcore polling the queue): load + store.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+}
+
+/// Takes the PMD's current device id for `port`, and on a disconnect waits
+/// until no lcore is still inside the library with the old one.
+fn refresh_vid(port: PortNum) {
+    let Some(d) = DIRECT.get(port as usize) else { return };
+    let _g = DIRECT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // SAFETY: plain lookup under the PMD's own lock; -1 when detached.
+    let vid = unsafe { ffi::rte_eth_vhost_get_vid_from_port_id(port) };
+    d.vid.store(vid, Ordering::SeqCst);
+    if vid < 0 {
+        d.wait_idle();
+    }
+}
+
+impl Direct {
+    /// The direct path of `port` queue `queue`, when it serves it.
+    #[inline(always)]
+    pub fn of(port: u16, queue: u16) -> Option<&'static Direct> {
+        let d = DIRECT.get(port as usize)?;
+        (d.on.load(Ordering::Relaxed) && (queue as usize) < DIRECT_QUEUES).then_some(d)
+    }
+
+    fn wait_idle(&self) {
+        for q in &self.q {
+            while q.rx_busy.load(Ordering::SeqCst) || q.tx_busy.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Dequeues up to `pkts.len()` packets the guest sent on queue pair
+    /// `queue` into `pkts`; returns how many.
+    ///
+    /// # Safety
+    /// `queue < DIRECT_QUEUES`, polled by this thread only; `pkts` has room.
+    #[inline(always)]
+    pub unsafe fn rx(&self, port: u16, queue: u16, pkts: &mut [*mut ffi::rte_mbuf]) -> usize {
+        let q = &self.q[queue as usize];
+        q.rx_busy.store(true, Ordering::SeqCst);
+        let vid = self.vid.load(Ordering::SeqCst);
+        let n = if vid < 0 {
+            0
+        } else {
+            // SAFETY: the device stays alive while rx_busy is set (see the
+            // type's handshake); the pool is the queue's, set at start.
+            unsafe {
+                ffi::rte_vhost_dequeue_burst(vid, queue * 2 + 1, self.pool.load(Ordering::Relaxed), pkts.as_mut_ptr(), pkts.len() as u16)
+            }
+        } as usize;
+        q.rx_busy.store(false, Ordering::Release);
+        let mut bytes = 0u64;
+        for &m in &pkts[..n] {
+            // SAFETY: freshly dequeued mbufs, owned by the caller now.
+            unsafe {
+                (*m).port = port;
+                bytes += u64::from((*m).pkt_len);
+            }
+        }
+        bump(&q.rx_packets, n as u64);
+        bump(&q.rx_bytes, bytes);
+        n
+    }
+
+    /// Enqueues `pkts` to the guest on queue pair `queue` (the library copies
+    /// them) and frees them all; returns how many the guest got.
+    ///
+    /// # Safety
+    /// `queue < DIRECT_QUEUES`, used by this thread only; `pkts` are owned
+    /// mbufs, gone afterwards.
+    #[inline(always)]
+    pub unsafe fn tx(&self, queue: u16, pkts: &mut [*mut ffi::rte_mbuf]) -> usize {
+        let q = &self.q[queue as usize];
+        q.tx_busy.store(true, Ordering::SeqCst);
+        let vid = self.vid.load(Ordering::SeqCst);
+        let sent = if vid < 0 {
+            0
+        } else {
+            // SAFETY: as in `rx`; the library only reads the mbufs.
+            unsafe { ffi::rte_vhost_enqueue_burst(vid, queue * 2, pkts.as_mut_ptr(), pkts.len() as u16) }
+        } as usize;
+        q.tx_busy.store(false, Ordering::Release);
+        // SAFETY: owned mbufs (caller's contract).
+        let bytes: u64 = pkts[..sent].iter().map(|&m| u64::from(unsafe { (*m).pkt_len })).sum();
+        bump(&q.tx_packets, sent as u64);
+        bump(&q.tx_bytes, bytes);
+        if sent < pkts.len() {
+            bump(&q.tx_dropped, (pkts.len() - sent) as u64);
+        }
+        // SAFETY: copied or dropped, every one is still ours to free.
+        unsafe { crate::mbuf::free_bulk(pkts) };
+        sent
+    }
+}
+
+/// What [`direct_reset`] saw last, per port (the counters have one writer,
+/// the lcore, so a reset moves this base instead).
+static DIRECT_BASE: Mutex<[[u64; 5]; ffi::RTE_MAX_ETHPORTS as usize]> = Mutex::new([[0; 5]; ffi::RTE_MAX_ETHPORTS as usize]);
+
+fn direct_raw(port: PortNum) -> [u64; 5] {
+    let mut c = [0u64; 5];
+    if let Some(d) = DIRECT.get(port as usize) {
+        for q in &d.q {
+            for (v, a) in c.iter_mut().zip([&q.rx_packets, &q.rx_bytes, &q.tx_packets, &q.tx_bytes, &q.tx_dropped]) {
+                *v += a.load(Ordering::Relaxed);
+            }
+        }
+    }
+    c
+}
+
+/// Counters of a port's direct path since the last [`direct_reset`]: rx
+/// packets, rx bytes, tx packets, tx bytes, tx dropped (the guest's ring was
+/// full or nothing was connected).
+pub fn direct_counts(port: PortNum) -> [u64; 5] {
+    let base = DIRECT_BASE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let b = base.get(port as usize).copied().unwrap_or_default();
+    let mut c = direct_raw(port);
+    for (v, b) in c.iter_mut().zip(b) {
+        *v = v.wrapping_sub(b);
+    }
+    c
+}
+
+/// Zeroes what [`direct_counts`] reports for `port`.
+pub fn direct_reset(port: PortNum) {
+    let mut base = DIRECT_BASE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(b) = base.get_mut(port as usize) {
+        *b = direct_raw(port);
+    }
+}
+
+/// Turns the direct path of a started vhost port on, with rx buffers from `pool`.
+pub(crate) fn direct_on(port: PortNum, pool: *mut ffi::rte_mempool) {
+    let Some(d) = DIRECT.get(port as usize) else { return };
+    d.pool.store(pool, Ordering::Relaxed);
+    refresh_vid(port);
+    d.on.store(true, Ordering::Release);
+}
+
+/// Turns it off (the port stops): later bursts go to the PMD, which holds
+/// them while stopped.
+pub(crate) fn direct_off(port: PortNum) {
+    let Some(d) = DIRECT.get(port as usize) else { return };
+    let _g = DIRECT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    d.on.store(false, Ordering::SeqCst);
+    d.wait_idle();
 }
 
 /// What the vhost library knows of a port's frontend right now.
