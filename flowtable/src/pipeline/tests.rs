@@ -440,3 +440,93 @@ fn sweeps_are_paced_by_the_sweep_period() {
     assert_eq!(paced.conntrack().len(), 0, "one walk after the timeout every connection is gone");
     assert_eq!(paced.conntrack().counters().expired, live as u64);
 }
+
+#[test]
+fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
+    // Three TCP connections through their lives (handshake, data both ways,
+    // FIN or RST, then again on the same ports), two UDP flows both ways and
+    // denied traffic, interleaved in runs of 1-9 packets. Pipeline `bursty`
+    // takes 32 at a time, `single` one at a time at the same clock: verdicts
+    // and every connection's state, times and counters agree.
+    use crate::parse::l4::tcp_flags::FIN;
+    let w = World::new();
+    // A connection's script: (frame, in_port) per phase; the data phase repeats.
+    let script = |s: u16| -> Vec<(Vec<u8>, u16)> {
+        vec![
+            (tcp(A, B, s, 80, SYN), 1),
+            (tcp(B, A, 80, s, SYN | ACK), 2),
+            (tcp(A, B, s, 80, ACK), 1),
+            (tcp(B, A, 80, s, ACK), 2),
+            (tcp(A, B, s, 80, FIN | ACK), 1),
+            (tcp(B, A, 80, s, FIN | ACK), 2),
+            (tcp(A, B, s, 80, ACK), 1),
+        ]
+    };
+    let mut scripts: Vec<Vec<(Vec<u8>, u16)>> = [40000, 40001, 40002].into_iter().map(script).collect();
+    for s in [5000, 5001] {
+        scripts.push(vec![(udp(A, B, s, 53), 1), (udp(B, A, 53, s), 2)]);
+    }
+    scripts.push(vec![(tcp(C, B, 1234, 80, SYN), 3)]);
+    let rst: Vec<(Vec<u8>, u16)> = [40000, 40001, 40002].into_iter().map(|s| (tcp(A, B, s, 80, RST), 1)).collect();
+    let mut rng = 0x9e37_79b9u32;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        rng
+    };
+    let mut phase = vec![0usize; scripts.len()];
+    let mut seq: Vec<(&[u8], u16)> = Vec::new();
+    while seq.len() < 4000 {
+        let c = next() as usize % scripts.len();
+        let len = scripts[c].len();
+        let (f, port) = if c < 3 && phase[c] == 2 && next() % 12 == 0 {
+            phase[c] = 0; // reset mid-connection; the next run opens it again
+            (&rst[c].0, rst[c].1)
+        } else if c < 3 && phase[c] == 1 && next() % 4 == 0 {
+            // An ACK before the SYN-ACK: invalid, counted per packet.
+            (&scripts[c][2].0, scripts[c][2].1)
+        } else {
+            let p = phase[c];
+            // TCP: handshake in order, then data both ways for a while, then
+            // the FIN exchange and again; UDP: the request first, then both ways.
+            phase[c] = match (c < 3, p) {
+                (true, 2 | 3) if next() % 6 != 0 => 2 + next() as usize % 2,
+                (true, 2 | 3) => 4, // FIN after data of either side
+                (true, _) => (p + 1) % len,
+                (false, _) => next() as usize % len,
+            };
+            (&scripts[c][p].0, scripts[c][p].1)
+        };
+        for _ in 0..1 + next() % 9 {
+            seq.push((f.as_slice(), port));
+        }
+    }
+    let (mut bursty, mut single) = (pipeline(), pipeline());
+    let mut fates = (Vec::new(), Vec::new());
+    for (c, chunk) in seq.chunks(32).enumerate() {
+        let now = c as u64 * SEC / 10;
+        let pkts: Vec<RxPacket> = chunk.iter().map(|&(frame, in_port)| RxPacket { frame, rss: None, in_port }).collect();
+        let mut out = vec![PacketVerdict::default(); pkts.len()];
+        bursty.process(&w.policy(), &pkts, now, &mut out);
+        fates.0.extend(out.iter().map(|v| v.fate));
+        for &(frame, in_port) in chunk {
+            fates.1.push(one(&mut single, &w, frame, in_port, now).fate);
+        }
+    }
+    assert_eq!(fates.0, fates.1);
+    assert!(fates.0.contains(&Fate::Forward(1)) && fates.0.contains(&Fate::Drop(DropReason::PolicyEgress)));
+    let conns = |p: &Pipeline| {
+        let mut v: Vec<_> = p.conntrack().iter().map(|(_, c)| (c.orig, c.state, c.last_seen, c.expires, c.packets, c.bytes)).collect();
+        v.sort_by_key(|c| (c.0.sport, c.0.dport, c.0.proto));
+        v
+    };
+    let (a, b) = (conns(&bursty), conns(&single));
+    assert!(a.len() >= 4, "{a:?}");
+    assert_eq!(a, b);
+    let (sa, sb) = (bursty.stats(), single.stats());
+    assert_eq!((sa.forwarded, sa.ct_created, sa.ct_stale), (sb.forwarded, sb.ct_created, sb.ct_stale));
+    let (ca, cb) = (bursty.conntrack().counters(), single.conntrack().counters());
+    assert!(ca.invalid > 0);
+    assert_eq!(ca.invalid, cb.invalid);
+}
