@@ -506,7 +506,7 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
     let mut fates = (Vec::new(), Vec::new());
     for (c, chunk) in seq.chunks(32).enumerate() {
         let now = c as u64 * SEC / 10;
-        let pkts: Vec<RxPacket> = chunk.iter().map(|&(frame, in_port)| RxPacket { frame, rss: None, in_port }).collect();
+        let pkts: Vec<RxPacket<'_>> = chunk.iter().map(|&(frame, in_port)| RxPacket { frame, rss: None, in_port }).collect();
         let mut out = vec![PacketVerdict::default(); pkts.len()];
         bursty.process(&w.policy(), &pkts, now, &mut out);
         fates.0.extend(out.iter().map(|v| v.fate));
