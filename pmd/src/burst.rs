@@ -49,7 +49,7 @@ impl Burst {
         let max = (max as usize).min(BURST) as u16;
         if let Some(d) = crate::vhost::Direct::of(port, queue) {
             // SAFETY: caller's contract (this thread alone polls the queue).
-            self.len = unsafe { d.rx(port, queue, &mut self.pkts[..max as usize]) };
+            self.len = unsafe { d.rx(queue, &mut self.pkts[..max as usize]) };
             return self.len;
         }
         // SAFETY: caller's contract; the array has room for `max` pointers.
@@ -100,7 +100,7 @@ impl Burst {
         let max = (max as usize).min(BURST) as u16;
         if let Some(d) = crate::vhost::Direct::of(port, queue) {
             // SAFETY: as in `rx`.
-            self.len = unsafe { d.rx(port, queue, &mut self.pkts[..max as usize]) };
+            self.len = unsafe { d.rx(queue, &mut self.pkts[..max as usize]) };
             return self.len;
         }
         // SAFETY: rte_eth_fp_ops is DPDK's exported fast-path table, sized

@@ -317,7 +317,7 @@ impl Direct {
     /// # Safety
     /// `queue < DIRECT_QUEUES`, polled by this thread only; `pkts` has room.
     #[inline(always)]
-    pub unsafe fn rx(&self, port: u16, queue: u16, pkts: &mut [*mut ffi::rte_mbuf]) -> usize {
+    pub unsafe fn rx(&self, queue: u16, pkts: &mut [*mut ffi::rte_mbuf]) -> usize {
         let q = &self.q[queue as usize];
         q.rx_busy.store(true, Ordering::SeqCst);
         let vid = self.vid.load(Ordering::SeqCst);
@@ -331,14 +331,10 @@ impl Direct {
             }
         } as usize;
         q.rx_busy.store(false, Ordering::Release);
-        let mut bytes = 0u64;
-        for &m in &pkts[..n] {
-            // SAFETY: freshly dequeued mbufs, owned by the caller now.
-            unsafe {
-                (*m).port = port;
-                bytes += u64::from((*m).pkt_len);
-            }
-        }
+        // The mbufs' `port` stays as the library left it: nothing here reads
+        // it, and storing it cost ~7 cycles per packet in `bench vhost`.
+        // SAFETY: freshly dequeued mbufs, owned by the caller now.
+        let bytes: u64 = pkts[..n].iter().map(|&m| u64::from(unsafe { (*m).pkt_len })).sum();
         bump(&q.rx_packets, n as u64);
         bump(&q.rx_bytes, bytes);
         n
