@@ -371,6 +371,9 @@ impl RouteHandler for PolicyHandler {
         if self.pipeline.pending_notes() != 0 {
             emit_notes(&mut self.pipeline, self.events.as_ref(), st, &self.clock, &mut self.stats.events_lost);
         }
+        // The last destination that forwarded: a burst is often one flow, or
+        // a few, to one workload (dests entry, output, MAC looked up once).
+        let mut last: Option<(u16, u8, Option<[u8; 6]>)> = None;
         for i in 0..n {
             let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
                 Pre::Soft(h) => {
@@ -400,6 +403,13 @@ impl RouteHandler for PolicyHandler {
                 continue;
             }
             dest[i] = match v.fate {
+                Fate::Forward(id) if last.is_some_and(|l| l.0 == id) => {
+                    let (_, o, mac) = last.unwrap_or_default();
+                    if let Some(mac) = mac {
+                        burst.data_mut(i)[0..6].copy_from_slice(&mac);
+                    }
+                    o
+                }
                 Fate::Forward(id) => {
                     let d = st.dests[id as usize];
                     match self.ports.out_of_port.get(d.port as usize) {
@@ -411,6 +421,7 @@ impl RouteHandler for PolicyHandler {
                             if let Some(mac) = d.mac {
                                 burst.data_mut(i)[0..6].copy_from_slice(&mac);
                             }
+                            last = Some((id, o, d.mac));
                             o
                         }
                         _ => {
@@ -491,8 +502,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    /// A TCP SYN addressed to the switch's MAC (any other than a workload's,
+    /// so that the rewrite shows).
     fn tcp(src: u32, dst: u32, dport: u16) -> Vec<u8> {
-        Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport: 40000, dport, flags: 0x02 }).build()
+        let mut f = Spec::new(v4_mapped(src), v4_mapped(dst), L4::Tcp { sport: 40000, dport, flags: 0x02 }).build();
+        f[0..6].copy_from_slice(&[2, 0xee, 0, 0, 0, 0xee]);
+        f
     }
 
     /// A neighbour solicitation from fd00::1 (02:aa:..:01) for fd00::2, with
@@ -542,6 +557,7 @@ mod tests {
         let dir = testing::scratch("policy-engine");
         let frames = vec![
             tcp(WEB, API, 8080),                                  // allowed -> api's port
+            tcp(WEB, API, 8080),                                  // the same flow again: rewritten alike
             tcp(WEB, DB, 5432),                                   // denied: db takes api only
             tcp(API, DB, 5432),                                   // allowed -> db's port
             arp_frame(1, [2, 0xaa, 0, 0, 0, 1], WEB, API),        // answered out of port 0
@@ -608,7 +624,7 @@ mod tests {
         p0.stop().unwrap();
         p1.stop().unwrap();
         drop((p0, p1)); // close: flush the pcaps
-        assert_eq!(st.rx_packets.load(Ordering::Relaxed), 7);
+        assert_eq!(st.rx_packets.load(Ordering::Relaxed), 8);
         assert_eq!(st.dropped.load(Ordering::Relaxed), 2);
         let ps = h.pipeline_stats();
         assert_eq!(ps.drop_policy_ingress, 2, "{ps:?}");
@@ -616,10 +632,12 @@ mod tests {
         assert_eq!(h.stats.nd_replied, 1);
 
         let out1 = pmd::pcap::read(&o1).unwrap();
-        assert_eq!(out1.len(), 2, "api and db flows leave on their port");
-        assert_eq!(out1[0][0..6], [2, 0, 0, 0, 0, 2], "destination MAC rewritten to api's");
-        assert_eq!(out1[0][6..], frames[0][6..], "the rest of the frame unchanged");
-        assert_eq!(out1[1][0..6], [2, 0, 0, 0, 0, 3]);
+        assert_eq!(out1.len(), 3, "api and db flows leave on their port");
+        for f in &out1[..2] {
+            assert_eq!(f[0..6], [2, 0, 0, 0, 0, 2], "destination MAC rewritten to api's");
+            assert_eq!(f[6..], frames[0][6..], "the rest of the frame unchanged");
+        }
+        assert_eq!(out1[2][0..6], [2, 0, 0, 0, 0, 3]);
         let out0 = pmd::pcap::read(&o0).unwrap();
         assert_eq!(out0.len(), 3, "the ARP reply, the uplink flow and the neighbour advertisement");
         let na = &out0[2];
