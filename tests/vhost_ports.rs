@@ -169,3 +169,56 @@ fn vhost_server_and_client_one_queue_frontend_restart() {
 fn vhost_client_and_server_two_queues_frontend_restart() {
     case("vh2q", 2, false);
 }
+
+/// A 2-queue port whose VM set up one queue pair: the switch polls only the
+/// vrings the frontend enabled (the vhost library logs an error for each call
+/// on a vring that does not exist), and the one queue carries every frame.
+#[test]
+fn vhost_two_queue_ports_serve_one_queue_frontends() {
+    let _g = serial();
+    let dir = scratch("vh2on1");
+    let pid = std::process::id();
+    let (s0, s1) = (dir.join("vm0.sock"), dir.join("vm1.sock"));
+    let model = dir.join("model.toml");
+    std::fs::write(&model, "[[namespaces]]\nname = \"lab\"\n").unwrap();
+    let sw = Switch::start(
+        &dir,
+        &format!("bh-vh2on1-{pid}"),
+        &format!(
+            "[forwarding]\nmode = \"io\"\n[[port]]\ndevargs = \"net_vhost0,iface={},queues=2\"\n[[port]]\ndevargs = \"net_vhost1,iface={},queues=2\"\n[policy]\nmodel = \"{}\"\n",
+            s0.display(),
+            s1.display(),
+            model.display()
+        ),
+    );
+    let empty = dir.join("empty.pcap");
+    write_pcap(&empty, &[]);
+    let want = frames(N, TAG);
+    write_pcap(&dir.join("in0.pcap"), &want);
+    let args = ["--rxq=1", "--txq=1", "--forward-mode=io"];
+    let mut b = Frontend::start(&dir, &format!("bh-vh2on1-b-{pid}"), &[virtio(&s1, 1, false), format!("net_pcap0,rx_pcap={},tx_pcap={}", empty.display(), dir.join("out0.pcap").display())], &args);
+    b.cmd("start");
+    let mut a = Frontend::start(&dir, &format!("bh-vh2on1-a-{pid}"), &[virtio(&s0, 1, false), format!("net_pcap0,rx_pcap={},tx_pcap={}", dir.join("in0.pcap").display(), dir.join("aback0.pcap").display())], &args);
+    let both = wait_until(Duration::from_secs(30), || sw.vhost_state(0).0 == "connected" && sw.vhost_state(1).0 == "connected");
+    assert!(both, "frontends did not connect: {}", sw.cli("show vhost\n"));
+    let info = sw.cli("show port info 0\n");
+    assert!(info.contains("vhost-user queues: 2") && info.contains("(vid") && info.contains("2 vrings"), "{info}");
+    a.cmd("start");
+    let done = wait_until(Duration::from_secs(60), || sw.port_counter(1, "TX-packets:") >= u64::from(N));
+    assert!(done, "not all frames forwarded: {}", sw.cli("show port stats all\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sw.port_counter(0, "RX-packets:"), u64::from(N));
+    assert_eq!(sw.port_counter(1, "TX-packets:"), u64::from(N));
+    a.cmd("stop");
+    b.cmd("stop");
+    a.quit();
+    b.quit();
+    let got: Vec<Vec<u8>> = read_pcap(&dir.join("out0.pcap")).into_iter().filter(|f| f.len() > 27 && f[27] == TAG).collect();
+    assert_eq!(got, want, "frames received by B");
+    // DPDK logs to the switch's stderr.
+    let log = sw.log_text() + &std::fs::read_to_string(dir.join("switch.err")).unwrap_or_default();
+    let bad: Vec<&str> = log.lines().filter(|l| l.contains("invalid virtqueue")).take(3).collect();
+    assert!(bad.is_empty(), "the switch polled a vring that does not exist:\n{}", bad.join("\n"));
+    sw.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -177,6 +177,7 @@ unsafe extern "C" fn on_event(port: u16, event: ffi::rte_eth_event_type, _arg: *
         refresh_vid(port);
     } else if event == ffi::rte_eth_event_type::RTE_ETH_EVENT_QUEUE_STATE {
         e.queue_state.fetch_add(1, Ordering::Relaxed);
+        take_queue_events(port);
     }
     0
 }
@@ -224,11 +225,14 @@ pub fn events(port: PortNum) -> LinkEvents {
 /// Queues per port the direct path serves; higher ones go through the PMD.
 pub const DIRECT_QUEUES: usize = 8;
 
-/// One queue pair's direct-path state: who is inside the library, and the
-/// counters the PMD would have kept (single writer: the polling lcore).
+/// One queue pair's direct-path state: whether the frontend enabled its two
+/// vrings, who is inside the library, and the counters the PMD would have
+/// kept (single writer: the polling lcore).
 #[derive(Debug)]
 #[repr(align(64))]
 struct DirectQueue {
+    rx_on: AtomicBool,
+    tx_on: AtomicBool,
     rx_busy: AtomicBool,
     tx_busy: AtomicBool,
     rx_packets: AtomicU64,
@@ -261,6 +265,8 @@ pub struct Direct {
 
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialise the arrays
 const NO_QUEUE: DirectQueue = DirectQueue {
+    rx_on: AtomicBool::new(false),
+    tx_on: AtomicBool::new(false),
     rx_busy: AtomicBool::new(false),
     tx_busy: AtomicBool::new(false),
     rx_packets: AtomicU64::new(0),
@@ -283,7 +289,8 @@ fn bump(c: &AtomicU64, v: u64) {
 }
 
 /// Takes the PMD's current device id for `port`, and on a disconnect waits
-/// until no lcore is still inside the library with the old one.
+/// until no lcore is still inside the library with the old one (whose vrings
+/// are all gone then).
 fn refresh_vid(port: PortNum) {
     let Some(d) = DIRECT.get(port as usize) else { return };
     let _g = DIRECT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -292,6 +299,34 @@ fn refresh_vid(port: PortNum) {
     d.vid.store(vid, Ordering::SeqCst);
     if vid < 0 {
         d.wait_idle();
+        for q in &d.q {
+            q.rx_on.store(false, Ordering::Relaxed);
+            q.tx_on.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Takes the vring enables and disables the PMD recorded for `port` (its
+/// queue events; nothing else here reads them). The PMD polls only enabled
+/// vrings, and so does the direct path: the library logs an error for every
+/// call on a vring the frontend never set up (a 2-queue port, a 1-queue VM).
+fn take_queue_events(port: PortNum) {
+    let Some(d) = DIRECT.get(port as usize) else { return };
+    let _g = DIRECT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let mut ev = ffi::rte_eth_vhost_queue_event { queue_id: 0, rx: false, enable: false };
+        // SAFETY: valid out-struct; -1 when no event is left (or not a vhost port).
+        if unsafe { ffi::rte_eth_vhost_get_queue_event(port, &mut ev) } != 0 {
+            break;
+        }
+        if let Some(q) = d.q.get(ev.queue_id as usize) {
+            // The guest's tx vring is this side's rx queue.
+            if ev.rx {
+                q.rx_on.store(ev.enable, Ordering::Relaxed);
+            } else {
+                q.tx_on.store(ev.enable, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -319,6 +354,9 @@ impl Direct {
     #[inline(always)]
     pub unsafe fn rx(&self, queue: u16, pkts: &mut [*mut ffi::rte_mbuf]) -> usize {
         let q = &self.q[queue as usize];
+        if !q.rx_on.load(Ordering::Relaxed) {
+            return 0;
+        }
         q.rx_busy.store(true, Ordering::SeqCst);
         let vid = self.vid.load(Ordering::SeqCst);
         let n = if vid < 0 {
@@ -351,7 +389,7 @@ impl Direct {
         let q = &self.q[queue as usize];
         q.tx_busy.store(true, Ordering::SeqCst);
         let vid = self.vid.load(Ordering::SeqCst);
-        let sent = if vid < 0 {
+        let sent = if vid < 0 || !q.tx_on.load(Ordering::Relaxed) {
             0
         } else {
             // SAFETY: as in `rx`; the library only reads the mbufs.
@@ -413,6 +451,7 @@ pub(crate) fn direct_on(port: PortNum, pool: *mut ffi::rte_mempool) {
     let Some(d) = DIRECT.get(port as usize) else { return };
     d.pool.store(pool, Ordering::Relaxed);
     refresh_vid(port);
+    take_queue_events(port);
     d.on.store(true, Ordering::Release);
 }
 
