@@ -506,7 +506,13 @@ impl Pipeline {
                     // connection existed must not outlive it.
                     self.emc.remove_replies(hash, k.src, k.dst, k.proto);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    // A packet that starts no connection (a TCP RST): forwarded,
+                    // but neither cached nor logged. Cached, the flow's next
+                    // packets (a SYN on the same ports) would hit the entry and
+                    // never be tracked, and their replies would be denied.
+                    return self.finish(Fate::Forward(port), cookie, 0);
+                }
                 Err(()) => return self.finish(Fate::Drop(DropReason::CtFull), cookie, 0),
             }
         }

@@ -443,8 +443,8 @@ fn sweeps_are_paced_by_the_sweep_period() {
 
 #[test]
 fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
-    // Three TCP connections through their lives (handshake, data both ways,
-    // FIN or RST, then again on the same ports), two UDP flows both ways and
+    // Three TCP connections through their lives (stray RST, handshake, data
+    // both ways, FIN or RST, then again on the same ports), two UDP flows and
     // denied traffic, interleaved in runs of 1-9 packets. Pipeline `bursty`
     // takes 32 at a time, `single` one at a time at the same clock: verdicts
     // and every connection's state, times and counters agree.
@@ -482,6 +482,9 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
         let len = scripts[c].len();
         let (f, port) = if c < 3 && phase[c] == 2 && next() % 12 == 0 {
             phase[c] = 0; // reset mid-connection; the next run opens it again
+            (&rst[c].0, rst[c].1)
+        } else if c < 3 && phase[c] == 0 && next() % 6 == 0 {
+            // A stray RST before the handshake: forwarded, starts nothing.
             (&rst[c].0, rst[c].1)
         } else if c < 3 && phase[c] == 1 && next() % 4 == 0 {
             // An ACK before the SYN-ACK: invalid, counted per packet.
@@ -529,4 +532,20 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
     let (ca, cb) = (bursty.conntrack().counters(), single.conntrack().counters());
     assert!(ca.invalid > 0);
     assert_eq!(ca.invalid, cb.invalid);
+}
+
+#[test]
+fn a_reset_before_the_connection_does_not_keep_it_untracked() {
+    // A stray RST is allowed but starts no connection; the SYN after it on
+    // the same ports must (its replies pass), one packet at a time too.
+    let w = World::new();
+    let mut p = pipeline();
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, RST), 1, 0).fate, Fate::Forward(2));
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, RST), 1, 1).fate, Fate::Forward(2));
+    assert_eq!(p.stats().ct_created, 0);
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, SYN), 1, 2).fate, Fate::Forward(2));
+    assert_eq!(p.stats().ct_created, 1, "the SYN opened a connection");
+    assert_eq!(one(&mut p, &w, &tcp(B, A, 80, 40000, SYN | ACK), 2, 3).fate, Fate::Forward(1), "its reply passes");
+    assert_eq!(one(&mut p, &w, &tcp(A, B, 40000, 80, ACK), 1, 4).fate, Fate::Forward(2));
+    assert_eq!(p.stats().emc_hit, 1, "the connection's packets are cached again");
 }
