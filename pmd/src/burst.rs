@@ -38,6 +38,34 @@ impl Burst {
         self.len == 0
     }
 
+    /// A vhost port's direct path (see [`crate::vhost::Direct`]) receives
+    /// into the empty burst, when it serves `port`/`queue`.
+    ///
+    /// # Safety
+    /// As [`Burst::rx`].
+    #[inline(always)]
+    unsafe fn rx_vhost(&mut self, port: u16, queue: u16, max: u16) -> Option<usize> {
+        let d = crate::vhost::Direct::of(port, queue)?;
+        // SAFETY: caller's contract (this thread alone polls the queue).
+        self.len = unsafe { d.rx(queue, &mut self.pkts[..max as usize]) };
+        Some(self.len)
+    }
+
+    /// A vhost port's direct path sends the (non-empty) burst, when it serves
+    /// `port`/`queue`: `(sent, dropped)`, the burst emptied (sent or freed).
+    ///
+    /// # Safety
+    /// As [`Burst::tx`].
+    #[inline(always)]
+    unsafe fn tx_vhost(&mut self, port: u16, queue: u16) -> Option<(usize, usize)> {
+        let d = crate::vhost::Direct::of(port, queue)?;
+        let n = std::mem::take(&mut self.len);
+        // SAFETY: caller's contract; the first n pointers are owned and
+        // leave the burst here.
+        let sent = unsafe { d.tx(queue, &mut self.pkts[..n]) };
+        Some((sent, n - sent))
+    }
+
     /// Receive up to `max` (<= BURST) packets into an empty burst through the
     /// shim (one call per burst). Returns how many arrived.
     ///
@@ -47,10 +75,9 @@ impl Burst {
     pub unsafe fn rx(&mut self, port: u16, queue: u16, max: u16) -> usize {
         debug_assert!(self.len == 0);
         let max = (max as usize).min(BURST) as u16;
-        if let Some(d) = crate::vhost::Direct::of(port, queue) {
-            // SAFETY: caller's contract (this thread alone polls the queue).
-            self.len = unsafe { d.rx(queue, &mut self.pkts[..max as usize]) };
-            return self.len;
+        // SAFETY: caller's contract (this thread alone polls the queue).
+        if let Some(n) = unsafe { self.rx_vhost(port, queue, max) } {
+            return n;
         }
         // SAFETY: caller's contract; the array has room for `max` pointers.
         let n = unsafe { ffi::dpdkffi_rx_burst(port, queue, self.pkts.as_mut_ptr(), max) };
@@ -69,12 +96,9 @@ impl Burst {
         if n == 0 {
             return (0, 0);
         }
-        if let Some(d) = crate::vhost::Direct::of(port, queue) {
-            self.len = 0;
-            // SAFETY: caller's contract; the first n pointers are owned and
-            // leave the burst here (sent or freed).
-            let sent = unsafe { d.tx(queue, &mut self.pkts[..n]) };
-            return (sent, n - sent);
+        // SAFETY: caller's contract; the first n pointers are owned.
+        if let Some(r) = unsafe { self.tx_vhost(port, queue) } {
+            return r;
         }
         // SAFETY: caller's contract; the first `n` pointers are owned mbufs.
         let sent = unsafe { ffi::dpdkffi_tx_burst(port, queue, self.pkts.as_mut_ptr(), n as u16) } as usize;
@@ -98,10 +122,9 @@ impl Burst {
     pub unsafe fn rx_inline(&mut self, port: u16, queue: u16, max: u16) -> usize {
         debug_assert!(self.len == 0);
         let max = (max as usize).min(BURST) as u16;
-        if let Some(d) = crate::vhost::Direct::of(port, queue) {
-            // SAFETY: as in `rx`.
-            self.len = unsafe { d.rx(queue, &mut self.pkts[..max as usize]) };
-            return self.len;
+        // SAFETY: as in `rx`.
+        if let Some(n) = unsafe { self.rx_vhost(port, queue, max) } {
+            return n;
         }
         // SAFETY: rte_eth_fp_ops is DPDK's exported fast-path table, sized
         // RTE_MAX_ETHPORTS; a started port's entry and queue data are set up
@@ -129,11 +152,9 @@ impl Burst {
         if n == 0 {
             return (0, 0);
         }
-        if let Some(d) = crate::vhost::Direct::of(port, queue) {
-            self.len = 0;
-            // SAFETY: as in `tx`.
-            let sent = unsafe { d.tx(queue, &mut self.pkts[..n]) };
-            return (sent, n - sent);
+        // SAFETY: as in `tx`.
+        if let Some(r) = unsafe { self.tx_vhost(port, queue) } {
+            return r;
         }
         // SAFETY: as rx_inline; the first n pointers are owned mbufs.
         let sent = unsafe {

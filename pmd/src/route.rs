@@ -70,8 +70,10 @@ pub struct RouteStats {
     pub loops: AtomicU64,
 }
 
+/// Adds `v` to a counter with a single writer (the lcore): load + store, no
+/// locked instruction; readers see a recent value.
 #[inline(always)]
-fn bump(c: &AtomicU64, v: u64) {
+pub(crate) fn bump(c: &AtomicU64, v: u64) {
     // Single writer: load + store; readers see a recent value.
     c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{rc, Error, PortNum, Result};
+use crate::route::bump;
 use dpdk_ffi as ffi;
 
 /// Who owns the vhost-user socket.
@@ -281,12 +282,6 @@ const NO_DIRECT: Direct =
 static DIRECT: [Direct; ffi::RTE_MAX_ETHPORTS as usize] = [NO_DIRECT; ffi::RTE_MAX_ETHPORTS as usize];
 /// Serialises vid updates (callback thread, port start and stop).
 static DIRECT_LOCK: Mutex<()> = Mutex::new(());
-
-#[inline(always)]
-fn bump(c: &AtomicU64, v: u64) {
-    // Single writer (the lcore polling the queue): load + store.
-    c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
-}
 
 /// Takes the PMD's current device id for `port`, and on a disconnect waits
 /// until no lcore is still inside the library with the old one (whose vrings
