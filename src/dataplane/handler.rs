@@ -403,31 +403,33 @@ impl RouteHandler for PolicyHandler {
                 continue;
             }
             dest[i] = match v.fate {
-                Fate::Forward(id) if last.is_some_and(|l| l.0 == id) => {
-                    let (_, o, mac) = last.unwrap_or_default();
-                    if let Some(mac) = mac {
-                        burst.data_mut(i)[0..6].copy_from_slice(&mac);
-                    }
-                    o
-                }
                 Fate::Forward(id) => {
-                    let d = st.dests[id as usize];
-                    match self.ports.out_of_port.get(d.port as usize) {
-                        _ if st.link_down(d.port) => {
-                            self.stats.link_down += 1;
-                            DROP
+                    let out = match last {
+                        Some((l, o, mac)) if l == id => Some((o, mac)),
+                        _ => {
+                            let d = st.dests[id as usize];
+                            match self.ports.out_of_port.get(d.port as usize) {
+                                _ if st.link_down(d.port) => {
+                                    self.stats.link_down += 1;
+                                    None
+                                }
+                                Some(&o) if o != DROP => Some((o, d.mac)),
+                                _ => {
+                                    self.stats.no_output += 1;
+                                    None
+                                }
+                            }
                         }
-                        Some(&o) if o != DROP => {
-                            if let Some(mac) = d.mac {
+                    };
+                    match out {
+                        Some((o, mac)) => {
+                            if let Some(mac) = mac {
                                 burst.data_mut(i)[0..6].copy_from_slice(&mac);
                             }
-                            last = Some((id, o, d.mac));
+                            last = Some((id, o, mac));
                             o
                         }
-                        _ => {
-                            self.stats.no_output += 1;
-                            DROP
-                        }
+                        None => DROP,
                     }
                 }
                 Fate::Arp => {
