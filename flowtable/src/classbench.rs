@@ -343,17 +343,10 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
             cls.insert(r).expect("absent");
         }
         update_per_s = (2 * opts.update_pairs) as f64 / t0.elapsed().as_secs_f64();
-        let mut lat = Vec::with_capacity(2 * opts.update_pairs);
-        for _ in 0..opts.update_pairs {
+        let lat = timed_pairs(&mut cls, opts.update_pairs, || {
             let r = rules[rng.below(n) as usize];
-            let t = Instant::now();
-            cls.remove(r.id).expect("present");
-            let t1 = Instant::now();
-            cls.insert(r).expect("absent");
-            let t2 = Instant::now();
-            lat.push((t1 - t).as_nanos() as u64);
-            lat.push((t2 - t1).as_nanos() as u64);
-        }
+            (r.id, r)
+        });
         p99 = p99_us(lat);
     }
     // Changed rules: each delete + insert moves one rule to another id (top
@@ -364,19 +357,13 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
     if n > 0 && opts.update_pairs > 0 {
         let mut rng = Rng::new(opts.seed ^ 0xde17a);
         let mut id: Vec<u32> = rules.iter().map(|r| r.id.0).collect();
-        let mut lat = Vec::with_capacity(2 * opts.update_pairs);
         let t0 = Instant::now();
-        for _ in 0..opts.update_pairs {
+        let lat = timed_pairs(&mut cls, opts.update_pairs, || {
             let i = rng.below(n) as usize;
-            let t = Instant::now();
-            cls.remove(RuleId(id[i])).expect("present");
-            let t1 = Instant::now();
+            let old = RuleId(id[i]);
             id[i] ^= 1 << 31;
-            cls.insert(Rule { id: RuleId(id[i]), ..rules[i] }).expect("absent");
-            let t2 = Instant::now();
-            lat.push((t1 - t).as_nanos() as u64);
-            lat.push((t2 - t1).as_nanos() as u64);
-        }
+            (old, Rule { id: RuleId(id[i]), ..rules[i] })
+        });
         delta_update_per_s = (2 * opts.update_pairs) as f64 / t0.elapsed().as_secs_f64();
         delta_p99 = p99_us(lat);
     }
@@ -394,6 +381,23 @@ pub fn bench_sets(rules: &[Rule], keys: &[FlowKey], opts: &BenchOptions) -> Benc
         bytes_per_rule: bytes / rules.len().max(1) as f64,
         index_bytes_per_rule: index_bytes / rules.len().max(1) as f64,
     }
+}
+
+/// `pairs` times: deletes the id `next` names and inserts the rule it gives,
+/// each timed; the latencies in ns.
+fn timed_pairs(cls: &mut Classifier, pairs: usize, mut next: impl FnMut() -> (RuleId, Rule)) -> Vec<u64> {
+    let mut lat = Vec::with_capacity(2 * pairs);
+    for _ in 0..pairs {
+        let (old, r) = next();
+        let t = Instant::now();
+        cls.remove(old).expect("present");
+        let t1 = Instant::now();
+        cls.insert(r).expect("absent");
+        let t2 = Instant::now();
+        lat.push((t1 - t).as_nanos() as u64);
+        lat.push((t2 - t1).as_nanos() as u64);
+    }
+    lat
 }
 
 /// The 99th percentile of latencies in ns, in microseconds (non-empty).

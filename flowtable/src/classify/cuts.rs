@@ -154,9 +154,7 @@ impl Bounds {
     }
     /// A key at the centre of the rule's box.
     fn centre(&self) -> FlowKey {
-        let mid = |d: usize| self.lo[d] + (self.hi[d] - self.lo[d]) / 2;
-        let a = |x: u32| crate::key::v4_mapped(x);
-        FlowKey::new(0, a(mid(0)), a(mid(1)), mid(4) as u8, mid(2) as u16, mid(3) as u16)
+        Compiled::key_of(&core::array::from_fn(|d| self.lo[d] + (self.hi[d] - self.lo[d]) / 2))
     }
 
     fn covers(&self, c: &Cell) -> bool {
@@ -634,6 +632,13 @@ impl Compiled {
         [k.src as u32, k.dst as u32, k.sport as u32, k.dport as u32, k.proto as u32]
     }
 
+    /// The IPv4 key of [`Self::values`] `v` (core rules have no in_port or
+    /// identities: the key needs none).
+    fn key_of(v: &[u32; DIMS]) -> FlowKey {
+        let a = crate::key::v4_mapped;
+        FlowKey::new(0, a(v[0]), a(v[1]), v[4] as u8, v[2] as u16, v[3] as u16)
+    }
+
     #[inline(always)]
     fn descend(&self, mut k: u64, v: &[u32; DIMS]) -> u64 {
         while k & LEAF == 0 {
@@ -669,9 +674,7 @@ impl Compiled {
     /// rules were all deleted since the compile.
     #[cold]
     fn scan_all(&self, v: &[u32; DIMS], alive: &[u64], bound: u32) -> u32 {
-        // Core rules have no in_port or identities: the key needs none.
-        let a = crate::key::v4_mapped;
-        let k = FlowKey::new(0, a(v[0]), a(v[1]), v[4] as u8, v[2] as u16, v[3] as u16);
+        let k = Self::key_of(v);
         let end = (bound as usize).min(self.rules.len());
         for (s, r) in self.rules[..end].iter().enumerate() {
             if is_live(alive, s as u32) && r.m.matches(&k) {
