@@ -479,13 +479,8 @@ mod tests {
         c.insert(&flows[1].0, flows[1].1, 3, 11);
         c.insert(&flows[2].0, flows[2].1, 2, 12); // stale
         c.insert(&flows[5].0, flows[5].1, 3, 15);
-        let mut rng = 0x2545_f491u32;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 17;
-            rng ^= rng << 5;
-            rng
-        };
+        let mut rng = crate::classbench::Rng::new(0x2545_f491);
+        let mut next = move || rng.next_u64() as u32;
         let mut runs = 0;
         for _ in 0..2000 {
             let mut keys = [FlowKey::default(); BURST];

@@ -468,13 +468,8 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
     }
     scripts.push(vec![(tcp(C, B, 1234, 80, SYN), 3)]);
     let rst: Vec<(Vec<u8>, u16)> = [40000, 40001, 40002].into_iter().map(|s| (tcp(A, B, s, 80, RST), 1)).collect();
-    let mut rng = 0x9e37_79b9u32;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 17;
-        rng ^= rng << 5;
-        rng
-    };
+    let mut rng = crate::classbench::Rng::new(0x9e37_79b9);
+    let mut next = move || rng.next_u64() as u32;
     let mut phase = vec![0usize; scripts.len()];
     let mut seq: Vec<(&[u8], u16)> = Vec::new();
     while seq.len() < 4000 {
