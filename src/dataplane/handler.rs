@@ -253,6 +253,20 @@ mod nd {
     pub const NA_LEN: usize = 86;
 }
 
+/// [`pack_mac`] of a destination that keeps the frame's MAC.
+const NO_MAC: u64 = u64::MAX;
+
+/// A destination MAC as an integer (bytes in little-endian order), or
+/// [`NO_MAC`] for none.
+#[inline(always)]
+fn pack_mac(mac: Option<[u8; 6]>) -> u64 {
+    mac.map_or(NO_MAC, |m| {
+        let mut b = [0u8; 8];
+        b[..6].copy_from_slice(&m);
+        u64::from_le_bytes(b)
+    })
+}
+
 /// True for an untagged ICMPv6 neighbour solicitation.
 #[inline]
 fn is_ns(f: &[u8]) -> bool {
@@ -373,7 +387,10 @@ impl RouteHandler for PolicyHandler {
         }
         // The last destination that forwarded: a burst is often one flow, or
         // a few, to one workload (dests entry, output, MAC looked up once).
-        let mut last: Option<(u16, u8, Option<[u8; 6]>)> = None;
+        // Plain integers, so they stay in registers: as an Option holding a
+        // MAC array it went through the stack, a store-to-load chain from one
+        // packet to the next (perf: ~9 % of a policy lcore's own cycles).
+        let (mut last_id, mut last_out, mut last_mac) = (u32::MAX, DROP, NO_MAC);
         for i in 0..n {
             let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
                 Pre::Soft(h) => {
@@ -403,34 +420,25 @@ impl RouteHandler for PolicyHandler {
                 continue;
             }
             dest[i] = match v.fate {
-                Fate::Forward(id) => {
-                    let out = match last {
-                        Some((l, o, mac)) if l == id => Some((o, mac)),
-                        _ => {
-                            let d = st.dests[id as usize];
-                            match self.ports.out_of_port.get(d.port as usize) {
-                                _ if st.link_down(d.port) => {
-                                    self.stats.link_down += 1;
-                                    None
-                                }
-                                Some(&o) if o != DROP => Some((o, d.mac)),
-                                _ => {
-                                    self.stats.no_output += 1;
-                                    None
-                                }
+                Fate::Forward(id) => 'fwd: {
+                    if u32::from(id) != last_id {
+                        let d = st.dests[id as usize];
+                        match self.ports.out_of_port.get(d.port as usize) {
+                            _ if st.link_down(d.port) => {
+                                self.stats.link_down += 1;
+                                break 'fwd DROP;
+                            }
+                            Some(&o) if o != DROP => (last_id, last_out, last_mac) = (u32::from(id), o, pack_mac(d.mac)),
+                            _ => {
+                                self.stats.no_output += 1;
+                                break 'fwd DROP;
                             }
                         }
-                    };
-                    match out {
-                        Some((o, mac)) => {
-                            if let Some(mac) = mac {
-                                burst.data_mut(i)[0..6].copy_from_slice(&mac);
-                            }
-                            last = Some((id, o, mac));
-                            o
-                        }
-                        None => DROP,
                     }
+                    if last_mac != NO_MAC {
+                        burst.data_mut(i)[0..6].copy_from_slice(&last_mac.to_le_bytes()[..6]);
+                    }
+                    last_out
                 }
                 Fate::Arp => {
                     if answer_arp(burst.data_mut(i), st, &self.ports) {
