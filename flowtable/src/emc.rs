@@ -199,7 +199,25 @@ impl<V: Copy + Default> Emc<V> {
         gen: u64,
         out: &mut [V; BURST],
     ) -> u32 {
-        // `lead[i]`: the first lane of lane i's run (followers only).
+        self.lookup_batch_runs(keys, hashes, live, 0, gen, out)
+    }
+
+    /// [`Emc::lookup_batch`] told that the lanes in `runs` hold the same flow
+    /// as the previous live lane (the caller knows it, as the pipeline does
+    /// from its parser): they skip the hash and key compares, and their
+    /// `keys` and `hashes` entries are never read (they need not be written).
+    #[inline]
+    pub fn lookup_batch_runs(
+        &self,
+        keys: &[FlowKey; BURST],
+        hashes: &[u32; BURST],
+        live: u32,
+        runs: u32,
+        gen: u64,
+        out: &mut [V; BURST],
+    ) -> u32 {
+        // `lead[i]`: the first lane of lane i's run (followers only), which
+        // `prev` names while the run lasts.
         let mut lead = [0u8; BURST];
         let mut follow = 0u32;
         let mut prev: Option<usize> = None;
@@ -208,10 +226,9 @@ impl<V: Copy + Default> Emc<V> {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             if let Some(p) = prev {
-                if hashes[i] == hashes[p] && same_flow(&keys[i], &keys[p]) {
-                    lead[i] = if follow & (1 << p) != 0 { lead[p] } else { p as u8 };
+                if runs & (1 << i) != 0 || (hashes[i] == hashes[p] && same_flow(&keys[i], &keys[p])) {
+                    lead[i] = p as u8;
                     follow |= 1 << i;
-                    prev = Some(i);
                     continue;
                 }
             }
@@ -485,11 +502,13 @@ mod tests {
         for _ in 0..2000 {
             let mut keys = [FlowKey::default(); BURST];
             let mut hashes = [0u32; BURST];
+            let mut fl = [0usize; BURST];
             let mut f = 0usize;
             for i in 0..BURST {
                 if next() % 4 == 0 {
                     f = next() as usize % flows.len();
                 }
+                fl[i] = f;
                 keys[i] = flows[f].0;
                 keys[i].tcp_flags = next() as u8; // not part of the flow
                 hashes[i] = flows[f].1;
@@ -506,6 +525,24 @@ mod tests {
                 if i > 0 && live & (1 << (i - 1)) != 0 && same_flow(&keys[i], &keys[i - 1]) {
                     runs += 1;
                 }
+            }
+            // Told which lanes repeat the previous live lane's flow, with
+            // their keys and hashes overwritten by another flow's (never
+            // read): the same answers.
+            let (mut told, mut last) = (0u32, None);
+            let (mut k2, mut h2) = (keys, hashes);
+            for i in (0..BURST).filter(|&i| live & (1 << i) != 0) {
+                if last.is_some_and(|p: usize| fl[p] == fl[i]) {
+                    told |= 1 << i;
+                    let g = (fl[i] + 1) % flows.len();
+                    (k2[i], h2[i]) = flows[g];
+                }
+                last = Some(i);
+            }
+            let mut out2 = [u32::MAX; BURST];
+            assert_eq!(c.lookup_batch_runs(&k2, &h2, live, told, 3, &mut out2), miss);
+            for i in (0..BURST).filter(|&i| (live & !miss) & (1 << i) != 0) {
+                assert_eq!(out2[i], out[i], "lane {i}");
             }
         }
         assert!(runs > 10_000, "the bursts had runs: {runs}");

@@ -38,7 +38,7 @@ use crate::conntrack::{trackable, Conntrack, CtConfig, CtDir, CtNote, CtRef, CtT
 use crate::emc::{Emc, EmcConfig};
 use crate::key::{Addr, FlowKey};
 use crate::lpm::PrefixMap;
-use crate::parse::{flow_hash, parse_into_meta, Class, Meta};
+use crate::parse::{flow_hash, parse_fast, parse_general, same_fast_fields, Class, Meta};
 use crate::rule::{Action, RuleLookup};
 use crate::stats::Stats;
 use crate::tables::{PolicyTables, Verdict};
@@ -147,6 +147,9 @@ impl PipelineConfig {
     }
 }
 
+/// Consecutive failed train checks after which a burst stops checking.
+const RUN_TRIES: u8 = 2;
+
 /// One lcore's pipeline: its cache, its conntrack, its counters.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -163,6 +166,9 @@ pub struct Pipeline {
     hashes: [u32; BURST],
     metas: [Meta; BURST],
     vals: [FlowVerdict; BURST],
+    /// Lane i's key, metadata and hash are lane `lead[i]`'s (itself unless
+    /// its frame repeats the previous lane's fast-path print).
+    lead: [u8; BURST],
 }
 
 /// The cookie a verdict reports: the ingress rule's, else the egress rule's.
@@ -222,6 +228,7 @@ impl Pipeline {
             hashes: [0; BURST],
             metas: [Meta::default(); BURST],
             vals: [FlowVerdict::default(); BURST],
+            lead: [0; BURST],
         }
     }
 
@@ -368,11 +375,38 @@ impl Pipeline {
         out: &mut [PacketVerdict],
     ) {
         let mut live = 0u32;
+        // Lanes whose frame reads, to the fast path, as the previous lane's:
+        // the same key, metadata and hash, reused rather than parsed (a
+        // train of one flow's packets, common from VMs and bulk transfers).
+        // The cache takes them as the same flow without comparing keys. Two
+        // failed checks in a row end the checks for the burst (many
+        // interleaved flows would pay for each).
+        let mut runs = 0u32;
+        let mut prev: Option<RxPacket<'a>> = None;
+        let mut tries = RUN_TRIES;
         for (i, o) in out[..n].iter_mut().enumerate() {
             let p = pkt(i);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += p.frame.len() as u64;
-            match parse_into_meta(p.frame, p.in_port, p.rss, &mut self.keys[i], &mut self.metas[i]) {
+            if let Some(q) = prev {
+                if same_fast_fields(q.frame, p.frame) && p.in_port == q.in_port && p.rss == q.rss {
+                    self.lead[i] = self.lead[i - 1];
+                    live |= 1 << i;
+                    runs |= 1 << i;
+                    tries = RUN_TRIES;
+                    continue;
+                }
+                tries -= 1;
+            }
+            self.lead[i] = i as u8;
+            let fast = parse_fast(p.frame, p.in_port, p.rss, &mut self.keys[i], &mut self.metas[i]);
+            prev = (fast && tries != 0).then_some(p);
+            let parsed = if fast {
+                Ok(())
+            } else {
+                parse_general(p.frame, p.in_port, p.rss, &mut self.keys[i]).map(|m| self.metas[i] = m)
+            };
+            match parsed {
                 Ok(()) => match self.metas[i].class {
                     Class::Ipv4 | Class::Ipv6 => {
                         let m = &self.metas[i];
@@ -390,7 +424,7 @@ impl Pipeline {
             }
         }
         let gen = policy.gen;
-        let miss = self.emc.lookup_batch(&self.keys, &self.hashes, live, gen, &mut self.vals);
+        let miss = self.emc.lookup_batch_runs(&self.keys, &self.hashes, live, runs, gen, &mut self.vals);
         // Connections created by earlier packets of this burst purge cached
         // reply-direction drops, but this burst's lookups ran before that:
         // cached policy drops are then re-checked on the slow path.
@@ -417,8 +451,8 @@ impl Pipeline {
                 let v = self.vals[i];
                 let fresh = match (v.fate, v.ct) {
                     (Fate::Forward(_), Some((r, dir))) => {
-                        let k = &self.keys[i];
-                        let ok = self.ct.update(r, dir, self.metas[i].echo_id, k.tcp_flags, len, now).is_some();
+                        let j = self.lead[i] as usize;
+                        let ok = self.ct.update(r, dir, self.metas[j].echo_id, self.keys[j].tcp_flags, len, now).is_some();
                         if !ok {
                             self.stats.ct_stale += 1;
                         }
@@ -429,7 +463,7 @@ impl Pipeline {
                         // (idle, evicted) is decided again (a new one starts).
                         self.stats.ct_created == created_before
                             && d.is_none_or(|(r, _)| {
-                                self.denied.update(r, CtDir::Orig, self.metas[i].echo_id, 0, len, now).is_some()
+                                self.denied.update(r, CtDir::Orig, self.metas[self.lead[i] as usize].echo_id, 0, len, now).is_some()
                             })
                     }
                     _ => true,
@@ -456,9 +490,10 @@ impl Pipeline {
     #[inline(never)]
     fn slow<C: RuleLookup>(&mut self, policy: &Policy<'_, C>, i: usize, len: u32, now: u64) -> PacketVerdict {
         let gen = policy.gen;
-        let mut k = self.keys[i];
-        let hash = self.hashes[i];
-        let echo = self.metas[i].echo_id;
+        let j = self.lead[i] as usize;
+        let mut k = self.keys[j];
+        let hash = self.hashes[j];
+        let echo = self.metas[j].echo_id;
         k.src_id = resolve(policy.identities, k.src);
         k.dst_id = resolve(policy.identities, k.dst);
         let port = match policy.routes.lookup(k.dst) {

@@ -245,6 +245,52 @@ fn parse_fast_v4(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey
     true
 }
 
+/// [`parse_into_meta`]'s fast path alone: true when it took the frame (and
+/// wrote `key` and `meta`), false (nothing written) when the frame needs
+/// [`parse_general`].
+#[inline(always)]
+pub fn parse_fast(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> bool {
+    parse_fast_v4(frame, in_port, rss, key, meta)
+}
+
+/// True when the fast path reads the same from frames `a` and `b`: the same
+/// length (48 bytes or more) and the same bytes 12..48 but for those it
+/// ignores (IPv4 ID, TTL and checksum; past the ports, all but TCP's data
+/// offset and flags).
+///
+/// The fast path is a function of these bytes, `in_port` and `rss` alone, so
+/// when it took `a`, it parses `b` to the same key and metadata (a proptest
+/// checks it): the pipeline reuses them instead of parsing each packet of a
+/// train of one flow's packets again. Addresses and ports are compared
+/// first: two different flows differ there, at the cost of two loads.
+#[inline(always)]
+pub fn same_fast_fields(a: &[u8], b: &[u8]) -> bool {
+    /// Bytes 12..20 (words load little-endian: byte k is bits 8k..8k+8 of
+    /// its word): ethertype, version/IHL, TOS, total length; not the ID.
+    const M12: u64 = 0x0000_ffff_ffff_ffff;
+    /// Bytes 20..28: fragment field, protocol, first half of the source;
+    /// not the TTL or the checksum.
+    const M20: u64 = 0xffff_0000_ff00_ffff;
+    /// Bytes 36..44: the destination port.
+    const M36: u64 = 0xffff;
+    /// Bytes 44..48 of a TCP frame: data offset and flags.
+    const M44_TCP: u32 = 0xffff_0000;
+    if a.len() != b.len() {
+        return false;
+    }
+    let (Some(a), Some(b)) = (a.get(..48), b.get(..48)) else { return false };
+    let (a, b): (&[u8; 48], &[u8; 48]) = (a.try_into().expect("48 bytes"), b.try_into().expect("48 bytes"));
+    let w = |h: &[u8; 48], at: usize| u64::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5], h[at + 6], h[at + 7]]);
+    if w(a, 28) != w(b, 28) {
+        return false;
+    }
+    let l4 = |h: &[u8; 48]| u32::from_le_bytes([h[44], h[45], h[46], h[47]]);
+    // The protocol byte is compared below, so a's decides the mask.
+    let m44 = if a[ethernet::HEADER_LEN + 9] == proto::TCP { M44_TCP } else { 0 };
+    ((w(a, 12) ^ w(b, 12)) & M12) | ((w(a, 20) ^ w(b, 20)) & M20) | ((w(a, 36) ^ w(b, 36)) & M36) | u64::from((l4(a) ^ l4(b)) & m44)
+        == 0
+}
+
 /// The full parser: every header this module knows, every check.
 pub fn parse_general(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey) -> Result<Meta, Malformed> {
     *key = FlowKey::default();

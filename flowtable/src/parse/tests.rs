@@ -261,6 +261,27 @@ fn arb_fast_or_any() -> impl Strategy<Value = Spec> {
 }
 
 #[test]
+fn same_fast_fields_sees_every_byte_the_fast_path_reads() {
+    // Changing any byte the fast path reads makes the frames differ; the
+    // bytes it ignores do not (the proptest checks that the parse agrees).
+    let (a, b) = (v4_mapped(0x0a00_0001), v4_mapped(0x0a00_0002));
+    let frames = [
+        Spec { payload: 20, ..Spec::new(a, b, L4::Tcp { sport: 1, dport: 2, flags: ACK }) }.build(),
+        Spec { payload: 20, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) }.build(),
+    ];
+    for (f, tcp) in frames.iter().zip([true, false]) {
+        let read: Vec<usize> = [12, 13, 14, 16, 17, 20, 21, 23].into_iter().chain(26..38).chain(if tcp { 46..48 } else { 0..0 }).collect();
+        for i in 12..48 {
+            let mut g = f.clone();
+            g[i] ^= 0x40;
+            assert_eq!(same_fast_fields(f, &g), !read.contains(&i) && i != 15, "byte {i} (tcp {tcp})");
+        }
+        assert!(same_fast_fields(f, f));
+        assert!(!same_fast_fields(&f[..47], &f[..47]), "under 48 bytes: never");
+    }
+}
+
+#[test]
 fn the_fast_path_takes_plain_tcp_and_udp_over_ipv4_only() {
     let (a, b) = (v4_mapped(0x0a00_0001), v4_mapped(0x0a00_0002));
     let (mut k, mut m) = (FlowKey::default(), Meta::default());
@@ -333,6 +354,39 @@ proptest! {
                 prop_assert_eq!(c, b);
             }
         }
+    }
+
+    #[test]
+    fn frames_with_the_same_fast_fields_parse_alike(
+        s in arb_fast_or_any(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), prop::bool::weighted(0.7)), 1..6),
+        tl in prop::option::weighted(0.2, 0u16..80),
+        rss in any::<Option<u32>>(),
+    ) {
+        // Frame b is frame a with a few bytes changed: mostly bytes the fast
+        // path ignores (IPv4 ID, TTL, checksum, TCP sequence numbers,
+        // payload), sometimes any header byte; sometimes another total length.
+        let a = s.build();
+        let mut b = a.clone();
+        let ignored: Vec<usize> = [18, 19, 22, 24, 25].into_iter().chain(38..46).chain(48..a.len()).filter(|&i| i < a.len()).collect();
+        for (at, v, skip) in edits {
+            let i = if skip { ignored[at.index(ignored.len())] } else { 12 + at.index(a.len().min(48) - 12) };
+            b[i] = v;
+        }
+        if let Some(tl) = tl {
+            b[16..18].copy_from_slice(&tl.to_be_bytes());
+        }
+        let (mut ka, mut ma) = (FlowKey::default(), Meta::default());
+        if parse_fast(&a, 3, rss, &mut ka, &mut ma) && same_fast_fields(&a, &b) {
+            // What the pipeline reuses for b is what b parses to.
+            let mut kb = FlowKey::default();
+            let mb = parse_into(&b, 3, rss, &mut kb);
+            prop_assert_eq!(mb, Ok(ma));
+            prop_assert_eq!(kb, ka);
+        }
+        // Symmetric, and false for frames of different lengths.
+        prop_assert_eq!(same_fast_fields(&a, &b), same_fast_fields(&b, &a));
+        prop_assert!(!same_fast_fields(&a, &a[..a.len() - 1]));
     }
 
     #[test]
