@@ -741,6 +741,26 @@ impl Conntrack {
         Some(next)
     }
 
+    /// Accounts `packets` more packets totalling `bytes` in `dir` with
+    /// `tcp_flags`, each one the same to the state machine as the one
+    /// [`update`](Self::update) just accounted at the same `now`, when that
+    /// leaves the state as it is (TCP established without SYN, FIN or RST;
+    /// any state of a pseudo-connection once updated): the same as as many
+    /// further updates, without the work. False, with nothing done,
+    /// otherwise (the caller updates packet by packet).
+    #[inline]
+    pub fn repeat(&mut self, r: CtRef, dir: CtDir, tcp_flags: u8, packets: u64, bytes: u64) -> bool {
+        let Some(i) = self.slot_of(r) else { return false };
+        let h = &mut self.hot[i];
+        let steady = h.proto != l4::proto::TCP || (h.state == Some(CtState::Established) && tcp_flags & (SYN | FIN | RST) == 0);
+        if steady {
+            let d = dir as usize;
+            h.packets[d] += packets;
+            h.bytes[d] += bytes;
+        }
+        steady
+    }
+
     /// A copy of the connection of a handle, if the handle is current.
     pub fn get(&self, r: CtRef) -> Option<Connection> {
         self.slot_of(r).map(|i| self.connection(i))

@@ -449,12 +449,23 @@ impl Pipeline {
             let len = pkt(i).frame.len() as u32;
             if miss & (1 << i) == 0 {
                 let v = self.vals[i];
+                // Followers of lane i already accounted on its connection.
+                let mut train = 0usize;
                 let fresh = match (v.fate, v.ct) {
                     (Fate::Forward(_), Some((r, dir))) => {
                         let j = self.lead[i] as usize;
-                        let ok = self.ct.update(r, dir, self.metas[j].echo_id, self.keys[j].tcp_flags, len, now).is_some();
+                        let flags = self.keys[j].tcp_flags;
+                        let ok = self.ct.update(r, dir, self.metas[j].echo_id, flags, len, now).is_some();
                         if !ok {
                             self.stats.ct_stale += 1;
+                        } else if runs & (2 << i) != 0 {
+                            // The rest of lane i's train (hits, like it) is
+                            // the same packet to conntrack: one update for all.
+                            let t = (runs >> (i + 1)).trailing_ones() as usize;
+                            let bytes = (i + 1..=i + t).map(|l| pkt(l).frame.len() as u64).sum();
+                            if self.ct.repeat(r, dir, flags, t as u64, bytes) {
+                                train = t;
+                            }
                         }
                         ok
                     }
@@ -471,11 +482,24 @@ impl Pipeline {
                 if fresh {
                     self.stats.emc_hit += 1;
                     out[i] = self.finish(v.fate, v.cookie, 0);
+                    if train != 0 {
+                        self.finish_train(v, &mut out[i + 1..=i + train]);
+                        m &= !(((1u64 << train) - 1) << (i + 1)) as u32;
+                    }
                     continue;
                 }
             }
             self.stats.emc_miss += 1;
             out[i] = self.slow(policy, i, len, now);
+        }
+    }
+
+    /// The verdicts of a train's followers, whose connection is accounted.
+    #[inline(never)]
+    fn finish_train(&mut self, v: FlowVerdict, out: &mut [PacketVerdict]) {
+        self.stats.emc_hit += out.len() as u64;
+        for o in out {
+            *o = self.finish(v.fate, v.cookie, 0);
         }
     }
 

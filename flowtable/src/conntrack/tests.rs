@@ -321,3 +321,36 @@ fn flows_only_tables_count_one_direction_without_states() {
     assert_eq!(t.get(r).unwrap().expires, 2 + CtTimeouts::default().other);
     assert_eq!(t.counters().invalid, 0);
 }
+
+#[test]
+fn repeat_accounts_a_train_only_where_the_state_holds() {
+    let mut t = ct();
+    let r = t.create(&tcp(SYN), 0, 0, 0, 60, 0).unwrap().unwrap();
+    assert!(!t.repeat(r, CtDir::Orig, SYN, 3, 180), "SYN_SENT: each SYN goes through the state machine");
+    t.update(r, CtDir::Reply, 0, SYN | ACK, 60, 1);
+    t.update(r, CtDir::Orig, 0, ACK, 60, 2);
+    for flags in [SYN, FIN | ACK, RST] {
+        assert!(!t.repeat(r, CtDir::Orig, flags, 3, 180), "established, flags {flags:#x}");
+    }
+    assert_eq!(t.get(r).unwrap().packets, [2, 1], "refused: nothing counted");
+    // Established ACKs: as many updates.
+    let mut u = ct();
+    let s = u.create(&tcp(SYN), 0, 0, 0, 60, 0).unwrap().unwrap();
+    u.update(s, CtDir::Reply, 0, SYN | ACK, 60, 1);
+    u.update(s, CtDir::Orig, 0, ACK, 60, 2);
+    t.update(r, CtDir::Orig, 0, ACK, 100, 3);
+    assert!(t.repeat(r, CtDir::Orig, ACK, 2, 300));
+    for len in [100, 120, 180] {
+        u.update(s, CtDir::Orig, 0, ACK, len, 3);
+    }
+    let (a, b) = (t.get(r).unwrap(), u.get(s).unwrap());
+    assert_eq!((a.state, a.packets, a.bytes, a.last_seen, a.expires), (b.state, b.packets, b.bytes, b.last_seen, b.expires));
+    // A pseudo-connection, once updated, in either direction.
+    let q = t.create(&udp(53), 0, 0, 0, 60, 0).unwrap().unwrap();
+    assert_eq!(t.update(q, CtDir::Reply, 0, 0, 60, 1), Some(CtState::Replied));
+    assert!(t.repeat(q, CtDir::Reply, 0, 4, 240));
+    assert_eq!((t.get(q).unwrap().packets, t.get(q).unwrap().state), ([1, 5], Some(CtState::Replied)));
+    // A stale handle: nothing.
+    assert!(t.remove(q));
+    assert!(!t.repeat(q, CtDir::Orig, 0, 1, 60));
+}

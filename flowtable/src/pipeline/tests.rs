@@ -482,6 +482,10 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
         } else if c < 3 && phase[c] == 0 && next() % 6 == 0 {
             // A stray RST before the handshake: forwarded, starts nothing.
             (&rst[c].0, rst[c].1)
+        } else if c < 3 && phase[c] == 3 && next() % 10 == 0 {
+            // A SYN again once established: invalid, counted per packet
+            // (in trains too).
+            (&scripts[c][0].0, scripts[c][0].1)
         } else if c < 3 && phase[c] == 1 && next() % 4 == 0 {
             // An ACK before the SYN-ACK: invalid, counted per packet.
             (&scripts[c][2].0, scripts[c][2].1)
