@@ -442,6 +442,29 @@ impl Pipeline {
                 }
             }
         }
+        // Without trains (many flows), a loop without their checks (criterion,
+        // 32 flows per burst: 508/516 -> 486/492 ns a burst).
+        let at = (miss, created_before, now);
+        if runs == 0 {
+            self.verdicts::<false, C>(policy, live, 0, at, &pkt, out);
+        } else {
+            self.verdicts::<true, C>(policy, live, runs, at, &pkt, out);
+        }
+    }
+
+    /// The hit loop of a burst: each live lane's cached verdict, checked
+    /// against its connection, else the slow path. `TRAINS`: `runs` may be
+    /// non-zero (a train's followers update conntrack once).
+    #[inline(always)]
+    fn verdicts<'a, const TRAINS: bool, C: RuleLookup>(
+        &mut self,
+        policy: &Policy<'_, C>,
+        live: u32,
+        runs: u32,
+        (miss, created_before, now): (u32, u64, u64),
+        pkt: &impl Fn(usize) -> RxPacket<'a>,
+        out: &mut [PacketVerdict],
+    ) {
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
@@ -458,7 +481,7 @@ impl Pipeline {
                         let ok = self.ct.update(r, dir, self.metas[j].echo_id, flags, len, now).is_some();
                         if !ok {
                             self.stats.ct_stale += 1;
-                        } else if runs & (2 << i) != 0 {
+                        } else if TRAINS && runs & (2 << i) != 0 {
                             // The rest of lane i's train (hits, like it) is
                             // the same packet to conntrack: one update for all.
                             let t = (runs >> (i + 1)).trailing_ones() as usize;
@@ -482,7 +505,7 @@ impl Pipeline {
                 if fresh {
                     self.stats.emc_hit += 1;
                     out[i] = self.finish(v.fate, v.cookie, 0);
-                    if train != 0 {
+                    if TRAINS && train != 0 {
                         self.finish_train(v, &mut out[i + 1..=i + train]);
                         m &= !(((1u64 << train) - 1) << (i + 1)) as u32;
                     }
