@@ -166,8 +166,8 @@ pub struct Pipeline {
     hashes: [u32; BURST],
     metas: [Meta; BURST],
     vals: [FlowVerdict; BURST],
-    /// Lane i's key, metadata and hash are lane `lead[i]`'s (itself unless
-    /// its frame repeats the previous lane's fast-path print).
+    /// Lane i's key, metadata and hash are lane `lead[i]`'s: itself, or the
+    /// first lane of the train it follows (see `same_fast_fields`).
     lead: [u8; BURST],
 }
 

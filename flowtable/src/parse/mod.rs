@@ -190,10 +190,11 @@ pub fn parse_into(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKe
 }
 
 /// [`parse_into`] writing the metadata to `meta` as well (unspecified when
-/// the frame is malformed). The pipeline's form: returned by value, the
-/// metadata was assembled on the stack from narrow stores and read back with
-/// a wider load, which the CPU cannot forward from two stores (perf: 29 % of
-/// a policy lcore's own cycles stalled on that one load).
+/// the frame is malformed): [`parse_fast`] then [`parse_general`], as the
+/// pipeline calls them. The fast path writes `meta` in place: returned by
+/// value, the metadata was assembled on the stack from narrow stores and read
+/// back with a wider load, which the CPU cannot forward from two stores
+/// (perf: 29 % of a policy lcore's own cycles stalled on that one load).
 #[inline]
 pub fn parse_into_meta(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> Result<(), Malformed> {
     if parse_fast_v4(frame, in_port, rss, key, meta) {
