@@ -167,7 +167,8 @@ struct Publishing {
 }
 
 impl RouteHandler for Publishing {
-    #[inline]
+    // Into the route loop, as PolicyHandler::handle is into this.
+    #[inline(always)]
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
         self.h.handle(rx, burst, dest);
         self.shared.publish_gen(&self.h);

@@ -334,6 +334,9 @@ impl RouteHandler for PolicyHandler {
         }
     }
 
+    // Inlined into the route loop (left to itself, the compiler stopped
+    // inlining it once the pipeline grew: +3 cycles/pkt in `bench fwd` at 1k flows).
+    #[inline(always)]
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
         let n = burst.len();
         let st = self.reader.load();
