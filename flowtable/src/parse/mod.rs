@@ -197,7 +197,7 @@ pub fn parse_into(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKe
 /// (perf: 29 % of a policy lcore's own cycles stalled on that one load).
 #[inline]
 pub fn parse_into_meta(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> Result<(), Malformed> {
-    if parse_fast_v4(frame, in_port, rss, key, meta) {
+    if parse_fast(frame, in_port, rss, key, meta) {
         return Ok(());
     }
     *meta = parse_general(frame, in_port, rss, key)?;
@@ -210,7 +210,7 @@ pub fn parse_into_meta(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut F
 /// touching `key` or `meta`, and [`parse_general`] decides. Both give the same key
 /// and metadata for every frame this takes (a proptest checks it).
 #[inline(always)]
-fn parse_fast_v4(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> bool {
+pub fn parse_fast(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> bool {
     const L3: usize = ethernet::HEADER_LEN;
     const L4: usize = L3 + 20;
     let Some(h) = frame.get(..L4 + 8) else { return false };
@@ -244,14 +244,6 @@ fn parse_fast_v4(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey
     };
     *meta = Meta { class: Class::Ipv4, hash, l3: L3 as u16, l4: L4 as u16, echo_id: 0 };
     true
-}
-
-/// [`parse_into_meta`]'s fast path alone: true when it took the frame (and
-/// wrote `key` and `meta`), false (nothing written) when the frame needs
-/// [`parse_general`].
-#[inline(always)]
-pub fn parse_fast(frame: &[u8], in_port: u16, rss: Option<u32>, key: &mut FlowKey, meta: &mut Meta) -> bool {
-    parse_fast_v4(frame, in_port, rss, key, meta)
 }
 
 /// True when the fast path reads the same from frames `a` and `b`: the same

@@ -286,14 +286,14 @@ fn the_fast_path_takes_plain_tcp_and_udp_over_ipv4_only() {
     let (a, b) = (v4_mapped(0x0a00_0001), v4_mapped(0x0a00_0002));
     let (mut k, mut m) = (FlowKey::default(), Meta::default());
     for l4 in [L4::Tcp { sport: 1, dport: 2, flags: SYN }, L4::Udp { sport: 1, dport: 2 }] {
-        assert!(parse_fast_v4(&Spec::new(a, b, l4).build(), 1, None, &mut k, &mut m), "{l4:?}");
+        assert!(parse_fast(&Spec::new(a, b, l4).build(), 1, None, &mut k, &mut m), "{l4:?}");
     }
     let tagged = Spec { vlans: vec![(0x8100, 5)], ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let options = Spec { ipv4_option_words: 1, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let fragment = Spec { frag: Frag::First, ..Spec::new(a, b, L4::Udp { sport: 1, dport: 2 }) };
     let sctp = Spec::new(a, b, L4::Sctp { sport: 1, dport: 2 });
     for s in [tagged, options, fragment, sctp] {
-        assert!(!parse_fast_v4(&s.build(), 1, None, &mut k, &mut m), "{s:?}");
+        assert!(!parse_fast(&s.build(), 1, None, &mut k, &mut m), "{s:?}");
     }
 }
 
