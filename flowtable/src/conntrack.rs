@@ -47,6 +47,20 @@ pub struct CtRef {
     tag: u32,
 }
 
+impl CtRef {
+    /// The handle as one word (the exact-match cache packs it).
+    #[inline(always)]
+    pub(crate) const fn to_bits(self) -> u64 {
+        self.slot as u64 | (self.tag as u64) << 32
+    }
+
+    /// The handle [`CtRef::to_bits`] gave `b` for.
+    #[inline(always)]
+    pub(crate) const fn from_bits(b: u64) -> Self {
+        CtRef { slot: b as u32, tag: (b >> 32) as u32 }
+    }
+}
+
 /// Which side of a connection a packet travels.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum CtDir {
