@@ -430,8 +430,9 @@ impl Pipeline {
         // cached policy drops are then re-checked on the slow path.
         let created_before = self.stats.ct_created;
         // The hits' connections: start loading them all before the first
-        // update (with many flows each one is a cache miss).
-        let mut m = live & !miss;
+        // update (with many flows each one is a cache miss). Train followers
+        // have none of their own.
+        let mut m = live & !runs & !miss;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
@@ -465,27 +466,35 @@ impl Pipeline {
         pkt: &impl Fn(usize) -> RxPacket<'a>,
         out: &mut [PacketVerdict],
     ) {
+        // The rest of lane i's train: its length and bytes.
+        let train_of = |i: usize| {
+            let t = (runs >> (i + 1)).trailing_ones() as usize;
+            (t, (i + 1..=i + t).map(|l| pkt(l).frame.len() as u64).sum::<u64>())
+        };
         let mut m = live;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let len = pkt(i).frame.len() as u32;
-            if miss & (1 << i) == 0 {
-                let v = self.vals[i];
-                // Followers of lane i already accounted on its connection.
+            // A train's followers take its first lane's answer (the cache
+            // never looked them up).
+            let j = if TRAINS { self.lead[i] as usize } else { i };
+            if miss & (1 << j) == 0 {
+                let v = self.vals[j];
+                // Followers of lane i (hits, like it) that need nothing more:
+                // accounted on its connection or denied flow at once, or
+                // none to account.
                 let mut train = 0usize;
+                let more = TRAINS && runs & (2 << i) != 0;
                 let fresh = match (v.fate, v.ct) {
                     (Fate::Forward(_), Some((r, dir))) => {
-                        let j = self.lead[i] as usize;
                         let flags = self.keys[j].tcp_flags;
                         let ok = self.ct.update(r, dir, self.metas[j].echo_id, flags, len, now).is_some();
                         if !ok {
                             self.stats.ct_stale += 1;
-                        } else if TRAINS && runs & (2 << i) != 0 {
-                            // The rest of lane i's train (hits, like it) is
-                            // the same packet to conntrack: one update for all.
-                            let t = (runs >> (i + 1)).trailing_ones() as usize;
-                            let bytes = (i + 1..=i + t).map(|l| pkt(l).frame.len() as u64).sum();
+                        } else if more {
+                            // The same packet to conntrack: one update for all.
+                            let (t, bytes) = train_of(i);
                             if self.ct.repeat(r, dir, flags, t as u64, bytes) {
                                 train = t;
                             }
@@ -495,12 +504,24 @@ impl Pipeline {
                     (Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress), d) => {
                         // Counted on its denied flow; a flow that ended there
                         // (idle, evicted) is decided again (a new one starts).
-                        self.stats.ct_created == created_before
+                        let ok = self.stats.ct_created == created_before
                             && d.is_none_or(|(r, _)| {
-                                self.denied.update(r, CtDir::Orig, self.metas[self.lead[i] as usize].echo_id, 0, len, now).is_some()
-                            })
+                                self.denied.update(r, CtDir::Orig, self.metas[j].echo_id, 0, len, now).is_some()
+                            });
+                        if ok && more {
+                            let (t, bytes) = train_of(i);
+                            if d.is_none_or(|(r, _)| self.denied.repeat(r, CtDir::Orig, 0, t as u64, bytes)) {
+                                train = t;
+                            }
+                        }
+                        ok
                     }
-                    _ => true,
+                    _ => {
+                        if more {
+                            train = (runs >> (i + 1)).trailing_ones() as usize;
+                        }
+                        true
+                    }
                 };
                 if fresh {
                     self.stats.emc_hit += 1;

@@ -443,6 +443,15 @@ fn sweeps_are_paced_by_the_sweep_period() {
 
 #[test]
 fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
+    runs_count_like_packet_by_packet(true);
+}
+
+#[test]
+fn stateless_bursts_with_runs_count_like_packet_by_packet() {
+    runs_count_like_packet_by_packet(false);
+}
+
+fn runs_count_like_packet_by_packet(stateful: bool) {
     // Three TCP connections through their lives (stray RST, handshake, data
     // both ways, FIN or RST, then again on the same ports), two UDP flows and
     // denied traffic, interleaved in runs of 1-9 packets. Pipeline `bursty`
@@ -511,7 +520,8 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
             seq.push((g, port));
         }
     }
-    let (mut bursty, mut single) = (pipeline(), pipeline());
+    let cfg = PipelineConfig { stateful, ..Default::default() };
+    let (mut bursty, mut single) = (Pipeline::new(cfg), Pipeline::new(cfg));
     let mut fates = (Vec::new(), Vec::new());
     for (c, chunk) in seq.chunks(32).enumerate() {
         let now = c as u64 * SEC / 10;
@@ -524,19 +534,25 @@ fn bursts_with_runs_of_one_connection_count_like_packet_by_packet() {
         }
     }
     assert_eq!(fates.0, fates.1);
-    assert!(fates.0.contains(&Fate::Forward(1)) && fates.0.contains(&Fate::Drop(DropReason::PolicyEgress)));
-    let conns = |p: &Pipeline| {
-        let mut v: Vec<_> = p.conntrack().iter().map(|(_, c)| (c.orig, c.state, c.last_seen, c.expires, c.packets, c.bytes)).collect();
+    assert!(fates.0.iter().any(|f| matches!(f, Fate::Forward(_))) && fates.0.contains(&Fate::Drop(DropReason::PolicyEgress)));
+    let conns = |t: &Conntrack| {
+        let mut v: Vec<_> = t.iter().map(|(_, c)| (c.orig, c.state, c.last_seen, c.expires, c.packets, c.bytes)).collect();
         v.sort_by_key(|c| (c.0.sport, c.0.dport, c.0.proto));
         v
     };
-    let (a, b) = (conns(&bursty), conns(&single));
-    assert!(a.len() >= 4, "{a:?}");
+    let (a, b) = (conns(bursty.conntrack()), conns(single.conntrack()));
+    assert!(a.len() >= if stateful { 4 } else { 0 }, "{a:?}");
+    assert_eq!(a, b);
+    // The denied flows (C -> B; stateless, the replies too), counted in
+    // trains too.
+    let (a, b) = (conns(bursty.denied()), conns(single.denied()));
+    assert!(a.len() == if stateful { 1 } else { 6 } && a.iter().all(|c| c.4[0] > 100), "{a:?}");
     assert_eq!(a, b);
     let (sa, sb) = (bursty.stats(), single.stats());
     assert_eq!((sa.forwarded, sa.ct_created, sa.ct_stale), (sb.forwarded, sb.ct_created, sb.ct_stale));
+    assert_eq!((sa.drop_policy_egress, sa.rx_packets, sa.rx_bytes), (sb.drop_policy_egress, sb.rx_packets, sb.rx_bytes));
     let (ca, cb) = (bursty.conntrack().counters(), single.conntrack().counters());
-    assert!(ca.invalid > 0);
+    assert_eq!(ca.invalid > 0, stateful);
     assert_eq!(ca.invalid, cb.invalid);
 }
 
