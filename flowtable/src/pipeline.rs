@@ -384,10 +384,12 @@ impl Pipeline {
         let mut runs = 0u32;
         let mut prev: Option<RxPacket<'a>> = None;
         let mut tries = RUN_TRIES;
+        // Summed here and counted once: as counters in `self` they were a
+        // store and a load every packet, one packet's waiting on the last's.
+        let mut bytes = 0u64;
         for (i, o) in out[..n].iter_mut().enumerate() {
             let p = pkt(i);
-            self.stats.rx_packets += 1;
-            self.stats.rx_bytes += p.frame.len() as u64;
+            bytes += p.frame.len() as u64;
             if let Some(q) = prev {
                 if same_fast_fields(q.frame, p.frame) && p.in_port == q.in_port && p.rss == q.rss {
                     self.lead[i] = self.lead[i - 1];
@@ -423,6 +425,8 @@ impl Pipeline {
                 Err(e) => *o = self.finish(Fate::Drop(DropReason::Malformed(e)), 0, 0),
             }
         }
+        self.stats.rx_packets += n as u64;
+        self.stats.rx_bytes += bytes;
         let gen = policy.gen;
         let miss = self.emc.lookup_batch_runs(&self.keys, &self.hashes, live, runs, gen, &mut self.vals);
         // Connections created by earlier packets of this burst purge cached
