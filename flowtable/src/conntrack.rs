@@ -3,7 +3,7 @@
 //! directions of a flow on one lcore), owned through `&mut`.
 //!
 //! ```text
-//! key -> symmetric hash -> bucket of 8 signatures -> slot { connection, tag }
+//! key -> symmetric hash -> two buckets of 8 signatures -> slot { connection, tag }
 //! match: same protocol and VLAN, and the packet's (src, sport, dst, dport)
 //!        equal to the initiator's (Orig) or swapped (Reply); ICMP echo pairs
 //!        request and reply by echo identifier instead of ports.
@@ -18,10 +18,14 @@
 //! Time is always passed in (`now`: ns by default, or any tick as long as the
 //! [`CtTimeouts`] use the same unit); nothing here reads a clock.
 //!
-//! Capacity is bounded: a new connection takes an empty way of its bucket,
-//! else an expired one (`expired`), else, with `evict_live`, the least
-//! recently seen one preferring connections that are not established
-//! (`evicted`), else it is refused (`full`). [`Conntrack::sweep`] reclaims
+//! Capacity is bounded: a new connection takes an empty way of its two
+//! buckets (its primary, then its alternate: the primary flipped by the
+//! hash's high half), else an expired one (`expired`), else, with
+//! `evict_live`, the least recently seen of them preferring connections that
+//! are not established (`evicted`), else it is refused (`full`). With one
+//! bucket per connection, a table a third full had buckets of more than 8
+//! and evicted live connections there for ever (`bench fwd --stateful`,
+//! 100,000 flows in 262,144 slots: 1.1 % of the packets took the slow path). [`Conntrack::sweep`] reclaims
 //! expired entries a few slots at a time off the per-packet path.
 //! A cached handle ([`CtRef`]) names a slot and its fill count (`tag`): a
 //! handle to a reclaimed or reused slot is refused, never misapplied.
@@ -607,25 +611,35 @@ impl Conntrack {
     /// one is reclaimed and not returned.
     pub fn lookup(&mut self, key: &FlowKey, echo_id: u16, now: u64) -> Option<(CtRef, CtDir)> {
         let h = flow_hash(key, echo_id);
-        let b = h as usize & self.mask;
         let sig = h | 1;
-        for w in 0..WAYS {
-            if self.buckets[b].sig[w] != sig {
-                continue;
-            }
-            let i = b * WAYS + w;
-            if let Some(d) = dir_of(&self.cold[i].orig, self.hot[i].echo_id, key, echo_id) {
-                if d == CtDir::Reply && self.cfg.flows_only {
+        for b in self.buckets_of(h) {
+            for w in 0..WAYS {
+                if self.buckets[b].sig[w] != sig {
                     continue;
                 }
-                if now >= self.hot[i].expires {
-                    self.expire(i);
-                    return None;
+                let i = b * WAYS + w;
+                if let Some(d) = dir_of(&self.cold[i].orig, self.hot[i].echo_id, key, echo_id) {
+                    if d == CtDir::Reply && self.cfg.flows_only {
+                        continue;
+                    }
+                    if now >= self.hot[i].expires {
+                        self.expire(i);
+                        return None;
+                    }
+                    return Some((CtRef { slot: i as u32, tag: self.hot[i].tag }, d));
                 }
-                return Some((CtRef { slot: i as u32, tag: self.hot[i].tag }, d));
             }
         }
         None
+    }
+
+    /// The buckets a connection of hash `h` may sit in: its primary (the
+    /// low bits) and its alternate (flipped by the high half), one when they
+    /// are the same.
+    fn buckets_of(&self, h: u32) -> impl Iterator<Item = usize> {
+        let p = h as usize & self.mask;
+        let a = (h as usize ^ ((h >> 16) as usize | 1)) & self.mask;
+        [p, a].into_iter().take(if p == a { 1 } else { 2 })
     }
 
     /// Starts tracking a connection whose first packet (the initiator's) is
@@ -660,16 +674,11 @@ impl Conntrack {
             CtState::Established
         };
         let h = flow_hash(key, echo_id);
-        let b = h as usize & self.mask;
-        let way = match self.pick_way(b, now) {
-            Some(w) => w,
-            None => {
-                self.counters.full += 1;
-                return Err(());
-            }
+        let Some(i) = self.pick_slot(h, now) else {
+            self.counters.full += 1;
+            return Err(());
         };
-        let i = b * WAYS + way;
-        self.buckets[b].sig[way] = h | 1;
+        self.buckets[i / WAYS].sig[i % WAYS] = h | 1;
         self.len += 1;
         self.counters.created += 1;
         let mut orig = *key;
@@ -693,25 +702,29 @@ impl Conntrack {
         Ok(Some(CtRef { slot: i as u32, tag }))
     }
 
-    fn pick_way(&mut self, b: usize, now: u64) -> Option<usize> {
-        let bucket = self.buckets[b];
-        if let Some(w) = bucket.sig.iter().position(|&s| s == 0) {
-            return Some(w);
+    /// A slot for a new connection of hash `h`: an empty way of its two
+    /// buckets, else an expired one, else (`evict_live`) the least recently
+    /// seen of the two buckets' connections, preferring ones not
+    /// established.
+    fn pick_slot(&mut self, h: u32, now: u64) -> Option<usize> {
+        let slots = || self.buckets_of(h).flat_map(|b| b * WAYS..(b + 1) * WAYS);
+        if let Some(i) = slots().find(|&i| self.buckets[i / WAYS].sig[i % WAYS] == 0) {
+            return Some(i);
         }
-        if let Some(w) = (0..WAYS).find(|&w| now >= self.hot[b * WAYS + w].expires) {
-            self.expire(b * WAYS + w);
-            return Some(w);
+        if let Some(i) = slots().find(|&i| now >= self.hot[i].expires) {
+            self.expire(i);
+            return Some(i);
         }
         if !self.cfg.evict_live {
             return None;
         }
-        let w = (0..WAYS).min_by_key(|&w| {
-            let h = &self.hot[b * WAYS + w];
+        let i = slots().min_by_key(|&i| {
+            let h = &self.hot[i];
             (h.state == Some(CtState::Established), h.last_seen)
         })?;
-        self.free(b * WAYS + w, EndReason::Evicted);
+        self.free(i, EndReason::Evicted);
         self.counters.evicted += 1;
-        Some(w)
+        Some(i)
     }
 
     /// Accounts one packet of `len` bytes in `dir` with `tcp_flags` at `now`

@@ -181,6 +181,41 @@ fn full_table_evicts_non_established_first_or_refuses() {
 }
 
 #[test]
+fn a_full_bucket_overflows_into_the_alternate_before_evicting() {
+    // 128 buckets; twelve connections whose primary bucket is the same: the
+    // four past its 8 ways go to their alternates, and nothing is evicted.
+    let mut t = Conntrack::new(CtConfig { capacity: 1024, ..Default::default() });
+    let primary = |k: &FlowKey| flow_hash(k, 0) & 127;
+    let want = primary(&udp(0));
+    let keys: Vec<FlowKey> = (0..u16::MAX).map(udp).filter(|k| primary(k) == want).take(12).collect();
+    assert_eq!(keys.len(), 12);
+    let refs: Vec<CtRef> = keys.iter().map(|k| t.create(k, 0, 0, 0, 1, 0).unwrap().unwrap()).collect();
+    assert_eq!((t.len(), t.counters().evicted, t.counters().full), (12, 0, 0));
+    for (k, r) in keys.iter().zip(&refs) {
+        assert_eq!(t.lookup(k, 0, 1), Some((*r, CtDir::Orig)));
+        let mut reply = k.reversed();
+        reply.in_port = 2;
+        assert_eq!(t.lookup(&reply, 0, 1), Some((*r, CtDir::Reply)));
+    }
+    // Full, both buckets: the least recently seen of the two goes.
+    let mut strict = Conntrack::new(CtConfig { capacity: 1024, evict_live: false, ..Default::default() });
+    let (p, a) = (want as usize, (want as usize ^ ((flow_hash(&keys[0], 0) >> 16) as usize | 1)) & 127);
+    let same: Vec<FlowKey> = (0..u16::MAX)
+        .flat_map(|sport| (53..60).map(move |dport| FlowKey::v4(1, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17, sport, dport)))
+        .filter(|k| {
+            let h = flow_hash(k, 0);
+            h as usize & 127 == p && (h as usize ^ ((h >> 16) as usize | 1)) & 127 == a
+        })
+        .take(17)
+        .collect();
+    assert_eq!(same.len(), 17, "keys sharing both buckets");
+    for k in &same[..16] {
+        assert!(strict.create(k, 0, 0, 0, 1, 0).unwrap().is_some());
+    }
+    assert_eq!(strict.create(&same[16], 0, 0, 0, 1, 0), Err(()));
+}
+
+#[test]
 fn stale_handles_are_refused_after_reuse() {
     let mut t = Conntrack::new(CtConfig { capacity: 8, ..Default::default() });
     let a = t.create(&tcp(SYN), 0, 0, 0, 1, 0).unwrap().unwrap();
