@@ -25,8 +25,9 @@
 //! are not established (`evicted`), else it is refused (`full`). With one
 //! bucket per connection, a table a third full had buckets of more than 8
 //! and evicted live connections there for ever (`bench fwd --stateful`,
-//! 100,000 flows in 262,144 slots: 1.1 % of the packets took the slow path). [`Conntrack::sweep`] reclaims
-//! expired entries a few slots at a time off the per-packet path.
+//! 100,000 flows in 262,144 slots: 1.1 % of the packets took the slow path).
+//! [`Conntrack::sweep`] reclaims expired entries a few slots at a time off
+//! the per-packet path.
 //! A cached handle ([`CtRef`]) names a slot and its fill count (`tag`): a
 //! handle to a reclaimed or reused slot is refused, never misapplied.
 //!

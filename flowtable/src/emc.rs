@@ -13,7 +13,8 @@
 //! half of the generation, and the value packed into 19 bytes
 //! ([`CacheValue`]). With many flows the cache lives in memory, and each line
 //! a hit reads is a miss: at 100,000 flows, 192-byte entries cost `bench fwd`
-//! 20-25 cycles a packet more than 128-byte ones (2026-11-29).
+//! 20-25 cycles a packet more than 128-byte ones (2026-11-29; the 64-byte
+//! entry's figures are in flowtable/DESIGN.md).
 //!
 //! Two choices per flow: an insert goes to the primary bucket while it has a
 //! free or stale way, else to the alternate one; when both are full of
@@ -36,9 +37,9 @@
 //! place (a flow already cached stays cached across generations). The victim
 //! is an empty way, else one of an older generation, else a pseudo-random way.
 
-use crate::classify::BURST;
 use core::marker::PhantomData;
 
+use crate::classify::BURST;
 use crate::hint::prefetch;
 use crate::key::FlowKey;
 
@@ -67,9 +68,8 @@ struct Bucket {
 }
 
 /// A value the cache can keep: 24 bits beside the key and 128 after it, so
-/// that an entry is one 64-byte cache line (a hit reads one line; with
-/// 128-byte entries, 100,000 flows cost `bench fwd` 20-25 cycles a packet
-/// more per extra line).
+/// that an entry is one 64-byte cache line and a hit reads one line (with
+/// 100,000 flows each extra line cost `bench fwd` 20-25 cycles a packet).
 pub trait CacheValue: Copy + Default {
     /// The value as (24 bits, 128 bits): the first below `1 << 24`.
     fn pack(&self) -> (u32, u128);
