@@ -634,13 +634,10 @@ impl Conntrack {
         None
     }
 
-    /// The buckets a connection of hash `h` may sit in: its primary (the
-    /// low bits) and its alternate (flipped by the high half), one when they
-    /// are the same.
+    /// The buckets a connection of hash `h` may sit in: its primary and its
+    /// alternate, as the cache picks them.
     fn buckets_of(&self, h: u32) -> impl Iterator<Item = usize> {
-        let p = h as usize & self.mask;
-        let a = (h as usize ^ ((h >> 16) as usize | 1)) & self.mask;
-        [p, a].into_iter().take(if p == a { 1 } else { 2 })
+        crate::emc::both_buckets(h, self.mask)
     }
 
     /// Starts tracking a connection whose first packet (the initiator's) is

@@ -161,6 +161,23 @@ pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
     (addrs == 0) & (ports == 0) & (rest == 0)
 }
 
+/// The alternate bucket of `hash` in a table of `mask + 1` buckets: the
+/// primary (`hash & mask`) with bits flipped by the hash's high half, never
+/// the primary itself unless there is only one bucket. Shared with the
+/// connection table, which takes two choices the same way.
+#[inline(always)]
+pub(crate) fn alternate_bucket(hash: u32, mask: usize) -> usize {
+    (hash as usize ^ ((hash >> 16) as usize | 1)) & mask
+}
+
+/// The primary and the alternate bucket of `hash`, once when they are the
+/// same.
+#[inline(always)]
+pub(crate) fn both_buckets(hash: u32, mask: usize) -> impl Iterator<Item = usize> {
+    let (p, a) = (hash as usize & mask, alternate_bucket(hash, mask));
+    [p, a].into_iter().take(if p == a { 1 } else { 2 })
+}
+
 /// The high half of a generation (see [`Emc::era`]).
 #[inline(always)]
 fn era(gen: u64) -> u32 {
@@ -230,12 +247,10 @@ impl<V: CacheValue> Emc<V> {
         hash as usize & self.mask
     }
 
-    /// The alternate bucket of `hash`: the primary with bits flipped by the
-    /// high half of the hash (never the primary itself unless there is only
-    /// one bucket).
+    /// The alternate bucket of `hash` (see [`alternate_bucket`]).
     #[inline(always)]
     fn alternate(&self, hash: u32) -> usize {
-        (hash as usize ^ ((hash >> 16) as usize | 1)) & self.mask
+        alternate_bucket(hash, self.mask)
     }
 
     /// Ways of bucket `b` whose signature is `sig`, as a bit mask.
@@ -520,9 +535,8 @@ impl<V: CacheValue> Emc<V> {
     /// reply direction before the connection existed cannot outlive it (the
     /// pipeline's hash is symmetric, so replies live in the same two buckets).
     pub fn remove_replies(&mut self, hash: u32, src: u128, dst: u128, proto: u8) -> usize {
-        let (p, a) = (self.primary(hash), self.alternate(hash));
         let mut n = 0;
-        for b in [p, a].into_iter().take(if p == a { 1 } else { 2 }) {
+        for b in both_buckets(hash, self.mask) {
             for w in 0..WAYS {
                 let e = &self.entries[b * WAYS + w];
                 if self.buckets[b].sig[w] != 0 && e.src == dst && e.dst == src && e.lo as u8 == proto {

@@ -470,9 +470,10 @@ impl Pipeline {
         pkt: &impl Fn(usize) -> RxPacket<'a>,
         out: &mut [PacketVerdict],
     ) {
-        // The rest of lane i's train: its length and bytes.
+        // The rest of lane i's train: its length, and with its bytes.
+        let train_len = |i: usize| (runs >> (i + 1)).trailing_ones() as usize;
         let train_of = |i: usize| {
-            let t = (runs >> (i + 1)).trailing_ones() as usize;
+            let t = train_len(i);
             (t, (i + 1..=i + t).map(|l| pkt(l).frame.len() as u64).sum::<u64>())
         };
         let mut m = live;
@@ -522,7 +523,7 @@ impl Pipeline {
                     }
                     _ => {
                         if more {
-                            train = (runs >> (i + 1)).trailing_ones() as usize;
+                            train = train_len(i);
                         }
                         true
                     }
