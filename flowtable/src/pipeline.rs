@@ -169,6 +169,8 @@ pub struct Pipeline {
     /// Lane i's key, metadata and hash are lane `lead[i]`'s: itself, or the
     /// first lane of the train it follows (see `same_fast_fields`).
     lead: [u8; BURST],
+    /// See [`Pipeline::followers`].
+    followers: u32,
 }
 
 /// The cookie a verdict reports: the ingress rule's, else the egress rule's.
@@ -229,7 +231,20 @@ impl Pipeline {
             metas: [Meta::default(); BURST],
             vals: [FlowVerdict::default(); BURST],
             lead: [0; BURST],
+            followers: 0,
         }
+    }
+
+    /// The lanes of the last burst (bit i = packet i of the last
+    /// [`process_burst`](Self::process_burst), or of the last 32 of a
+    /// [`process`](Self::process)) that followed the lane before them in a
+    /// train of cache hits: their frame has that lane's fast-path fields
+    /// (untagged IPv4 TCP or UDP without options or fragments, the same
+    /// addresses, ports and in_port) and their verdict is its verdict (fate
+    /// and cookie) without [`vflags::LOG`]. A caller can take such a lane's
+    /// disposition from the lane before it without looking at the packet.
+    pub fn followers(&self) -> u32 {
+        self.followers
     }
 
     /// The configuration.
@@ -375,6 +390,7 @@ impl Pipeline {
         out: &mut [PacketVerdict],
     ) {
         let mut live = 0u32;
+        self.followers = 0;
         // Lanes whose frame reads, to the fast path, as the previous lane's:
         // the same key, metadata and hash, reused rather than parsed (a
         // train of one flow's packets, common from VMs and bulk transfers).
@@ -533,7 +549,9 @@ impl Pipeline {
                     out[i] = self.finish(v.fate, v.cookie, 0);
                     if TRAINS && train != 0 {
                         self.finish_train(v, &mut out[i + 1..=i + train]);
-                        m &= !(((1u64 << train) - 1) << (i + 1)) as u32;
+                        let lanes = (((1u64 << train) - 1) << (i + 1)) as u32;
+                        m &= !lanes;
+                        self.followers |= lanes;
                     }
                     continue;
                 }

@@ -523,17 +523,31 @@ fn runs_count_like_packet_by_packet(stateful: bool) {
     let cfg = PipelineConfig { stateful, ..Default::default() };
     let (mut bursty, mut single) = (Pipeline::new(cfg), Pipeline::new(cfg));
     let mut fates = (Vec::new(), Vec::new());
+    let mut followed = 0;
     for (c, chunk) in seq.chunks(32).enumerate() {
         let now = c as u64 * SEC / 10;
         let pkts: Vec<RxPacket<'_>> = chunk.iter().map(|(frame, in_port)| RxPacket { frame, rss: None, in_port: *in_port }).collect();
         let mut out = vec![PacketVerdict::default(); pkts.len()];
         bursty.process(&w.policy(), &pkts, now, &mut out);
+        // What `followers` promises: the lane before's verdict without LOG,
+        // and its fast-path fields (IPv4 TCP/UDP, same 5-tuple, same in_port).
+        let mut f = bursty.followers();
+        followed += f.count_ones();
+        while f != 0 {
+            let i = f.trailing_zeros() as usize;
+            f &= f - 1;
+            let (v, u) = (out[i], out[i - 1]);
+            assert!(v.fate == u.fate && v.cookie == u.cookie && v.flags & vflags::LOG == 0, "lane {i}: {v:?} after {u:?}");
+            let (k, l) = (crate::parse::parse(pkts[i].frame, 0, None).unwrap().key, crate::parse::parse(pkts[i - 1].frame, 0, None).unwrap().key);
+            assert!(matches!(k.proto, 6 | 17) && crate::emc::same_flow(&k, &l) && pkts[i].in_port == pkts[i - 1].in_port);
+        }
         fates.0.extend(out.iter().map(|v| v.fate));
         for (frame, in_port) in chunk {
             fates.1.push(one(&mut single, &w, frame, *in_port, now).fate);
         }
     }
     assert_eq!(fates.0, fates.1);
+    assert!(followed > 200, "trains of hits are reported as followers ({followed})");
     assert!(fates.0.iter().any(|f| matches!(f, Fate::Forward(_))) && fates.0.contains(&Fate::Drop(DropReason::PolicyEgress)));
     let conns = |t: &Conntrack| {
         let mut v: Vec<_> = t.iter().map(|(_, c)| (c.orig, c.state, c.last_seen, c.expires, c.packets, c.bytes)).collect();
