@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 struct ByIndex;
 
 impl RouteHandler for ByIndex {
-    fn handle(&mut self, _rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
+    fn handle(&mut self, _rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], _now: u64) {
         for (i, d) in dest.iter_mut().enumerate().take(burst.len()) {
             let f = burst.data(i);
             let sport = u16::from_be_bytes([f[34], f[35]]);
@@ -37,7 +37,7 @@ struct ByBurst {
 }
 
 impl RouteHandler for ByBurst {
-    fn handle(&mut self, _rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
+    fn handle(&mut self, _rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], _now: u64) {
         let sport = |i: usize| {
             let f = burst.data(i);
             u16::from_be_bytes([f[34], f[35]])

@@ -169,8 +169,8 @@ struct Publishing {
 impl RouteHandler for Publishing {
     // Into the route loop, as PolicyHandler::handle is into this.
     #[inline(always)]
-    fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
-        self.h.handle(rx, burst, dest);
+    fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], now: u64) {
+        self.h.handle(rx, burst, dest, now);
         self.shared.publish_gen(&self.h);
         self.bursts = self.bursts.wrapping_add(1);
         if self.bursts & 1023 == 0 {

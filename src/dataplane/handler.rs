@@ -337,14 +337,15 @@ impl RouteHandler for PolicyHandler {
     // Inlined into the route loop (left to itself, the compiler stopped
     // inlining it once the pipeline grew: +3 cycles/pkt in `bench fwd` at 1k flows).
     #[inline(always)]
-    fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
+    fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], now: u64) {
         let n = burst.len();
         let st = self.reader.load();
         let gen = st.gen();
         let policy = Policy { gen, tables: &st.enforce, identities: &st.ipmap, routes: &st.routes, cut_before: st.cut_before };
-        let now = pmd::lcore::rdtsc();
         if gen != self.gen_seen.0 {
-            self.gen_seen = (gen, now);
+            // Its own read: `now` may precede the publish (publish-to-
+            // enforced latency is measured from this).
+            self.gen_seen = (gen, pmd::lcore::rdtsc());
         }
         // Hardware first (model ports): DROP rules free packets before
         // software; a current mark carries the verdict; the rest is software's.
@@ -352,11 +353,12 @@ impl RouteHandler for PolicyHandler {
         let mut off = false;
         if let Some(o) = self.offload.as_mut() {
             if o.has_model(rx.port) && o.begin_burst() {
+                let t0 = pmd::lcore::rdtsc();
                 for (i, p) in pre.iter_mut().enumerate().take(n) {
                     *p = o.rx(burst.data(i), rx.port, gen);
                 }
                 // What the simulated NIC cost this core (hardware would not).
-                o.add_model_cycles(pmd::lcore::rdtsc().wrapping_sub(now));
+                o.add_model_cycles(pmd::lcore::rdtsc().wrapping_sub(t0));
                 off = true;
             }
         }

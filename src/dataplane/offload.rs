@@ -719,8 +719,8 @@ mod tests {
     }
 
     impl RouteHandler for Checker {
-        fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST]) {
-            self.h.handle(rx, burst, dest);
+        fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], now: u64) {
+            self.h.handle(rx, burst, dest, now);
             let gen = self.h.gen_seen.0;
             let strict = self.strict.lock().unwrap().iter().rev().find(|(g, _)| *g <= gen).is_some_and(|(_, s)| *s);
             for (i, d) in dest.iter().enumerate().take(burst.len()) {
