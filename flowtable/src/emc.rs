@@ -211,7 +211,7 @@ fn era(gen: u64) -> u32 {
 
 /// A flow's signature in its buckets: the hash's high half (never 0, which
 /// marks an empty way). 16 bits so that a bucket is 16 bytes, four to a cache
-/// line, and its eight signatures compare as one vector; the low half picks
+/// line, and its eight signatures compare as two 64-bit words; the low half picks
 /// the bucket, so up to 2^16 buckets the two do not overlap.
 #[inline(always)]
 fn sig_of(hash: u32) -> u16 {

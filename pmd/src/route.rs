@@ -47,8 +47,8 @@ pub trait RouteHandler: Send {
     /// an index into the loop's outputs, or [`DROP`]. `now` is the TSC the
     /// loop read last, at most one poll iteration (an rx burst, or the
     /// handling of the one before) before the call: a clock for timeouts
-    /// and records without a TSC read of the handler's own (each costs
-    /// ~60 cycles in a VM).
+    /// and records without a TSC read of the handler's own (see the busy
+    /// clock in [`route_loop`] for their cost).
     fn handle(&mut self, rx: RxQueue, burst: &mut Burst, dest: &mut [u8; BURST], now: u64);
     /// Called when the loop is idle (no packet on any queue this iteration).
     fn idle(&mut self) {}
