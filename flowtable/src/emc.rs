@@ -337,7 +337,7 @@ impl<V: CacheValue> Emc<V> {
         gen: u64,
         out: &mut [V; BURST],
     ) -> u32 {
-        self.lookup_batch_runs(keys, hashes, live, 0, gen, out)
+        self.lookup_batch_runs(keys, hashes, live, 0, gen, out, |_| {})
     }
 
     /// [`Emc::lookup_batch`] told that the lanes in `runs` hold the same flow
@@ -348,7 +348,13 @@ impl<V: CacheValue> Emc<V> {
     /// (missed) are among `live & !runs`. (Done for each follower here, the
     /// pass over it and the copy of its answer cost a one-flow burst about
     /// 5 cycles a packet, perf in `bench fwd`.)
+    ///
+    /// `on_hit(v)` is called for each lane answered by a lookup of its own,
+    /// as soon as its entry is verified: the caller can start loading what
+    /// the value points to while the rest of the burst is compared (the
+    /// pipeline prefetches the hit's connection).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn lookup_batch_runs(
         &self,
         keys: &[FlowKey; BURST],
@@ -357,6 +363,7 @@ impl<V: CacheValue> Emc<V> {
         runs: u32,
         gen: u64,
         out: &mut [V; BURST],
+        mut on_hit: impl FnMut(&V),
     ) -> u32 {
         let live = live & !runs;
         if era(gen) != self.era {
@@ -381,7 +388,7 @@ impl<V: CacheValue> Emc<V> {
             prev = Some(i);
             prefetch(&self.buckets[self.primary(hashes[i])]);
         }
-        let miss = self.lookup_leaders(keys, hashes, live & !follow, gen, out);
+        let miss = self.lookup_leaders(keys, hashes, live & !follow, gen, out, &mut on_hit);
         let mut miss_all = miss;
         let mut m = follow;
         while m != 0 {
@@ -407,6 +414,7 @@ impl<V: CacheValue> Emc<V> {
         live: u32,
         gen: u64,
         out: &mut [V; BURST],
+        on_hit: &mut impl FnMut(&V),
     ) -> u32 {
         let mut cand = [0u32; BURST];
         let mut ways = 0u32;
@@ -432,6 +440,7 @@ impl<V: CacheValue> Emc<V> {
             if ways & (1 << i) != 0 && e.holds(&keys[i]) {
                 if e.gen == gen as u32 {
                     out[i] = e.val();
+                    on_hit(&out[i]);
                 } else {
                     miss |= 1 << i;
                 }
@@ -440,7 +449,10 @@ impl<V: CacheValue> Emc<V> {
             // No signature in the primary bucket (the flow may sit in its
             // alternate), or a signature collision on the first candidate.
             match self.find(&keys[i], hashes[i]) {
-                Some(e) if self.entries[e].gen == gen as u32 => out[i] = self.entries[e].val(),
+                Some(e) if self.entries[e].gen == gen as u32 => {
+                    out[i] = self.entries[e].val();
+                    on_hit(&out[i]);
+                }
                 _ => miss |= 1 << i,
             }
         }
@@ -659,14 +671,21 @@ mod tests {
         c.insert(&keys[1], hashes[1], 0, 7); // stale generation
         let mut out = [0u32; BURST];
         let live = !(1u32 << 30); // lane 30 not live
-        let miss = c.lookup_batch(&keys, &hashes, live, 1, &mut out);
+        let mut seen = Vec::new();
+        let miss = c.lookup_batch_runs(&keys, &hashes, live, 0, 1, &mut out, |v| seen.push(*v));
+        let mut hits = Vec::new();
         for i in 0..BURST {
             let expect_hit = i % 3 == 0 && i != 30;
             assert_eq!(miss & (1 << i) == 0, expect_hit || i == 30, "lane {i}");
             if expect_hit {
                 assert_eq!(out[i], i as u32 + 100);
+                hits.push(out[i]);
             }
         }
+        // `on_hit` saw every hit once, in lane order, and nothing else (not
+        // the stale lane 1).
+        assert_eq!(seen, hits);
+        assert_eq!(c.lookup_batch(&keys, &hashes, live, 1, &mut [0u32; BURST]), miss);
     }
 
     #[test]
@@ -729,7 +748,7 @@ mod tests {
             }
             // Told lanes are the caller's: neither answered nor reported.
             let mut out2 = [u32::MAX; BURST];
-            assert_eq!(c.lookup_batch_runs(&k2, &h2, live, told, 3, &mut out2), miss & !told);
+            assert_eq!(c.lookup_batch_runs(&k2, &h2, live, told, 3, &mut out2, |_| {}), miss & !told);
             for i in (0..BURST).filter(|&i| live & (1 << i) != 0) {
                 let want = if told & (1 << i) != 0 || miss & (1 << i) != 0 { u32::MAX } else { out[i] };
                 assert_eq!(out2[i], want, "lane {i}");

@@ -444,25 +444,24 @@ impl Pipeline {
         self.stats.rx_packets += n as u64;
         self.stats.rx_bytes += bytes;
         let gen = policy.gen;
-        let miss = self.emc.lookup_batch_runs(&self.keys, &self.hashes, live, runs, gen, &mut self.vals);
+        // The hits' connections: loading starts as each hit is verified,
+        // before the first update (with many flows each one is a cache miss;
+        // started after the whole lookup, the first updates of a burst waited
+        // for theirs). Train followers have none of their own.
+        let (ct, denied) = (&self.ct, &self.denied);
+        let prefetch = |v: &FlowVerdict| {
+            if let Some((r, _)) = v.ct {
+                match v.fate {
+                    Fate::Forward(_) => ct.prefetch(r),
+                    _ => denied.prefetch(r),
+                }
+            }
+        };
+        let miss = self.emc.lookup_batch_runs(&self.keys, &self.hashes, live, runs, gen, &mut self.vals, prefetch);
         // Connections created by earlier packets of this burst purge cached
         // reply-direction drops, but this burst's lookups ran before that:
         // cached policy drops are then re-checked on the slow path.
         let created_before = self.stats.ct_created;
-        // The hits' connections: start loading them all before the first
-        // update (with many flows each one is a cache miss). Train followers
-        // have none of their own.
-        let mut m = live & !runs & !miss;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if let Some((r, _)) = self.vals[i].ct {
-                match self.vals[i].fate {
-                    Fate::Forward(_) => self.ct.prefetch(r),
-                    _ => self.denied.prefetch(r),
-                }
-            }
-        }
         // Without trains (many flows), a loop without their checks (criterion,
         // 32 flows per burst: 508/516 -> 486/492 ns a burst).
         let at = (miss, created_before, now);
