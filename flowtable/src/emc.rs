@@ -187,12 +187,14 @@ pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
 }
 
 /// The alternate bucket of `hash` in a table of `mask + 1` buckets: the
-/// primary (`hash & mask`) with bits flipped by the hash's high half, never
-/// the primary itself unless there is only one bucket. Shared with the
-/// connection table, which takes two choices the same way.
+/// primary (`hash & mask`) with bits flipped by the flow's signature (the
+/// hash's high half, odd), never the primary itself unless there is only
+/// one bucket. An entry's other bucket is thus its bucket flipped by the
+/// signature it keeps there ([`Emc::other`]). Shared with the connection
+/// table, which takes two choices the same way.
 #[inline(always)]
 pub(crate) fn alternate_bucket(hash: u32, mask: usize) -> usize {
-    (hash as usize ^ ((hash >> 16) as usize | 1)) & mask
+    (hash as usize ^ usize::from(sig_of(hash))) & mask
 }
 
 /// The primary and the alternate bucket of `hash`, once when they are the
@@ -479,11 +481,10 @@ impl<V: CacheValue> Emc<V> {
     }
 
     /// The other bucket of an entry sitting in bucket `b` with signature
-    /// `sig` (the signature is the hash's high half, which the alternate
-    /// uses, with bit 0 set as the alternate sets it).
+    /// `sig` (see [`alternate_bucket`]).
     #[inline(always)]
     fn other(&self, b: usize, sig: u16) -> usize {
-        (b ^ sig as usize) & self.mask
+        (b ^ usize::from(sig)) & self.mask
     }
 
     /// Both buckets of a new flow are full of current entries: moves one of
