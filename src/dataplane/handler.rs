@@ -267,6 +267,15 @@ fn pack_mac(mac: Option<[u8; 6]>) -> u64 {
     })
 }
 
+/// Writes a [`pack_mac`] MAC as packet `i`'s destination ([`NO_MAC`]: none,
+/// the frame is not touched).
+#[inline(always)]
+fn set_dst_mac(burst: &mut Burst, i: usize, mac: u64) {
+    if mac != NO_MAC {
+        burst.data_mut(i)[0..6].copy_from_slice(&mac.to_le_bytes()[..6]);
+    }
+}
+
 /// True for an untagged ICMPv6 neighbour solicitation.
 #[inline]
 fn is_ns(f: &[u8]) -> bool {
@@ -405,9 +414,7 @@ impl RouteHandler for PolicyHandler {
         let followers = if off { 0 } else { self.pipeline.followers() };
         for i in 0..n {
             if followers & (1 << i) != 0 && dest[i - 1] != DROP {
-                if last_mac != NO_MAC {
-                    burst.data_mut(i)[0..6].copy_from_slice(&last_mac.to_le_bytes()[..6]);
-                }
+                set_dst_mac(burst, i, last_mac);
                 dest[i] = dest[i - 1];
                 continue;
             }
@@ -454,9 +461,7 @@ impl RouteHandler for PolicyHandler {
                             }
                         }
                     }
-                    if last_mac != NO_MAC {
-                        burst.data_mut(i)[0..6].copy_from_slice(&last_mac.to_le_bytes()[..6]);
-                    }
+                    set_dst_mac(burst, i, last_mac);
                     last_out
                 }
                 Fate::Arp => {
