@@ -55,10 +55,12 @@ const BUDGET_MAX: usize = 1 << 24;
 /// whole box and drops the rest (they can never win while one of those is
 /// live). If they are all deleted, the scan falls back to every rule.
 const KEEP_COVERING: usize = 2;
-/// `Leaf::last` of a leaf's last record.
-const LAST: u8 = 1;
-/// `Leaf::last` of the last record of a leaf that dropped rules.
-const LAST_CUT: u8 = 3;
+/// A leaf entry (`Compiled::refs`): a slot, and on the leaf's last entry
+/// one of these flags above it.
+const LAST: u32 = 1 << 30;
+/// The last entry of a leaf that dropped rules.
+const LAST_CUT: u32 = 3 << 30;
+const REF_SLOT: u32 = LAST - 1;
 /// A prefix at least this long is "specific" when partitioning.
 const SPECIFIC_LEN: u8 = 16;
 /// A port range narrower than this is "narrow" when a partition is split
@@ -177,15 +179,11 @@ struct Leaf {
     dp_w: u16,
     proto: u8,
     pmask: u8,
-    /// On the last record of a leaf: [`LAST`], or [`LAST_CUT`] if the leaf
-    /// drops rules below its last covering rules.
-    last: u8,
-    _pad: u8,
-    slot: u32,
+    _pad: [u8; 6],
 }
 
 impl Leaf {
-    fn of(r: &Rule, b: &Bounds, slot: u32) -> Leaf {
+    fn of(r: &Rule, b: &Bounds) -> Leaf {
         Leaf {
             src: b.lo[0],
             smask: !(b.hi[0] ^ b.lo[0]),
@@ -197,9 +195,7 @@ impl Leaf {
             dp_w: r.m.dport.hi - r.m.dport.lo,
             proto: r.m.proto.unwrap_or(0),
             pmask: if r.m.proto.is_some() { 0xff } else { 0 },
-            last: 0,
-            _pad: 0,
-            slot,
+            _pad: [0; 6],
         }
     }
     #[inline(always)]
@@ -244,7 +240,10 @@ pub struct Compiled {
     ids: IdMap,
     trees: Vec<Tree>,
     kids: Vec<u64>,
-    leaves: Vec<Leaf>,
+    /// One record per slot.
+    recs: Vec<Leaf>,
+    /// Leaves: runs of slots, best first, the last flagged ([`LAST`]).
+    refs: Vec<u32>,
     /// Slots of rules with an address field of both families (`Prefix::ANY`),
     /// best first: the only ones a non-IPv4 key can match.
     any_family: Vec<u32>,
@@ -263,9 +262,8 @@ pub(crate) fn eligible(r: &Rule) -> bool {
 
 struct Builder<'a> {
     bounds: &'a [Bounds],
-    recs: &'a [Leaf],
     kids: Vec<u64>,
-    leaves: Vec<Leaf>,
+    refs: Vec<u32>,
     /// Identical leaves are stored once.
     memo: HashMap<(Vec<u32>, bool), u64>,
     max_depth: u32,
@@ -283,11 +281,9 @@ impl Builder<'_> {
             return k;
         }
         let list = &key.0;
-        let start = self.leaves.len() as u32;
-        for &s in list {
-            self.leaves.push(self.recs[s as usize]);
-        }
-        self.leaves.last_mut().expect("a leaf has rules").last = if cut { LAST_CUT } else { LAST };
+        let start = self.refs.len() as u32;
+        self.refs.extend_from_slice(list);
+        *self.refs.last_mut().expect("a leaf has rules") |= if cut { LAST_CUT } else { LAST };
         let k = LEAF | ((list[0] >> self.qs) as u64) << MIN_AT | start as u64;
         self.memo.insert(key, k);
         k
@@ -353,7 +349,7 @@ impl Builder<'_> {
         if list.is_empty() || self.over {
             return EMPTY;
         }
-        if self.kids.len() + self.leaves.len() > self.budget || self.kids.len() + (1 << MAX_ROOT_CUT_BITS) > BASE_MAX {
+        if self.kids.len() + self.refs.len() > self.budget || self.kids.len() + (1 << MAX_ROOT_CUT_BITS) > BASE_MAX {
             self.over = true;
             return EMPTY;
         }
@@ -507,21 +503,21 @@ impl Compiled {
             assert!(eligible(r), "rule {:?} cannot be compiled", r.id);
             assert!(ids.insert(r.id, s as u32).is_none(), "rule id {:?} repeated", r.id);
             let b = Bounds::of(r);
-            recs.push(Leaf::of(r, &b, s as u32));
+            recs.push(Leaf::of(r, &b));
             bounds.push(b);
             if r.m.src.len == 0 || r.m.dst.len == 0 {
                 any_family.push(s as u32);
             }
         }
+        assert!(rules.len() <= REF_SLOT as usize, "too many rules for one core");
         let mut qs = 0;
         while (rules.len() as u64 >> qs) >= MIN_MAX {
             qs += 1;
         }
         let mut b = Builder {
             bounds: &bounds,
-            recs: &recs,
             kids: Vec::new(),
-            leaves: Vec::new(),
+            refs: Vec::new(),
             memo: HashMap::new(),
             max_depth: 0,
             budget: 0,
@@ -543,7 +539,7 @@ impl Compiled {
             if list.is_empty() {
                 continue;
             }
-            let (k0, l0, d0) = (b.kids.len(), b.leaves.len(), b.max_depth);
+            let (k0, l0, d0) = (b.kids.len(), b.refs.len(), b.max_depth);
             b.budget = k0 + l0 + (per_rule * list.len() + base).min(BUDGET_MAX);
             b.over = false;
             b.memo.clear();
@@ -554,7 +550,7 @@ impl Compiled {
                 continue;
             }
             b.kids.truncate(k0);
-            b.leaves.truncate(l0);
+            b.refs.truncate(l0);
             b.max_depth = d0;
             match level.next() {
                 Some(next) => work.extend(next.split(list, &rules).into_iter().map(|l| (l, next))),
@@ -573,13 +569,13 @@ impl Compiled {
             rules: rules.len(),
             trees: trees.len(),
             kids: b.kids.len(),
-            leaf_records: b.leaves.len(),
+            leaf_records: b.refs.len(),
             max_depth: b.max_depth,
         };
-        let (mut kids, mut leaves) = (b.kids, b.leaves);
+        let (mut kids, mut refs) = (b.kids, b.refs);
         kids.shrink_to_fit();
-        leaves.shrink_to_fit();
-        Ok(Compiled { rules, ids, trees, kids, leaves, any_family, left_out: Vec::new(), qs, stats })
+        refs.shrink_to_fit();
+        Ok(Compiled { rules, ids, trees, kids, recs, refs, any_family, left_out: Vec::new(), qs, stats })
     }
 
     /// Rules compiled (live or not).
@@ -617,7 +613,8 @@ impl Compiled {
             + (self.ids.capacity() * 8 / 7) * (size_of::<(RuleId, u32)>() + 1)
             + self.trees.capacity() * size_of::<Tree>()
             + self.kids.capacity() * 8
-            + self.leaves.capacity() * size_of::<Leaf>()
+            + self.recs.capacity() * size_of::<Leaf>()
+            + self.refs.capacity() * 4
             + self.any_family.capacity() * 4
             + self.left_out.capacity() * 4
     }
@@ -656,15 +653,16 @@ impl Compiled {
         }
         let mut i = k as u32 as usize;
         loop {
-            let r = &self.leaves[i];
-            if r.slot >= bound {
+            let e = self.refs[i];
+            let s = e & REF_SLOT;
+            if s >= bound {
                 return NIL;
             }
-            if r.matches(v) && is_live(alive, r.slot) {
-                return r.slot;
+            if self.recs[s as usize].matches(v) && is_live(alive, s) {
+                return s;
             }
-            if r.last != 0 {
-                return if r.last == LAST_CUT { self.scan_all(v, alive, bound) } else { NIL };
+            if e >= LAST {
+                return if e >= LAST_CUT { self.scan_all(v, alive, bound) } else { NIL };
             }
             i += 1;
         }
@@ -768,8 +766,13 @@ impl Compiled {
                 m &= m - 1;
                 if kid_min(cur[i], self.qs) > best[i] {
                     lanes &= !(1 << i);
-                } else if let Some(r) = self.leaves.get(cur[i] as u32 as usize) {
+                } else if let Some(r) = self.refs.get(cur[i] as u32 as usize) {
+                    // The leaf's entries, and its first record, whose slot
+                    // the kid holds (exactly when `qs` is 0).
                     crate::hint::prefetch(r);
+                    if let Some(f) = self.recs.get(kid_min(cur[i], self.qs) as usize) {
+                        crate::hint::prefetch(f);
+                    }
                 }
             }
             let mut m = lanes;
@@ -801,16 +804,17 @@ impl Compiled {
             if n != EMPTY {
                 let mut i = n as u32 as usize;
                 loop {
-                    let r = &self.leaves[i];
-                    if r.slot >= best {
+                    let e = self.refs[i];
+                    let s = e & REF_SLOT;
+                    if s >= best {
                         break;
                     }
                     scanned += 1;
-                    if r.matches(&v) {
-                        best = r.slot;
+                    if self.recs[s as usize].matches(&v) {
+                        best = s;
                         break;
                     }
-                    if r.last != 0 {
+                    if e >= LAST {
                         break;
                     }
                     i += 1;
@@ -877,7 +881,7 @@ mod tests {
         }
         c.compile();
         assert_eq!(c.stats().compiled, 203);
-        assert!(c.compiled().unwrap().leaves.iter().any(|l| l.last == LAST_CUT), "some leaf dropped rule 1002");
+        assert!(c.compiled().unwrap().refs.iter().any(|&e| e >= LAST_CUT), "some leaf dropped rule 1002");
         check(&c, &lin);
         // The two best covering rules go: where no specific rule matches,
         // only the dropped one is left.
