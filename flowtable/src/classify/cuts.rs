@@ -15,8 +15,9 @@
 //!         a kid also carries the best slot beneath it (lanes that already
 //!         have a better match stop)
 //! leaf:   the rules overlapping its box, best first, down to the second one
-//!         that covers the whole box; 32-byte records scanned until the first
-//!         live match; if the covering ones are deleted, every rule is scanned
+//!         that covers the whole box: 4-byte slots, whose 32-byte records
+//!         (one per rule) are scanned until the first live match; if the
+//!         covering ones are deleted, every rule is scanned
 //! lookup: trees in order of their best rule, lowest slot wins
 //! ```
 
@@ -42,14 +43,14 @@ const MAX_ROOT_CUT_BITS: u8 = 14;
 const SPACE: usize = 4;
 /// Depth bound (a box that cannot be split further becomes a long leaf).
 const MAX_DEPTH: u32 = 24;
-/// Bound of a tree's kids plus leaf records, per rule of its partition plus a
+/// Bound of a tree's kids plus leaf entries, per rule of its partition plus a
 /// base. A tree that outgrows it is split into smaller partitions, and past
 /// that its rules are left to the delta (tuple space search holds wide,
 /// overlapping rules without replication), so no rule set can make a compile
 /// run away.
 const BUDGET_PER_RULE: usize = 64;
 const BUDGET_BASE: usize = 1 << 16;
-/// And at most this many per tree (512 MiB of leaf records at the worst).
+/// And at most this many per tree (128 MiB if all were 8-byte kids).
 const BUDGET_MAX: usize = 1 << 24;
 /// A leaf keeps its rules down to the KEEP_COVERING-th rule that covers its
 /// whole box and drops the rest (they can never win while one of those is
@@ -226,7 +227,7 @@ pub struct CoreStats {
     pub trees: usize,
     /// Child pointers (8 bytes each).
     pub kids: usize,
-    /// Leaf records (32 bytes each): rules times their replication.
+    /// Leaf entries (4 bytes each): rules times their replication.
     pub leaf_records: usize,
     /// Deepest leaf.
     pub max_depth: u32,
@@ -267,7 +268,7 @@ struct Builder<'a> {
     /// Identical leaves are stored once.
     memo: HashMap<(Vec<u32>, bool), u64>,
     max_depth: u32,
-    /// Kids plus leaf records allowed for the tree being built.
+    /// Kids plus leaf entries allowed for the tree being built.
     budget: usize,
     /// The tree went past its budget: it is given up.
     over: bool,
@@ -448,7 +449,7 @@ impl Compiled {
         Self::build_with(rules, BUDGET_PER_RULE, BUDGET_BASE)
     }
 
-    /// [`Self::build`] with a tree budget of `per_rule` kids and leaf records
+    /// [`Self::build`] with a tree budget of `per_rule` kids and leaf entries
     /// per rule plus `base`.
     ///
     /// Two layouts are built: one tree for every rule, and one per address
