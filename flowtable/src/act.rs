@@ -119,7 +119,7 @@ pub struct FlowVerdict {
     pub cookie: u64,
 }
 
-/// The 24 bits: the port (forward) or the [`DropReason::code`] (drop) in
+/// The 21 bits: the port (forward) or the [`DropReason::code`] (drop) in
 /// bits 0..16, the fate's kind in 16..18, a connection in bit 18 and its
 /// direction in bit 19. The 128: the connection handle, then the cookie.
 impl CacheValue for FlowVerdict {
@@ -189,7 +189,7 @@ mod tests {
                 for cookie in [0, 0x8000_0001_0002_0003, u64::MAX] {
                     let v = FlowVerdict { fate, ct, cookie };
                     let (lo, hi) = v.pack();
-                    assert_eq!(lo >> 24, 0, "24 bits");
+                    assert_eq!(lo >> 21, 0, "21 bits");
                     assert_eq!(FlowVerdict::unpack(lo, hi), v);
                 }
             }

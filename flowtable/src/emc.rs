@@ -92,11 +92,11 @@ impl Bucket {
     }
 }
 
-/// A value the cache can keep: 24 bits beside the key and 128 after it, so
+/// A value the cache can keep: 21 bits beside the key and 128 after it, so
 /// that an entry is one 64-byte cache line and a hit reads one line (with
 /// 100,000 flows each extra line cost `bench fwd` 20-25 cycles a packet).
 pub trait CacheValue: Copy + Default {
-    /// The value as (24 bits, 128 bits): the first below `1 << 24`.
+    /// The value as (21 bits, 128 bits): the first below `1 << 21`.
     fn pack(&self) -> (u32, u128);
     /// The value [`CacheValue::pack`] gave these for.
     fn unpack(lo: u32, hi: u128) -> Self;
@@ -130,7 +130,7 @@ struct Entry {
     dst: u128,
     /// [`ports_of`] the key.
     ports: u64,
-    /// The protocol (bits 0..8) and the value's 24 bits.
+    /// [`proto_flags`] of the key (bits 0..11) and the value's 21 bits.
     lo: u32,
     /// The generation's low half; the cache is emptied when the high half
     /// moves (see [`Emc::era`]).
@@ -141,18 +141,23 @@ struct Entry {
 
 const _: () = assert!(core::mem::size_of::<Entry>() == 64);
 
-/// Sport, dport, in_port, and the VLAN id (12 bits) with the key flags
-/// (4 bits) above it, as one word.
+/// Sport, dport, in_port and VLAN as one word: the key's four adjacent
+/// fields as they lie in memory, so the compiler reads them with one load.
 #[inline(always)]
 fn ports_of(k: &FlowKey) -> u64 {
-    u64::from(k.sport) | u64::from(k.dport) << 16 | u64::from(k.in_port) << 32 | u64::from(k.vlan | u16::from(k.flags) << 12) << 48
+    u64::from(k.sport) | u64::from(k.dport) << 16 | u64::from(k.in_port) << 32 | u64::from(k.vlan) << 48
 }
 
-/// The bits of `k` that [`ports_of`] cannot hold (none for a parsed key:
-/// VLAN ids are 12 bits, the flags 3): such keys are never cached.
+/// Bits of an entry's `lo` that hold [`proto_flags`].
+const PROTO_FLAGS: u32 = (1 << 11) - 1;
+
+/// The protocol and the key flags, as they lie in memory (one 16-bit load).
+/// An entry keeps 3 bits of flags (a parsed key has no more): a key with
+/// more sets bits over [`PROTO_FLAGS`], so it never matches an entry, and
+/// is never cached.
 #[inline(always)]
-fn unpackable(k: &FlowKey) -> u64 {
-    u64::from(k.vlan >> 12 | u16::from(k.flags >> 4))
+fn proto_flags(k: &FlowKey) -> u32 {
+    u32::from(k.proto) | u32::from(k.flags) << 8
 }
 
 impl Entry {
@@ -160,13 +165,13 @@ impl Entry {
     #[inline(always)]
     fn holds(&self, k: &FlowKey) -> bool {
         let addrs = (self.src ^ k.src) | (self.dst ^ k.dst);
-        let rest = (self.ports ^ ports_of(k)) | u64::from(self.lo as u8 ^ k.proto) | unpackable(k);
+        let rest = (self.ports ^ ports_of(k)) | u64::from((self.lo & PROTO_FLAGS) ^ proto_flags(k));
         (addrs == 0) & (rest == 0)
     }
 
     #[inline(always)]
     fn val<V: CacheValue>(&self) -> V {
-        V::unpack(self.lo >> 8, self.hi)
+        V::unpack(self.lo >> 11, self.hi)
     }
 }
 
@@ -512,10 +517,10 @@ impl<V: CacheValue> Emc<V> {
     /// Caches `val` for `key` under `gen`. An entry for the same key is
     /// always overwritten; a new one is inserted with probability
     /// 1/`insert_inv_prob`. Returns true when something was written (never
-    /// for a key with a VLAN id over 12 bits or flags over 4, which no
-    /// parsed key has: the entry has no room for them).
+    /// for a key with flags over 3 bits, which no parsed key has: the entry
+    /// has no room for them).
     pub fn insert(&mut self, key: &FlowKey, hash: u32, gen: u64, val: V) -> bool {
-        if unpackable(key) != 0 {
+        if proto_flags(key) & !PROTO_FLAGS != 0 {
             return false;
         }
         if era(gen) != self.era {
@@ -545,12 +550,12 @@ impl<V: CacheValue> Emc<V> {
             }
         };
         let (lo, hi) = val.pack();
-        debug_assert!(lo >> 24 == 0, "a cache value packs 24 bits beside the key");
+        debug_assert!(lo >> 21 == 0, "a cache value packs 21 bits beside the key");
         self.entries[i] = Entry {
             src: key.src,
             dst: key.dst,
             ports: ports_of(key),
-            lo: u32::from(key.proto) | lo << 8,
+            lo: proto_flags(key) | lo << 11,
             gen: gen as u32,
             hi,
         };
@@ -885,21 +890,24 @@ mod tests {
     #[test]
     fn keys_the_entry_cannot_hold_are_never_cached_nor_aliased() {
         let mut c = Emc::<u32>::new(EmcConfig { entries: 64, insert_inv_prob: 1 });
-        // VLAN 1 with flag bit 0 and VLAN 0x1001 without would share the
-        // packed word: the second is never cached, and never finds the first.
+        // An entry keeps 3 bits of key flags: a key with more is never
+        // cached, and never finds the entry of the key with its low 3 bits.
         let mut held = key(1);
         held.vlan = 1;
         held.flags = 1;
+        assert!(c.insert(&held, hash(&held), 1, 7));
+        for high in [0x08, 0x10, 0x80] {
+            let mut flagged = held;
+            flagged.flags |= high;
+            assert!(!c.insert(&flagged, hash(&held), 1, 9), "flags {:#x}", flagged.flags);
+            assert_eq!(c.lookup(&flagged, hash(&held), 1), None, "flags {:#x}", flagged.flags);
+        }
+        // Every VLAN bit is kept: 0x1001 is another flow than 1.
         let mut wide = held;
         wide.vlan = 0x1001;
-        wide.flags = 0;
-        assert!(c.insert(&held, hash(&held), 1, 7));
         assert_eq!(c.lookup(&wide, hash(&held), 1), None);
-        assert!(!c.insert(&wide, hash(&held), 1, 8));
-        let mut flagged = held;
-        flagged.flags = 0x10;
-        assert!(!c.insert(&flagged, hash(&held), 1, 9));
-        assert_eq!(c.lookup(&flagged, hash(&held), 1), None);
+        assert!(c.insert(&wide, hash(&held), 1, 8));
+        assert_eq!(c.lookup(&wide, hash(&held), 1), Some(8));
         assert_eq!(c.lookup(&held, hash(&held), 1), Some(7));
     }
 
