@@ -1,18 +1,21 @@
 //! ClassBench rule sets and traces (Taylor & Turner), and the logic of
-//! `bulkhead classify`. Formats: ../shared/data/classbench/README.md.
+//! `bulkhead classify`. Formats: ../shared/data/classbench/README.md; IPv6
+//! prefixes in rules (`@2001:db8::/32 ...`) and IPv6 text addresses in traces
+//! are read too, for IPv6 sets in the same layout.
 //!
 //! Rule line `i` (0-based, blank lines skipped) becomes `RuleId(i)` with
 //! priority `n - 1 - i`, so line 0 wins over every later line. ClassBench's
 //! TCP-flags column is parsed and ignored: the classifier has no flags field
 //! (as in DPDK's rte_acl 5-tuple layout and dpdk-test-acl).
 
+use core::net::Ipv6Addr;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::classify::{Classifier, BURST};
-use crate::key::{v4_mapped, FlowKey};
+use crate::key::{is_v4, v4_mapped, FlowKey};
 use crate::rule::{Action, Match, PortRange, Prefix, Rule, RuleId};
 
 /// What went wrong reading a ClassBench file.
@@ -55,8 +58,15 @@ fn parse_v4(s: &str) -> Option<u32> {
     (n == 4).then_some(a)
 }
 
+/// `a.b.c.d/LEN`, or an IPv6 prefix (`2001:db8::/32`). `::/0`
+/// is [`Prefix::ANY`]: it matches addresses of both families.
 fn parse_prefix(s: &str) -> core::result::Result<Prefix, String> {
     let (a, l) = s.split_once('/').ok_or_else(|| format!("address `{s}` has no /LEN"))?;
+    if a.contains(':') {
+        let a: Ipv6Addr = a.parse().map_err(|_| format!("bad IPv6 address `{a}`"))?;
+        let l: u8 = l.parse().ok().filter(|&l| l <= 128).ok_or_else(|| format!("bad prefix length `{l}`"))?;
+        return Ok(Prefix::new(u128::from(a), l));
+    }
     let a = parse_v4(a).ok_or_else(|| format!("bad IPv4 address `{a}`"))?;
     let l: u8 = l.parse().ok().filter(|&l| l <= 32).ok_or_else(|| format!("bad prefix length `{l}`"))?;
     Ok(Prefix::v4(a, l))
@@ -70,9 +80,12 @@ fn parse_hex(s: &str) -> Option<u32> {
 
 fn parse_rule_line(line: &str) -> core::result::Result<Match, String> {
     let body = line.strip_prefix('@').ok_or("a rule line starts with `@`")?;
-    // Tolerate `lo:hi`, `lo : hi`, tabs or spaces anywhere.
-    let spaced = body.replace(':', " ");
-    let t: Vec<&str> = spaced.split_whitespace().collect();
+    // The addresses first (an IPv6 one has colons of its own), then the
+    // rest tolerating `lo:hi`, `lo : hi`, tabs or spaces anywhere.
+    let mut words = body.split_whitespace();
+    let addrs = [words.next().unwrap_or(""), words.next().unwrap_or("")];
+    let spaced = words.collect::<Vec<_>>().join(" ").replace(':', " ");
+    let t: Vec<&str> = addrs.into_iter().filter(|a| !a.is_empty()).chain(spaced.split_whitespace()).collect();
     if t.len() < 7 {
         return Err(format!(
             "expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK], got {} fields",
@@ -150,7 +163,8 @@ pub fn parse_rules(path: &Path) -> Result<Vec<Rule>> {
 }
 
 /// Parses a trace from text: `SRC DST SPORT DPORT PROTO [FLAGS [RULE]]`,
-/// addresses as decimal u32. Extra columns are ignored (never trusted).
+/// addresses as decimal u32 (IPv4) or IPv6 text. Extra columns are ignored
+/// (never trusted).
 ///
 /// # Errors
 /// [`Error::Parse`] naming the first malformed line.
@@ -165,11 +179,14 @@ pub fn parse_trace_str(text: &str, name: &Path) -> Result<Vec<FlowKey>> {
         if t.len() < 5 {
             return Err(err(format!("expected SRC DST SPORT DPORT PROTO, got {} fields", t.len())));
         }
-        let a = |j: usize| t[j].parse::<u32>().map_err(|_| err(format!("bad address `{}`", t[j])));
+        let a = |j: usize| {
+            let v4 = t[j].parse::<u32>().ok().map(v4_mapped);
+            v4.or_else(|| t[j].parse::<Ipv6Addr>().ok().map(u128::from)).ok_or_else(|| err(format!("bad address `{}`", t[j])))
+        };
         let p = |j: usize| t[j].parse::<u16>().map_err(|_| err(format!("bad port `{}`", t[j])));
         let (src, dst, sport, dport) = (a(0)?, a(1)?, p(2)?, p(3)?);
         let proto = t[4].parse::<u8>().map_err(|_| err(format!("bad protocol `{}`", t[4])))?;
-        keys.push(FlowKey::new(0, v4_mapped(src), v4_mapped(dst), proto, sport, dport));
+        keys.push(FlowKey::new(0, src, dst, proto, sport, dport));
     }
     Ok(keys)
 }
@@ -478,7 +495,13 @@ pub fn synth_trace(rules: &[Rule], per_rule: usize, seed: u64) -> Vec<FlowKey> {
     let mut keys = Vec::with_capacity(rules.len() * per_rule);
     for _ in 0..rules.len() * per_rule {
         let r = &rules[rng.below(rules.len() as u64) as usize];
-        let mut pick_addr = |p: Prefix| p.addr | (rng.next_u64() as u128 & !p.mask() & 0xffff_ffff);
+        // Every host bit drawn (a second word only for prefixes shorter
+        // than /64, so IPv4 sets draw the same sequence as before).
+        let mut pick_addr = |p: Prefix| {
+            let lo = u128::from(rng.next_u64());
+            let hi = if p.len < 64 { u128::from(rng.next_u64()) << 64 } else { 0 };
+            p.addr | ((hi | lo) & !p.mask())
+        };
         let (src, dst) = (pick_addr(r.m.src), pick_addr(r.m.dst));
         let mut pick_port = |p: PortRange| (p.lo as u64 + rng.below(p.hi as u64 - p.lo as u64 + 1)) as u16;
         let (sport, dport) = (pick_port(r.m.sport), pick_port(r.m.dport));
@@ -496,7 +519,8 @@ pub fn write_trace(keys: &[FlowKey], out: &mut dyn Write) -> std::io::Result<()>
     let mut s = String::with_capacity(keys.len() * 40);
     for k in keys {
         use fmt::Write as _;
-        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}\t0\t-1", k.src as u32, k.dst as u32, k.sport, k.dport, k.proto);
+        let a = |a: u128| if is_v4(a) { (a as u32).to_string() } else { Ipv6Addr::from(a).to_string() };
+        let _ = writeln!(s, "{}\t{}\t{}\t{}\t{}\t0\t-1", a(k.src), a(k.dst), k.sport, k.dport, k.proto);
     }
     out.write_all(s.as_bytes())
 }
@@ -550,6 +574,45 @@ mod tests {
         assert_eq!(rep.rules, 2);
         assert!(rep.to_string().starts_with("classify rules=2 lookup_mpps="));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ipv6_rules_and_traces() {
+        // IPv6 sets in the same layout: colons inside the addresses, ports
+        // as in the IPv4 format.
+        let text = "@2001:db8::/32\t::/0\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\n\
+                    @2001:db8:1::/48 2001:db8:2::1/128 1024:2048 0:65535 0x11/0xFF\n\
+                    @10.0.0.0/8\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t0x0000/0x0000\n";
+        let rs = parse_rules_str(text, Path::new("r6")).unwrap();
+        assert_eq!(rs[0].m.src, Prefix::new(0x2001_0db8 << 96, 32));
+        assert_eq!(rs[0].m.dst, Prefix::ANY);
+        assert_eq!((rs[0].m.dport, rs[0].m.proto), (PortRange::exact(80), Some(6)));
+        assert_eq!(rs[1].m.dst, Prefix::new(0x2001_0db8_0002 << 80 | 1, 128));
+        assert_eq!((rs[1].m.sport, rs[1].m.proto), (PortRange { lo: 1024, hi: 2048 }, Some(17)));
+        assert_eq!(rs[2].m.src, Prefix::v4(0x0a00_0000, 8));
+        for bad in ["@2001:db8::/129 ::/0 0 : 1 0 : 1 0x06/0xFF", "@2001:zz::/32 ::/0 0 : 1 0 : 1 0x06/0xFF"] {
+            let e = parse_rules_str(bad, Path::new("r6")).unwrap_err();
+            assert!(e.to_string().starts_with("r6:1: bad "), "{e}");
+        }
+        // Traces: decimal IPv4 or IPv6 text, mixed; written back the same way.
+        let trace = "2001:db8::5\t2001:db8:2::1\t1500\t80\t6\t0\t0\n                     2001:db8:1::9 2001:db8:2::1 1500 53 17 0 1\n                     167772161 2001:db8::1 1 2 6 0 2\n                     167772161 3232235777 1 2 6\n";
+        let keys = parse_trace_str(trace, Path::new("t6")).unwrap();
+        let mut out = Vec::new();
+        write_trace(&keys, &mut out).unwrap();
+        assert_eq!(parse_trace_str(core::str::from_utf8(&out).unwrap(), Path::new("w")).unwrap(), keys);
+        assert!(parse_trace_str("2001:db8::zz 1 2 3 6\n", Path::new("t6")).is_err());
+        // The classifier (IPv6 rules in its delta) against a plain first match.
+        let cls = build(&rs);
+        let first = |k: &FlowKey| rs.iter().position(|r| r.m.matches(k));
+        let want = [Some(0), Some(1), None, Some(2)];
+        for (k, want) in keys.iter().zip(want) {
+            assert_eq!(first(k), want, "{k:?}");
+            assert_eq!(cls.lookup(k).map(|r| r.id.0 as usize), want, "{k:?}");
+        }
+        // Synthetic headers of IPv6 rules fall inside them.
+        for k in synth_trace(&rs, 20, 5) {
+            assert!(rs.iter().any(|r| r.m.matches(&k)), "{k:?}");
+        }
     }
 
     #[test]
