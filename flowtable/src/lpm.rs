@@ -46,7 +46,7 @@ impl<V> PrefixMap<V> {
     pub fn remove(&mut self, p: Prefix) -> Option<V> {
         let p = Prefix::new(p.addr, p.len);
         let t = &mut self.tables[p.len as usize];
-        let old = t.remove(&p.addr);
+        let old = t.remove(&{ p.addr });
         if old.is_some() && t.is_empty() {
             self.lens.retain(|&l| l != p.len);
         }
@@ -56,7 +56,7 @@ impl<V> PrefixMap<V> {
     /// The value of exactly `p`.
     pub fn get(&self, p: Prefix) -> Option<&V> {
         let p = Prefix::new(p.addr, p.len);
-        self.tables[p.len as usize].get(&p.addr)
+        self.tables[p.len as usize].get(&{ p.addr })
     }
 
     /// The value of the longest prefix containing `a`, with that prefix.
@@ -64,7 +64,7 @@ impl<V> PrefixMap<V> {
     pub fn lookup(&self, a: Addr) -> Option<(Prefix, &V)> {
         for &len in &self.lens {
             let p = Prefix::new(a, len);
-            if let Some(v) = self.tables[len as usize].get(&p.addr) {
+            if let Some(v) = self.tables[len as usize].get(&{ p.addr }) {
                 return Some((p, v));
             }
         }

@@ -14,8 +14,11 @@ use crate::key::{Addr, FlowKey};
 pub struct RuleId(pub u32);
 
 /// An address prefix over the 16-byte key address space ([`crate::key`]).
-/// `len` 0 matches every address of both families.
+/// `len` 0 matches every address of both families. Packed to 2-byte
+/// alignment, so a [`Rule`] is 88 bytes rather than 128 (read `addr` by
+/// value: `&p.addr` does not compile).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[repr(C, packed(2))]
 pub struct Prefix {
     /// Network address; bits past `len` are zero.
     pub addr: Addr,
@@ -243,6 +246,15 @@ mod tests {
         assert!(p.contains(crate::key::v4_mapped(0x0a000001)));
         assert!(!p.contains(1)); // ::1
         assert!(Prefix::ANY.contains(1));
+    }
+
+    #[test]
+    fn a_rule_is_88_bytes() {
+        // Prefixes are packed to 2-byte alignment (an aligned u128 made a
+        // prefix 32 bytes and a rule 128): classifiers store every rule
+        // whole, so this is most of their bytes per rule.
+        assert_eq!(core::mem::size_of::<Prefix>(), 18);
+        assert_eq!(core::mem::size_of::<Rule>(), 88);
     }
 
     #[test]

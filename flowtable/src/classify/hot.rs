@@ -1,7 +1,7 @@
 //! The compact per-rule record walked by lookups: rank, chain link and, for
 //! IPv4-or-any rules without in_port/identity fields (every ClassBench rule and
 //! most policy rules with CIDRs), the whole match in 32 bytes, so a chain step
-//! touches one cache line instead of the 128-byte [`Rule`].
+//! touches one cache line instead of the 88-byte [`Rule`].
 
 use crate::key::{is_v4, FlowKey};
 use crate::rule::{Prefix, Rule};
