@@ -765,13 +765,14 @@ impl Compiled {
             while m != 0 {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
-                if kid_min(cur[i], self.qs) > best[i] {
+                // The leaf's first slot (exactly when `qs` is 0).
+                let first = kid_min(cur[i], self.qs);
+                if first > best[i] {
                     lanes &= !(1 << i);
                 } else if let Some(r) = self.refs.get(cur[i] as u32 as usize) {
-                    // The leaf's entries, and its first record, whose slot
-                    // the kid holds (exactly when `qs` is 0).
+                    // The leaf's entries, and its first record.
                     crate::hint::prefetch(r);
-                    if let Some(f) = self.recs.get(kid_min(cur[i], self.qs) as usize) {
+                    if let Some(f) = self.recs.get(first as usize) {
                         crate::hint::prefetch(f);
                     }
                 }
