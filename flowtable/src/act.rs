@@ -106,7 +106,7 @@ pub struct PacketVerdict {
 }
 
 /// What the exact-match cache keeps per flow: small and `Copy`, and packed
-/// into 19 bytes of a cache line there ([`CacheValue`]).
+/// into 18.5 bytes of a cache line there ([`CacheValue`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FlowVerdict {
     /// Forward or drop (never [`Fate::Arp`]: ARP is not cached).
@@ -119,7 +119,7 @@ pub struct FlowVerdict {
     pub cookie: u64,
 }
 
-/// The 21 bits: the port (forward) or the [`DropReason::code`] (drop) in
+/// The 20 bits: the port (forward) or the [`DropReason::code`] (drop) in
 /// bits 0..16, the fate's kind in 16..18, a connection in bit 18 and its
 /// direction in bit 19. The 128: the connection handle, then the cookie.
 impl CacheValue for FlowVerdict {
@@ -189,7 +189,7 @@ mod tests {
                 for cookie in [0, 0x8000_0001_0002_0003, u64::MAX] {
                     let v = FlowVerdict { fate, ct, cookie };
                     let (lo, hi) = v.pack();
-                    assert_eq!(lo >> 21, 0, "21 bits");
+                    assert_eq!(lo >> 20, 0, "20 bits");
                     assert_eq!(FlowVerdict::unpack(lo, hi), v);
                 }
             }
