@@ -6,9 +6,10 @@
 //! ```text
 //! rules (IPv4-or-any, no in_port/identity) sorted best first: slot = rank order
 //! layout: one tree, or one per address partition (src /16+?, dst /16+?),
-//!         whichever a cost estimate prefers; a tree over its memory budget
-//!         is split (by address, then by port narrowness), then given up
-//!         (its rules stay in the delta)
+//!         the latter also with less replication (3x), whichever a cost
+//!         estimate prefers; a tree over its memory budget is split (by
+//!         address, then by port narrowness), then given up (its rules stay
+//!         in the delta)
 //! node:   cut one field of its box into 2^b equal parts (HiCuts: the field
 //!         and b that minimise the largest child, replication <= SPACE x)
 //!         child = kids[base + (key[field] >> shift & mask)]  one 8-byte load;
@@ -273,6 +274,8 @@ struct Builder<'a> {
     /// The tree went past its budget: it is given up.
     over: bool,
     qs: u32,
+    /// Replication bound of this build ([`SPACE`]).
+    space: usize,
 }
 
 impl Builder<'_> {
@@ -325,7 +328,7 @@ impl Builder<'_> {
                     run += x;
                     max = max.max(run);
                 }
-                if sum + parts > SPACE * n && pick.is_some() {
+                if sum + parts > self.space * n && pick.is_some() {
                     break;
                 }
                 pick = Some((max as usize, sum, nb));
@@ -383,6 +386,13 @@ impl Builder<'_> {
         base as u64 | (nb as u64) << 29 | (cb as u64) << 33 | (d as u64) << 38 | ((first >> self.qs) as u64) << MIN_AT
     }
 }
+
+/// The layouts a compile builds, the cheapest kept (see
+/// [`Compiled::build_with`]): how the rules are first partitioned, and the
+/// replication bound. A lower bound replicates less, so that a tree that
+/// would outgrow its budget and be split may fit whole (fewer trees a lookup
+/// walks), at the cost of more levels or longer leaves.
+const LAYOUTS: [(Split, usize); 3] = [(Split::Whole, SPACE), (Split::Address, SPACE), (Split::Address, 3)];
 
 /// How a partition of the rules was made (see `try_build`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -452,9 +462,10 @@ impl Compiled {
     /// [`Self::build`] with a tree budget of `per_rule` kids and leaf entries
     /// per rule plus `base`.
     ///
-    /// Two layouts are built: one tree for every rule, and one per address
-    /// partition (in both, a tree over budget is split further). The one
-    /// with the lower estimated lookup cost is kept, over keys at the centre
+    /// The [`LAYOUTS`] are built: one tree for every rule, one per address
+    /// partition, and one per address partition with less replication (in
+    /// all, a tree over budget is split further). The one with the lower
+    /// estimated lookup cost is kept, over keys at the centre
     /// of every rule (at most 4096, spread over the set): per key 3 per tree
     /// walked, 3.5 per level (a dependent load, rarely in L1), 1 per leaf
     /// record (sequential), and 64 times the share of rules left out. The
@@ -469,10 +480,10 @@ impl Compiled {
             ns / probes.len().max(1) as f64 + 64.0 * (n - c.len() as f64) / n
         };
         let mut best: Option<(f64, Compiled)> = None;
-        for level in [Split::Whole, Split::Address] {
+        for (level, space) in LAYOUTS {
             let mut rs = rules.clone();
             let c = loop {
-                match Self::try_build(rs, per_rule, base, level) {
+                match Self::try_build(rs, per_rule, base, level, space) {
                     Ok(c) => break c,
                     Err(rest) => rs = rest,
                 }
@@ -482,7 +493,7 @@ impl Compiled {
                 best = Some((k, c));
             }
         }
-        let mut c = best.expect("two layouts").1;
+        let mut c = best.expect("layouts").1;
         c.left_out = rules.iter().filter(|r| !c.ids.contains_key(&r.id)).map(|r| r.id).collect();
         c.left_out.sort_unstable();
         c
@@ -494,7 +505,7 @@ impl Compiled {
     }
 
     /// One attempt: the core, or the rules without the given-up partitions.
-    fn try_build(rules: Vec<Rule>, per_rule: usize, base: usize, first: Split) -> Result<Compiled, Vec<Rule>> {
+    fn try_build(rules: Vec<Rule>, per_rule: usize, base: usize, first: Split, space: usize) -> Result<Compiled, Vec<Rule>> {
         let mut ids = IdMap::default();
         ids.reserve(rules.len());
         let mut bounds = Vec::with_capacity(rules.len());
@@ -524,6 +535,7 @@ impl Compiled {
             budget: 0,
             over: false,
             qs,
+            space,
         };
         let mut trees = Vec::new();
         let mut given_up = vec![false; rules.len()];
