@@ -20,7 +20,15 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Large tables (cache, connections, compiled classifier) on transparent
+/// huge pages: see the `thp` crate. `BULKHEAD_THP=0` keeps them on base pages.
+#[global_allocator]
+static ALLOC: thp::ThpAlloc = thp::ThpAlloc;
+
 fn main() -> ExitCode {
+    if std::env::var_os("BULKHEAD_THP").is_some_and(|v| v == "0") {
+        thp::set_advise(false);
+    }
     let args = Cli::parse();
     match dispatch(args) {
         Ok(code) => ExitCode::from(code),
