@@ -301,6 +301,30 @@ impl Builder<'_> {
         ((lo as u64 >> cb) as usize, (hi as u64 >> cb) as usize)
     }
 
+    /// For field `d` of `c` cut into parts of 2^cb: per child, true if it
+    /// is the same subtree as the child before it (EffiCuts' equi-dense
+    /// cuts): the same rules, every one covering both children whole in
+    /// field `d`. No cut of `d` below can then separate them, and the rest
+    /// of their boxes is the same, so the subtree is built once.
+    fn alike(&self, list: &[u32], c: &Cell, d: usize, cb: u8) -> Vec<bool> {
+        let parts = 1usize << (c.bits[d] - cb);
+        let mask = (1u64 << cb) - 1;
+        // Per child boundary: a rule's children begin or end there; per
+        // child: a rule covers it in part.
+        let (mut edge, mut part) = (vec![false; parts + 1], vec![false; parts]);
+        for &s in list {
+            let b = &self.bounds[s as usize];
+            let (a, z) = Self::span(b, c, d, cb);
+            edge[a] = true;
+            edge[z + 1] = true;
+            let lo = (b.lo[d].max(c.lo[d]) - c.lo[d]) as u64;
+            let hi = (b.hi[d].min(c.hi(d)) - c.lo[d]) as u64;
+            part[a] |= lo & mask != 0;
+            part[z] |= hi & mask != mask;
+        }
+        (0..parts).map(|i| i > 0 && !edge[i] && !part[i] && !part[i - 1]).collect()
+    }
+
     /// HiCuts' choice: per field, the most cuts whose replication stays in
     /// bounds; among fields, the smallest largest child (then the least
     /// replication). None if no cut makes a child smaller than the node.
@@ -367,17 +391,25 @@ impl Builder<'_> {
         let parts = 1usize << nb;
         let cb = c.bits[d] - nb;
         let first = list[0];
+        let alike = self.alike(&list, &c, d, cb);
+        // The rules of each run of alike children, at its first.
         let mut lists = vec![Vec::new(); parts];
         for &s in &list {
             let (a, z) = Self::span(&self.bounds[s as usize], &c, d, cb);
-            for l in &mut lists[a..=z] {
-                l.push(s);
+            for (i, l) in (a..=z).zip(&mut lists[a..=z]) {
+                if !alike[i] {
+                    l.push(s);
+                }
             }
         }
         drop(list);
         let base = self.kids.len();
         self.kids.resize(base + parts, EMPTY);
         for (i, l) in lists.into_iter().enumerate() {
+            if alike[i] {
+                self.kids[base + i] = self.kids[base + i - 1];
+                continue;
+            }
             let mut cc = c;
             cc.lo[d] = (c.lo[d] as u64 + ((i as u64) << cb)) as u32;
             cc.bits[d] = cb;
@@ -906,6 +938,98 @@ mod tests {
         let k = FlowKey::v4(0, Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::from(net(3) | 7), 6, 5, 1);
         assert_eq!(c.lookup(&k).map(|r| r.id), Some(RuleId(1002)));
         assert_eq!(c.delta_len(), 0, "served by the core's fallback");
+    }
+
+    /// Exact ports every 37 under ranges with unaligned ends, so that a cut
+    /// of the port field leaves runs of children with only ranges (and
+    /// children that a range covers in part): alike children share a
+    /// subtree, and every port answers as a linear scan does.
+    #[test]
+    fn alike_children_share_subtrees_and_answer_as_the_rules_do() {
+        let mut c = Classifier::new();
+        let mut lin = LinearClassifier::new();
+        let mut rs: Vec<Rule> = (0..60u32)
+            .map(|i| rule(i, 100 + i % 7, Match { dport: PortRange::exact(300 + 37 * i as u16), proto: Some(6), ..Match::ANY }))
+            .collect();
+        for (id, lo, hi, prio) in [(100, 1000, 6000, 50), (101, 1500, 1733, 120), (102, 333, 2999, 40), (103, 0, 9000, 10)] {
+            rs.push(rule(id, prio, Match { dport: PortRange { lo, hi }, ..Match::ANY }));
+        }
+        // Wide in ports, told apart by source: the runs of children that
+        // hold them are split further (shared internal nodes).
+        for i in 0..8u32 {
+            let src = Prefix::v4((i * 32 + 1) << 24, 8);
+            rs.push(rule(200 + i, 60 + i, Match { src, dport: PortRange { lo: 2400, hi: 5000 }, ..Match::ANY }));
+        }
+        for r in rs {
+            c.insert(r).unwrap();
+            lin.insert(r);
+        }
+        c.compile();
+        let core = c.compiled().unwrap();
+        assert_eq!(core.len(), 72);
+        let mut internal: Vec<u64> = core.kids.iter().copied().filter(|k| k & LEAF == 0).collect();
+        let n = internal.len();
+        internal.sort_unstable();
+        internal.dedup();
+        assert!(internal.len() < n, "some subtree is shared: {:?}", core.stats());
+        for port in 0..=u16::MAX {
+            for (proto, src) in [(6, Ipv4Addr::new(1, 2, 3, 4)), (17, Ipv4Addr::new(65, 3, 7, 7)), (6, Ipv4Addr::new(99, 1, 0, 1))] {
+                let k = FlowKey::v4(0, src, Ipv4Addr::new(5, 6, 7, 8), proto, 9, port);
+                assert_eq!(c.lookup(&k).map(|r| r.id), lin.lookup(&k).map(|r| r.id), "{k:?}");
+            }
+        }
+    }
+
+    /// `alike` against its definition, on random port ranges and cuts: a
+    /// child is alike to the one before only if both overlap the same rules
+    /// and each of those covers both whole in the cut field; and a run of
+    /// children with nothing between them is found.
+    #[test]
+    fn alike_is_same_rules_covering_both_children_whole() {
+        let mut rng = crate::classbench::Rng::new(0x5eed);
+        let mut shared = 0;
+        for round in 0..300 {
+            let n = 1 + rng.below(12) as usize;
+            let bounds: Vec<Bounds> = (0..n)
+                .map(|_| {
+                    let (a, b) = (rng.below(1 << 16) as u32, rng.below(1 << 16) as u32);
+                    let mut r = Bounds { lo: [0; DIMS], hi: [u32::MAX, u32::MAX, 0xffff, 0xffff, 0xff] };
+                    (r.lo[3], r.hi[3]) = (a.min(b), a.max(b));
+                    if round % 3 == 0 {
+                        // Aligned ends: long runs of alike children.
+                        r.lo[3] &= !0xfff;
+                        r.hi[3] |= 0xfff;
+                    }
+                    r
+                })
+                .collect();
+            let b = Builder {
+                bounds: &bounds,
+                kids: Vec::new(),
+                refs: Vec::new(),
+                memo: HashMap::new(),
+                max_depth: 0,
+                budget: 0,
+                over: false,
+                qs: 0,
+                space: SPACE,
+            };
+            let c = Cell { lo: [0; DIMS], bits: DOMAIN };
+            let list: Vec<u32> = (0..n as u32).collect();
+            let cb = 8 + rng.below(6) as u8;
+            let alike = b.alike(&list, &c, 3, cb);
+            let child = |i: usize| (i as u32) << cb..=(((i as u32 + 1) << cb) - 1);
+            for (i, &same) in alike.iter().enumerate().skip(1) {
+                let (p, q) = (child(i - 1), child(i));
+                let over = |r: &Bounds, ch: &core::ops::RangeInclusive<u32>| r.lo[3] <= *ch.end() && r.hi[3] >= *ch.start();
+                let whole = |r: &Bounds, ch: &core::ops::RangeInclusive<u32>| r.lo[3] <= *ch.start() && r.hi[3] >= *ch.end();
+                let want = bounds.iter().all(|r| over(r, &p) == over(r, &q) && (!over(r, &p) || (whole(r, &p) && whole(r, &q))));
+                assert_eq!(same, want, "round {round} child {i} cb {cb} {bounds:?}");
+                shared += same as usize;
+            }
+            assert!(!alike[0]);
+        }
+        assert!(shared > 1000, "{shared} alike children");
     }
 
     #[test]
