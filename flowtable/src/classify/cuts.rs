@@ -498,17 +498,18 @@ impl Compiled {
     /// partition, and one per address partition with less replication (in
     /// all, a tree over budget is split further). The one with the lower
     /// estimated lookup cost is kept, over keys at the centre
-    /// of every rule (at most 4096, spread over the set): per key 3 per tree
-    /// walked, 3.5 per level (a dependent load, rarely in L1), 1 per leaf
-    /// record (sequential), and 64 times the share of rules left out. The
-    /// weights are a fit of ns per lookup on the ClassBench sets here.
+    /// of every rule (at most 4096, spread over the set): per key 15 per tree
+    /// walked, 2.5 per level (a dependent load, rarely in L1), 2 per leaf
+    /// record, and 64 times the share of rules left out. The weights are a
+    /// fit of ns per lookup on the ClassBench sets here, over every layout
+    /// forced in turn (flowtable/DESIGN.md).
     pub(crate) fn build_with(mut rules: Vec<Rule>, per_rule: usize, base: usize) -> Compiled {
         rules.sort_unstable_by_key(|r| core::cmp::Reverse(super::rank(r)));
         let step = rules.len().div_ceil(4096).max(1);
         let probes: Vec<FlowKey> = rules.iter().step_by(step).map(|r| Bounds::of(r).centre()).collect();
         let n = rules.len().max(1) as f64;
         let cost = |c: &Compiled| {
-            let ns: f64 = probes.iter().map(|k| c.cost(k)).map(|(t, d, s)| 3.0 * t as f64 + 3.5 * d as f64 + s as f64).sum();
+            let ns: f64 = probes.iter().map(|k| c.cost(k)).map(|(t, d, s)| 15.0 * t as f64 + 2.5 * d as f64 + 2.0 * s as f64).sum();
             ns / probes.len().max(1) as f64 + 64.0 * (n - c.len() as f64) / n
         };
         let mut best: Option<(f64, Compiled)> = None;
