@@ -14,7 +14,8 @@
 //!         and b that minimise the largest child, replication <= SPACE x)
 //!         child = kids[base + (key[field] >> shift & mask)]  one 8-byte load;
 //!         a kid also carries the best slot beneath it (lanes that already
-//!         have a better match stop)
+//!         have a better match stop); alike neighbouring children (same
+//!         rules, all covering both whole in the field) share one subtree
 //! leaf:   the rules overlapping its box, best first, down to the second one
 //!         that covers the whole box: 4-byte slots, whose 32-byte records
 //!         (one per rule) are scanned until the first live match; if the
