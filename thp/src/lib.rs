@@ -52,6 +52,24 @@ pub struct ThpAlloc;
 
 #[allow(unsafe_code)]
 impl ThpAlloc {
+    /// A block for `l` from `System`'s `alloc` or `alloc_zeroed` (`f`): as
+    /// asked if small, else whole huge pages, advised.
+    ///
+    /// # Safety
+    /// `l` has a non-zero size (`GlobalAlloc::alloc`'s contract).
+    unsafe fn alloc_with(l: Layout, f: unsafe fn(&System, Layout) -> *mut u8) -> *mut u8 {
+        match huge(l) {
+            Some(h) => {
+                // SAFETY: `h` has a non-zero size (at least HUGE).
+                let p = unsafe { f(&System, h) };
+                Self::advise(p, h.size());
+                p
+            }
+            // SAFETY: the caller's contract, passed on.
+            None => unsafe { f(&System, l) },
+        }
+    }
+
     /// Advises `p..p + len` (a fresh `System` block of whole huge pages).
     fn advise(p: *mut u8, len: usize) {
         if !p.is_null() && ADVISE.load(Ordering::Relaxed) {
@@ -72,29 +90,13 @@ impl ThpAlloc {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for ThpAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        match huge(l) {
-            Some(h) => {
-                // SAFETY: `h` has a non-zero size (at least HUGE).
-                let p = unsafe { System.alloc(h) };
-                Self::advise(p, h.size());
-                p
-            }
-            // SAFETY: the caller's contract, passed on.
-            None => unsafe { System.alloc(l) },
-        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { Self::alloc_with(l, <System as GlobalAlloc>::alloc) }
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        match huge(l) {
-            Some(h) => {
-                // SAFETY: as in `alloc`.
-                let p = unsafe { System.alloc_zeroed(h) };
-                Self::advise(p, h.size());
-                p
-            }
-            // SAFETY: the caller's contract, passed on.
-            None => unsafe { System.alloc_zeroed(l) },
-        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { Self::alloc_with(l, <System as GlobalAlloc>::alloc_zeroed) }
     }
 
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {

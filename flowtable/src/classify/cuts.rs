@@ -279,7 +279,13 @@ struct Builder<'a> {
     space: usize,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// A builder over the rules' `bounds` (by slot), with slot bounds in
+    /// kids shifted by `qs` and the replication bound `space`.
+    fn new(bounds: &'a [Bounds], qs: u32, space: usize) -> Self {
+        Builder { bounds, kids: Vec::new(), refs: Vec::new(), memo: HashMap::new(), max_depth: 0, budget: 0, over: false, qs, space }
+    }
+
     fn leaf(&mut self, list: Vec<u32>, cut: bool) -> u64 {
         let key = (list, cut);
         if let Some(&k) = self.memo.get(&key) {
@@ -560,17 +566,7 @@ impl Compiled {
         while (rules.len() as u64 >> qs) >= MIN_MAX {
             qs += 1;
         }
-        let mut b = Builder {
-            bounds: &bounds,
-            kids: Vec::new(),
-            refs: Vec::new(),
-            memo: HashMap::new(),
-            max_depth: 0,
-            budget: 0,
-            over: false,
-            qs,
-            space,
-        };
+        let mut b = Builder::new(&bounds, qs, space);
         let mut trees = Vec::new();
         let mut given_up = vec![false; rules.len()];
         // A tree over its budget is given up and its rules split: by which
@@ -1005,17 +1001,7 @@ mod tests {
                     r
                 })
                 .collect();
-            let b = Builder {
-                bounds: &bounds,
-                kids: Vec::new(),
-                refs: Vec::new(),
-                memo: HashMap::new(),
-                max_depth: 0,
-                budget: 0,
-                over: false,
-                qs: 0,
-                space: SPACE,
-            };
+            let b = Builder::new(&bounds, 0, SPACE);
             let c = Cell { lo: [0; DIMS], bits: DOMAIN };
             let list: Vec<u32> = (0..n as u32).collect();
             let cb = 8 + rng.below(6) as u8;
