@@ -795,27 +795,20 @@ impl Compiled {
                     m &= m - 1;
                     let n = self.kids[kid_child(cur[i], &v[i])];
                     cur[i] = n;
-                    if n & LEAF != 0 || kid_min(n, self.qs) > best[i] {
+                    let first = kid_min(n, self.qs);
+                    if first > best[i] {
                         walking &= !(1 << i);
-                        if n & LEAF == 0 {
-                            lanes &= !(1 << i);
+                        lanes &= !(1 << i);
+                    } else if n & LEAF != 0 {
+                        walking &= !(1 << i);
+                        // The leaf's entries, and its first record (its first
+                        // slot, exactly when `qs` is 0), as the lane gets there.
+                        if let Some(r) = self.refs.get(n as u32 as usize) {
+                            crate::hint::prefetch(r);
+                            if let Some(f) = self.recs.get(first as usize) {
+                                crate::hint::prefetch(f);
+                            }
                         }
-                    }
-                }
-            }
-            let mut m = lanes;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                // The leaf's first slot (exactly when `qs` is 0).
-                let first = kid_min(cur[i], self.qs);
-                if first > best[i] {
-                    lanes &= !(1 << i);
-                } else if let Some(r) = self.refs.get(cur[i] as u32 as usize) {
-                    // The leaf's entries, and its first record.
-                    crate::hint::prefetch(r);
-                    if let Some(f) = self.recs.get(first as usize) {
-                        crate::hint::prefetch(f);
                     }
                 }
             }
