@@ -1035,13 +1035,8 @@ mod tests {
     #[test]
     fn random_operations_agree_with_a_model() {
         use std::collections::HashMap;
-        let mut rng = 0x2545_f491u32;
-        let mut next = move |n: u32| {
-            rng ^= rng << 13;
-            rng ^= rng >> 17;
-            rng ^= rng << 5;
-            rng % n
-        };
+        let mut rng = crate::classbench::Rng::new(0x2545_f491);
+        let mut next = move |n: u32| rng.below(u64::from(n)) as u32;
         for (entries, flows, hashes) in [(8, 24, 5u32), (32, 80, 23), (64, 100, 400)] {
             let mut c = Emc::<u32>::new(EmcConfig { entries, insert_inv_prob: 1 });
             // Flow 2n + 1 is flow 2n's reply, with its hash (the pipeline's
