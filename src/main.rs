@@ -26,9 +26,7 @@ use std::process::ExitCode;
 static ALLOC: thp::ThpAlloc = thp::ThpAlloc;
 
 fn main() -> ExitCode {
-    if std::env::var_os("BULKHEAD_THP").is_some_and(|v| v == "0") {
-        thp::set_advise(false);
-    }
+    thp::advise_from_env();
     let args = Cli::parse();
     match dispatch(args) {
         Ok(code) => ExitCode::from(code),

@@ -18,9 +18,7 @@ use flowtable::classbench::{self, BenchOptions};
 static ALLOC: thp::ThpAlloc = thp::ThpAlloc;
 
 fn main() -> ExitCode {
-    if std::env::var_os("BULKHEAD_THP").is_some_and(|v| v == "0") {
-        thp::set_advise(false);
-    }
+    thp::advise_from_env();
     let mut args = std::env::args().skip(1);
     let (mut rules, mut trace, mut gen, mut bench) = (None, None, None, false);
     let mut per_rule = 10usize;

@@ -36,6 +36,17 @@ pub fn set_advise(on: bool) {
     ADVISE.store(on, Ordering::Relaxed);
 }
 
+/// The environment variable that turns the advice off when it is `0`.
+pub const ENV: &str = "BULKHEAD_THP";
+
+/// [`set_advise`]`(false)` if [`ENV`] is `0`: for a program's start, before
+/// its big tables exist.
+pub fn advise_from_env() {
+    if std::env::var_os(ENV).is_some_and(|v| v == "0") {
+        set_advise(false);
+    }
+}
+
 /// The layout `System` is asked for when `l` is large: whole huge pages,
 /// aligned to one. None for small layouts (or on overflow).
 fn huge(l: Layout) -> Option<Layout> {
