@@ -21,12 +21,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Large tables (cache, connections, compiled classifier) on transparent
-/// huge pages: see the `thp` crate. `BULKHEAD_THP=0` keeps them on base pages.
+/// huge pages: see `pmd::thp`. `BULKHEAD_THP=0` keeps them on base pages.
 #[global_allocator]
-static ALLOC: thp::ThpAlloc = thp::ThpAlloc;
+static ALLOC: pmd::thp::ThpAlloc = pmd::thp::ThpAlloc;
 
 fn main() -> ExitCode {
-    thp::advise_from_env();
+    pmd::thp::advise_from_env();
     let args = Cli::parse();
     match dispatch(args) {
         Ok(code) => ExitCode::from(code),

@@ -12,13 +12,7 @@ use std::process::ExitCode;
 
 use flowtable::classbench::{self, BenchOptions};
 
-/// As in `bulkhead`: large tables on transparent huge pages
-/// (`BULKHEAD_THP=0`: not).
-#[global_allocator]
-static ALLOC: thp::ThpAlloc = thp::ThpAlloc;
-
 fn main() -> ExitCode {
-    thp::advise_from_env();
     let mut args = std::env::args().skip(1);
     let (mut rules, mut trace, mut gen, mut bench) = (None, None, None, false);
     let mut per_rule = 10usize;

@@ -28,6 +28,7 @@ pub mod pkt;
 pub mod port;
 pub mod ringport;
 pub mod route;
+pub mod thp;
 pub mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -20,7 +20,6 @@
 //! [`set_advise`]`(false)` (before the big tables exist) keeps the rounding
 //! and drops the advice, for comparison runs. If the kernel refuses the
 //! advice (THP `never`, or no THP at all) the memory is ordinary memory.
-#![deny(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,11 +56,10 @@ fn huge(l: Layout) -> Option<Layout> {
 }
 
 /// The global allocator (see the crate doc):
-/// `#[global_allocator] static A: thp::ThpAlloc = thp::ThpAlloc;`
+/// `#[global_allocator] static A: pmd::thp::ThpAlloc = pmd::thp::ThpAlloc;`
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThpAlloc;
 
-#[allow(unsafe_code)]
 impl ThpAlloc {
     /// A block for `l` from `System`'s `alloc` or `alloc_zeroed` (`f`): as
     /// asked if small, else whole huge pages, advised.
@@ -98,7 +96,6 @@ impl ThpAlloc {
 // alignment that `GlobalAlloc` callers must pass unchanged to `dealloc`, and
 // `realloc` below keeps a block in place only when that function gives the
 // same layout for the old and the new size.
-#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for ThpAlloc {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
@@ -162,8 +159,7 @@ mod tests {
 
     /// Allocate, grow across the threshold and within a page, shrink back,
     /// zeroed: contents survive every move and blocks are aligned.
-    #[allow(unsafe_code)]
-    #[test]
+        #[test]
     fn blocks_keep_their_contents_across_reallocs() {
         let a = ThpAlloc;
         let l = Layout::from_size_align(1 << 20, 8).unwrap();
@@ -198,8 +194,7 @@ mod tests {
 
     /// The kernel records the advice on the block's mapping (`hg` in its
     /// smaps VmFlags), where it has THP at all.
-    #[allow(unsafe_code)]
-    #[test]
+        #[test]
     fn large_blocks_are_advised() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
             eprintln!("no THP in this kernel: nothing to check");
