@@ -38,7 +38,7 @@ use crate::conntrack::{trackable, Conntrack, CtConfig, CtDir, CtNote, CtRef, CtT
 use crate::emc::{Emc, EmcConfig};
 use crate::key::{Addr, FlowKey};
 use crate::lpm::PrefixMap;
-use crate::parse::{flow_hash, parse_fast, parse_general, same_fast_fields, Class, Meta};
+use crate::parse::{flow_hash, parse_fast, parse_general, Class, FastFields, Meta};
 use crate::rule::{Action, RuleLookup};
 use crate::stats::Stats;
 use crate::tables::{PolicyTables, Verdict};
@@ -167,7 +167,7 @@ pub struct Pipeline {
     metas: [Meta; BURST],
     vals: [FlowVerdict; BURST],
     /// Lane i's key, metadata and hash are lane `lead[i]`'s: itself, or the
-    /// first lane of the train it follows (see `same_fast_fields`).
+    /// first lane of the train it follows (see [`FastFields`]).
     lead: [u8; BURST],
     /// See [`Pipeline::followers`].
     followers: u32,
@@ -398,27 +398,46 @@ impl Pipeline {
         // failed checks in a row end the checks for the burst (many
         // interleaved flows would pay for each).
         let mut runs = 0u32;
-        let mut prev: Option<RxPacket<'a>> = None;
+        // The current train's first frame (its fast-path fields), in_port and rss.
+        let mut prev: Option<(FastFields, u16, Option<u32>)> = None;
         let mut tries = RUN_TRIES;
         // Summed here and counted once: as counters in `self` they were a
         // store and a load every packet, one packet's waiting on the last's.
         let mut bytes = 0u64;
-        for (i, o) in out[..n].iter_mut().enumerate() {
+        let mut i = 0;
+        while i < n {
             let p = pkt(i);
             bytes += p.frame.len() as u64;
-            if let Some(q) = prev {
-                if same_fast_fields(q.frame, p.frame) && p.in_port == q.in_port && p.rss == q.rss {
-                    self.lead[i] = self.lead[i - 1];
-                    live |= 1 << i;
-                    runs |= 1 << i;
+            if let Some((q, in_port, rss)) = &prev {
+                let same = |p: &RxPacket<'_>| q.same(p.frame) && p.in_port == *in_port && p.rss == *rss;
+                if same(&p) {
+                    // The train goes on: its further lanes in a loop of
+                    // their own, which carries nothing but the lane (as
+                    // masks and lead indexes updated per lane, its state
+                    // went through the stack, one lane's waiting on the
+                    // last's).
+                    let start = i;
+                    i += 1;
+                    while i < n {
+                        let p = pkt(i);
+                        if !same(&p) {
+                            break;
+                        }
+                        bytes += p.frame.len() as u64;
+                        i += 1;
+                    }
+                    runs |= (((1u64 << (i - start)) - 1) << start) as u32;
+                    let l = self.lead[start - 1];
+                    self.lead[start..i].fill(l);
                     tries = RUN_TRIES;
                     continue;
                 }
                 tries -= 1;
             }
+            let o = &mut out[i];
             self.lead[i] = i as u8;
             let fast = parse_fast(p.frame, p.in_port, p.rss, &mut self.keys[i], &mut self.metas[i]);
-            prev = (fast && tries != 0).then_some(p);
+            prev = if fast && tries != 0 { FastFields::of(p.frame).map(|f| (f, p.in_port, p.rss)) } else { None };
             let parsed = if fast {
                 Ok(())
             } else {
@@ -440,7 +459,10 @@ impl Pipeline {
                 },
                 Err(e) => *o = self.finish(Fate::Drop(DropReason::Malformed(e)), 0, 0),
             }
+            i += 1;
         }
+        // Train lanes are live too.
+        live |= runs;
         self.stats.rx_packets += n as u64;
         self.stats.rx_bytes += bytes;
         let gen = policy.gen;
