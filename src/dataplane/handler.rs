@@ -410,115 +410,128 @@ impl RouteHandler for PolicyHandler {
         // solicitation). Forwarded like it, they need only their MAC (one
         // flow, alternating builds: ~4 cycles a packet less than the walk
         // below).
-        // With offload the verdicts are compacted: not used.
+        // With offload the verdicts are compacted: not used. The lane
+        // before's destination is kept in a register (`prev`): read back
+        // from `dest`, each follower waited on the store of the one before
+        // (perf: ~18 % of a policy lcore's own cycles at one flow).
         let followers = if off { 0 } else { self.pipeline.followers() };
-        for i in 0..n {
-            if followers & (1 << i) != 0 && dest[i - 1] != DROP {
-                set_dst_mac(burst, i, last_mac);
-                dest[i] = dest[i - 1];
+        let mut prev = DROP;
+        let mut i = 0;
+        while i < n {
+            let run = if prev != DROP { (followers >> i).trailing_ones() as usize } else { 0 };
+            if run != 0 {
+                if last_mac != NO_MAC {
+                    for j in i..i + run {
+                        set_dst_mac(burst, j, last_mac);
+                    }
+                }
+                dest[i..i + run].fill(prev);
+                i += run;
                 continue;
             }
-            let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
-                Pre::Soft(h) => {
-                    let v = self.verdicts[if off { soft[i] as usize } else { i }];
-                    if off {
-                        if let (Some(h), Some(o)) = (h, self.offload.as_mut()) {
-                            o.observe(&h, rx.port, rx.queue, v.fate, gen, now);
+            let d = 'one: {
+                let v = match if off { self.pre[i] } else { Pre::Soft(None) } {
+                    Pre::Soft(h) => {
+                        let v = self.verdicts[if off { soft[i] as usize } else { i }];
+                        if off {
+                            if let (Some(h), Some(o)) = (h, self.offload.as_mut()) {
+                                o.observe(&h, rx.port, rx.queue, v.fate, gen, now);
+                            }
                         }
+                        v
                     }
-                    v
-                }
-                Pre::Dropped => {
-                    dest[i] = DROP;
-                    continue;
-                }
-                Pre::Forward(id) => PacketVerdict { fate: Fate::Forward(id), flags: 0, cookie: 0 },
-            };
-            if is_ns(burst.data(i)) {
-                // Neighbour discovery is the switch's to answer, like ARP.
-                dest[i] = if answer_ns(burst.data_mut(i), st, &self.ports) {
-                    self.stats.nd_replied += 1;
-                    self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
-                } else {
-                    self.stats.arp_dropped += 1;
-                    DROP
+                    Pre::Dropped => break 'one DROP,
+                    Pre::Forward(id) => PacketVerdict { fate: Fate::Forward(id), flags: 0, cookie: 0 },
                 };
-                continue;
-            }
-            dest[i] = match v.fate {
-                Fate::Forward(id) => 'fwd: {
-                    if u32::from(id) != last_id {
-                        let d = st.dests[id as usize];
-                        match self.ports.out_of_port.get(d.port as usize) {
-                            _ if st.link_down(d.port) => {
-                                self.stats.link_down += 1;
-                                break 'fwd DROP;
-                            }
-                            Some(&o) if o != DROP => (last_id, last_out, last_mac) = (u32::from(id), o, pack_mac(d.mac)),
-                            _ => {
-                                self.stats.no_output += 1;
-                                break 'fwd DROP;
-                            }
-                        }
-                    }
-                    set_dst_mac(burst, i, last_mac);
-                    last_out
-                }
-                Fate::Arp => {
-                    if answer_arp(burst.data_mut(i), st, &self.ports) {
-                        self.stats.arp_replied += 1;
+                if is_ns(burst.data(i)) {
+                    // Neighbour discovery is the switch's to answer, like ARP.
+                    break 'one if answer_ns(burst.data_mut(i), st, &self.ports) {
+                        self.stats.nd_replied += 1;
                         self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
                     } else {
                         self.stats.arp_dropped += 1;
                         DROP
-                    }
+                    };
                 }
-                Fate::Drop(_) => DROP,
-            };
-            if v.flags & vflags::LOG != 0 {
-                if let Some(ev) = &self.events {
-                    let f = burst.data(i);
-                    if let Ok(p) = flowtable::parse::parse(f, rx.port, None) {
-                        let mut key = p.key;
-                        key.src_id = st.ipmap.lookup(key.src).map_or(0, |(_, v)| *v);
-                        key.dst_id = st.ipmap.lookup(key.dst).map_or(0, |(_, v)| *v);
-                        let mut cookie = v.cookie;
-                        let verdict = match v.fate {
-                            Fate::Forward(_) => {
-                                // Audit-mode policies live in the observe tables: they
-                                // never change the verdict, only what the record says.
-                                let seen = st.observe.decide(&key);
-                                match seen.denied_by().and_then(|d| d.rule) {
-                                    Some(r) => {
-                                        cookie = r.cookie;
-                                        RecVerdict::AuditDeny
-                                    }
-                                    None => RecVerdict::Allow,
+                let d = match v.fate {
+                    Fate::Forward(id) => 'fwd: {
+                        if u32::from(id) != last_id {
+                            let d = st.dests[id as usize];
+                            match self.ports.out_of_port.get(d.port as usize) {
+                                _ if st.link_down(d.port) => {
+                                    self.stats.link_down += 1;
+                                    break 'fwd DROP;
+                                }
+                                Some(&o) if o != DROP => (last_id, last_out, last_mac) = (u32::from(id), o, pack_mac(d.mac)),
+                                _ => {
+                                    self.stats.no_output += 1;
+                                    break 'fwd DROP;
                                 }
                             }
-                            Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress) => RecVerdict::Deny,
-                            _ => RecVerdict::Drop,
-                        };
-                        let ms = self.clock.ms(now);
-                        let e = FlowEvent {
-                            kind: RecordKind::Start,
-                            key,
-                            verdict,
-                            cookie,
-                            packets: [1, 0],
-                            bytes: [f.len() as u64, 0],
-                            reported_packets: [0; 2],
-                            reported_bytes: [0; 2],
-                            start_ms: ms,
-                            last_ms: ms,
-                            end: None,
-                        };
-                        if !ev.send(e) {
-                            self.stats.events_lost += 1;
+                        }
+                        set_dst_mac(burst, i, last_mac);
+                        last_out
+                    }
+                    Fate::Arp => {
+                        if answer_arp(burst.data_mut(i), st, &self.ports) {
+                            self.stats.arp_replied += 1;
+                            self.ports.out_of_port.get(rx.port as usize).copied().unwrap_or(DROP)
+                        } else {
+                            self.stats.arp_dropped += 1;
+                            DROP
+                        }
+                    }
+                    Fate::Drop(_) => DROP,
+                };
+                if v.flags & vflags::LOG != 0 {
+                    if let Some(ev) = &self.events {
+                        let f = burst.data(i);
+                        if let Ok(p) = flowtable::parse::parse(f, rx.port, None) {
+                            let mut key = p.key;
+                            key.src_id = st.ipmap.lookup(key.src).map_or(0, |(_, v)| *v);
+                            key.dst_id = st.ipmap.lookup(key.dst).map_or(0, |(_, v)| *v);
+                            let mut cookie = v.cookie;
+                            let verdict = match v.fate {
+                                Fate::Forward(_) => {
+                                    // Audit-mode policies live in the observe tables: they
+                                    // never change the verdict, only what the record says.
+                                    let seen = st.observe.decide(&key);
+                                    match seen.denied_by().and_then(|d| d.rule) {
+                                        Some(r) => {
+                                            cookie = r.cookie;
+                                            RecVerdict::AuditDeny
+                                        }
+                                        None => RecVerdict::Allow,
+                                    }
+                                }
+                                Fate::Drop(DropReason::PolicyEgress | DropReason::PolicyIngress) => RecVerdict::Deny,
+                                _ => RecVerdict::Drop,
+                            };
+                            let ms = self.clock.ms(now);
+                            let e = FlowEvent {
+                                kind: RecordKind::Start,
+                                key,
+                                verdict,
+                                cookie,
+                                packets: [1, 0],
+                                bytes: [f.len() as u64, 0],
+                                reported_packets: [0; 2],
+                                reported_bytes: [0; 2],
+                                start_ms: ms,
+                                last_ms: ms,
+                                end: None,
+                            };
+                            if !ev.send(e) {
+                                self.stats.events_lost += 1;
+                            }
                         }
                     }
                 }
-            }
+                d
+            };
+            dest[i] = d;
+            prev = d;
+            i += 1;
         }
     }
 }
