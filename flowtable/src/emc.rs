@@ -365,6 +365,13 @@ impl<V: CacheValue> Emc<V> {
         (e.gen == gen as u32).then(|| e.val())
     }
 
+    /// Starts loading the entry a lookup of `hash` reads first (its
+    /// preferred way), ahead of [`Emc::lookup_batch_runs`].
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u32) {
+        prefetch(&self.entries[self.direct(hash)]);
+    }
+
     /// Looks up every lane set in `live` (bit i = `keys[i]`, `hashes[i]`),
     /// writing hits to `out` and returning the lanes that missed (absent or
     /// of another generation). Passes so that memory latency overlaps across

@@ -447,11 +447,9 @@ impl Pipeline {
                 Ok(()) => match self.metas[i].class {
                     Class::Ipv4 | Class::Ipv6 => {
                         let m = &self.metas[i];
-                        self.hashes[i] = if self.cfg.symmetric_rss || p.rss.is_none() {
-                            m.hash
-                        } else {
-                            flow_hash(&self.keys[i], m.echo_id)
-                        };
+                        let h = if self.cfg.symmetric_rss || p.rss.is_none() { m.hash } else { flow_hash(&self.keys[i], m.echo_id) };
+                        self.hashes[i] = h;
+                        self.emc.prefetch(h);
                         live |= 1 << i;
                     }
                     Class::Arp => *o = self.finish(Fate::Arp, 0, 0),
