@@ -4,7 +4,8 @@
 use crate::cli::StoreArgs;
 use anyhow::{bail, Context, Result};
 use control::datastore::etcd::EtcdConfig;
-use control::datastore::{Datastore, EtcdStore, FileStore};
+use control::datastore::file::FileAck;
+use control::datastore::{keys, Datastore, EtcdStore, FileStore, HostAck};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,20 +25,28 @@ pub fn apply(s: &StoreArgs, files: &[PathBuf], wait: Option<Duration>) -> Result
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         docs.push((name, text));
     }
-    // All documents check before any is written.
+    // All documents check before any is written: alone, then with the
+    // documents already stored (a policy name defined in another document,
+    // for instance, would make every host refuse the state).
     control::policy::load::load_texts(&docs)?;
     let mut ds = open(s)?;
+    let mut next = ds.snapshot()?;
+    for (name, text) in &docs {
+        next.set(&format!("{}{name}", keys::POL), Some(text.clone()));
+    }
+    if let Err(e) = next.desired("", &control::Model::default()) {
+        bail!("refused, nothing written: with the policies already stored, {e}");
+    }
     let mut rev = 0;
     for (name, text) in &docs {
         rev = ds.put_policy(name, text)?;
         println!("applied {name} (revision {rev})");
     }
     let Some(timeout) = wait else { return Ok(0) };
-    if s.etcd.is_empty() {
-        println!("a switch running on this state file enforces it within about 100 ms (show cluster)");
-        return Ok(0);
-    }
     let t = Instant::now();
+    if let Some(state) = &s.state {
+        return wait_file(&FileStore::new(state), rev, timeout, t);
+    }
     let mut st = EtcdStore::connect(EtcdConfig::new(s.etcd.clone(), &s.prefix))?;
     match st.wait_for(rev, timeout) {
         Ok(acks) if acks.is_empty() => {
@@ -55,6 +64,35 @@ pub fn apply(s: &StoreArgs, files: &[PathBuf], wait: Option<Duration>) -> Result
     }
 }
 
+/// `--wait` on the embedded store: until every live switch following the
+/// file acknowledges `rev` or later beside it (one fails at once when none
+/// does, after `timeout` naming the laggards and why they lag).
+fn wait_file(fs: &FileStore, rev: i64, timeout: Duration, t: Instant) -> Result<u8> {
+    loop {
+        let acks = fs.acks()?;
+        let live: Vec<(String, FileAck)> = acks.into_iter().filter_map(|(h, a)| a.ok().filter(FileAck::live).map(|a| (h, a))).collect();
+        if live.is_empty() {
+            eprintln!("bulkhead: revision {rev} written, but no running switch follows {} (no live acknowledgement beside it)", fs.path().display());
+            return Ok(1);
+        }
+        let lag: Vec<String> = live
+            .iter()
+            .filter(|(_, a)| a.revision < rev)
+            .map(|(h, a)| if a.error.is_empty() { format!("{h} (at revision {})", a.revision) } else { format!("{h} (at revision {}: {})", a.revision, a.error) })
+            .collect();
+        if lag.is_empty() {
+            let hosts: Vec<&str> = live.iter().map(|(h, _)| h.as_str()).collect();
+            println!("revision {rev} enforced by {} host(s) in {:.1} ms: {}", live.len(), t.elapsed().as_secs_f64() * 1e3, hosts.join(", "));
+            return Ok(0);
+        }
+        if t.elapsed() >= timeout {
+            eprintln!("bulkhead: timed out after {:.1} s waiting for revision {rev}; lagging: {}", timeout.as_secs_f64(), lag.join(", "));
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `bulkhead cluster status`.
 pub fn status(s: &StoreArgs) -> Result<u8> {
     let mut ds = open(s)?;
@@ -62,7 +100,17 @@ pub fn status(s: &StoreArgs) -> Result<u8> {
     let wl = snap.workloads().unwrap_or_default();
     println!("data revision {}", snap.revision);
     println!("{:<24} {:>10} {:>10} {:>10}  state", "host", "revision", "workloads", "local");
-    let acks = snap.acks();
+    // The embedded store's switches acknowledge beside the file (only
+    // those still running count), etcd's hosts under the prefix.
+    let acks = match &s.state {
+        Some(p) => FileStore::new(p)
+            .acks()?
+            .into_iter()
+            .filter(|(_, a)| a.as_ref().map_or(true, FileAck::live))
+            .map(|(h, a)| (h, a.map(|a| HostAck { revision: a.revision, workloads: a.workloads, at_ms: a.at_ms })))
+            .collect(),
+        None => snap.acks(),
+    };
     if acks.is_empty() {
         println!("(no live host)");
     }

@@ -465,8 +465,11 @@ fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
     // stays.
     let extra = root.join("extra.toml");
     std::fs::write(&extra, "[[policy]]\nname = \"extra\"\nnamespace = \"shop\"\nselector = \"app=web\"\n  [[policy.ingress]]\n  from = [{ selector = \"app=web\" }]\n  ports = [\"8080/tcp\"]\n").unwrap();
-    let o = Command::new(BIN).args(["policy", "apply", "--state"]).arg(&state).arg(&extra).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // --wait returns once the running switch acknowledges the revision
+    // (beside the file).
+    let o = Command::new(BIN).args(["policy", "apply", "--wait", "--timeout", "10", "--state"]).arg(&state).arg(&extra).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("enforced by 1 host(s)") && out.contains(": s"), "{out}{}", String::from_utf8_lossy(&o.stderr));
     let until = |want: &dyn Fn(&str) -> bool| {
         let t = Instant::now();
         loop {
@@ -490,10 +493,19 @@ fn embedded_state_file_is_enforced_and_reloaded_on_restart() {
     println!("{refused}");
     assert!(refused.contains("pol/bad.toml") && refused.contains(&format!("still enforcing revision {good}")) && refused.contains("policies 2 "), "{refused}");
     assert_eq!(rev(&refused).as_deref(), Some(good.as_str()));
+    // The switch's acknowledgement says it lags, and why; apply refuses to
+    // write onto a stored state that does not load, naming the document.
+    let o = Command::new(BIN).args(["cluster", "status", "--state"]).arg(&state).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success() && out.lines().any(|l| l.starts_with("s ") && l.contains(&good) && l.ends_with("behind")), "{out}");
+    let o = Command::new(BIN).args(["policy", "apply", "--wait", "--timeout", "1", "--state"]).arg(&state).arg(&pol).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("refused, nothing written") && err.contains("pol/bad.toml"), "{err}");
     h.stop();
     let o = Command::new(BIN).args(["cluster", "status", "--state"]).arg(&state).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&format!("data revision {}", good.parse::<i64>().unwrap() + 1)), "the file's revision: {out}");
+    assert!(out.contains("(no live host)"), "a stopped switch's acknowledgement is not live: {out}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::{Error, Switch};
 use crate::config::Config;
 use control::datastore::agent::{self, AgentConfig, AgentHandle};
 use control::datastore::etcd::EtcdConfig;
+use control::datastore::file::FileAck;
 use control::datastore::{Datastore, Desired, FileStore, WorkloadRecord};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
@@ -42,6 +43,25 @@ pub(super) struct FileCluster {
     local: control::Model,
     /// Why the last change was not enforced ("" = it was).
     pub(super) last_error: String,
+    /// Workloads in the state enforced.
+    workloads: usize,
+}
+
+impl FileCluster {
+    /// Acknowledges what is enforced (and why a newer state is not) beside
+    /// the file, for `policy apply --wait` and `cluster status`.
+    fn ack(&self) {
+        let a = FileAck {
+            revision: self.revision,
+            workloads: self.workloads,
+            at_ms: control::datastore::now_ms(),
+            pid: std::process::id(),
+            error: self.last_error.clone(),
+        };
+        if let Err(e) = FileStore::new(&self.path).write_ack(&self.host, &a) {
+            eprintln!("cluster: cannot acknowledge revision {}: {e}", self.revision);
+        }
+    }
 }
 
 fn stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
@@ -63,15 +83,17 @@ pub(super) fn follow_file(sw: &mut Switch) {
         None => Err(control::Error::Datastore("the file is gone".into())),
     };
     let result = match checked {
-        Ok(d) if d.revision == old => Ok(old),
-        Ok(d) => enforce(sw, d).map(|(rev, _)| rev),
+        Ok(d) if d.revision == old => Ok(None),
+        Ok(d) => enforce(sw, d).map(Some),
         Err(e) => Err(format!("cluster: {} rejected: {e}; still enforcing revision {old}", path.display())),
     };
     let f = sw.cluster_file.as_mut().expect("checked above");
     f.stamp = now;
     match result {
-        Ok(rev) => {
-            f.revision = rev;
+        Ok(None) if f.last_error.is_empty() => return,
+        Ok(None) => f.last_error.clear(),
+        Ok(Some((rev, n))) => {
+            (f.revision, f.workloads) = (rev, n);
             f.last_error.clear();
         }
         Err(e) => {
@@ -79,6 +101,7 @@ pub(super) fn follow_file(sw: &mut Switch) {
             f.last_error = e;
         }
     }
+    f.ack();
 }
 
 /// Starts what `[cluster]` asks for: None when it asks for nothing or for
@@ -113,11 +136,12 @@ pub(super) fn start(cfg: &Config, sw: &mut Switch) -> Result<Option<AgentHandle>
             }
         }
         let d = fs.snapshot().and_then(|s| s.desired(&host, &local)).map_err(ds)?;
-        let rev = d.revision;
         let st = stamp(&c.state_file);
-        enforce(sw, d).map_err(Error::Invalid)?;
+        let (rev, workloads) = enforce(sw, d).map_err(Error::Invalid)?;
         println!("cluster: enforcing {} (revision {rev}), following its changes", c.state_file.display());
-        sw.cluster_file = Some(FileCluster { path: c.state_file.clone(), revision: rev, stamp: st, host, local, last_error: String::new() });
+        let f = FileCluster { path: c.state_file.clone(), revision: rev, stamp: st, host, local, last_error: String::new(), workloads };
+        f.ack();
+        sw.cluster_file = Some(f);
         return Ok(None);
     }
     let cache = (!c.state_file.as_os_str().is_empty()).then(|| c.state_file.clone());

@@ -6,6 +6,8 @@
 use super::{ClusterState, Datastore};
 use crate::error::{Error, Result};
 use crate::identity::{IdentityKey, FIRST_DYNAMIC};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -47,19 +49,58 @@ impl FileStore {
     /// # Errors
     /// Write, fsync or rename failures.
     pub fn save(&self, st: &ClusterState) -> Result<()> {
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let text = serde_json::to_string_pretty(st).map_err(|e| Error::Datastore(e.to_string()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+        write_atomic(&self.path, &text)
+    }
+
+    /// The directory of the file and its name.
+    fn dir_name(&self) -> (&Path, String) {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        (dir, self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into()))
+    }
+
+    /// Where the switch of `host` acknowledges this file: `<file>.ack-<host>`
+    /// beside it. Not in the file itself, which is the operator's: a write
+    /// of the switch's own would look to it like a change to follow.
+    pub fn ack_path(&self, host: &str) -> PathBuf {
+        let (dir, name) = self.dir_name();
+        dir.join(format!("{name}.ack-{}", host.replace('/', "_")))
+    }
+
+    /// Writes `host`'s acknowledgement, atomically.
+    ///
+    /// # Errors
+    /// Write, fsync or rename failures.
+    pub fn write_ack(&self, host: &str, ack: &FileAck) -> Result<()> {
+        let text = serde_json::to_string(ack).map_err(|e| Error::Datastore(e.to_string()))?;
+        write_atomic(&self.ack_path(host), &text)
+    }
+
+    /// Every acknowledgement written beside the file, by host, live or not
+    /// ([`FileAck::live`]); a malformed one is an error naming its file.
+    ///
+    /// # Errors
+    /// An unreadable directory.
+    pub fn acks(&self) -> Result<BTreeMap<String, Result<FileAck>>> {
+        let (dir, name) = self.dir_name();
+        let prefix = format!("{name}.ack-");
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(dir, e)),
+        };
+        for e in entries {
+            let e = e.map_err(|e| io(dir, e))?;
+            let f = e.file_name().to_string_lossy().into_owned();
+            let Some(host) = f.strip_prefix(&prefix) else { continue };
+            let p = e.path();
+            let ack = std::fs::read_to_string(&p)
+                .map_err(|x| io(&p, x))
+                .and_then(|t| serde_json::from_str(&t).map_err(|x| Error::Datastore(format!("{}: {x}", p.display()))));
+            out.insert(host.to_string(), ack);
         }
-        Ok(())
+        Ok(out)
     }
 
     fn update(&mut self, f: impl FnOnce(&mut ClusterState) -> Result<()>) -> Result<i64> {
@@ -68,6 +109,47 @@ impl FileStore {
         st.revision += 1;
         self.save(&st)?;
         Ok(st.revision)
+    }
+}
+
+/// Replaces `path` with `text`: a temporary file beside it, fsync, rename
+/// over, fsync the directory (a crash leaves the old file or the new one).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// What a switch following a state file enforces ([`FileStore::write_ack`]),
+/// the embedded store's counterpart of an etcd host's [`super::HostAck`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAck {
+    /// The data revision it enforces.
+    pub revision: i64,
+    /// Workloads in the state it enforces.
+    pub workloads: usize,
+    /// When it started enforcing it (Unix ms).
+    pub at_ms: u64,
+    /// The switch's process: the acknowledgement is live while it runs.
+    pub pid: u32,
+    /// Why the file's newest state was refused ("" when it is enforced).
+    pub error: String,
+}
+
+impl FileAck {
+    /// True while the process that wrote it runs (the state file is local,
+    /// so its switch runs on this machine).
+    pub fn live(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
