@@ -94,8 +94,12 @@ pub struct Probe {
     pub protocol: String,
     /// Destinations.
     pub columns: Vec<String>,
-    /// Source -> row string over `columns`.
+    /// Source -> row string over `columns`: `1` allowed, `0` denied, `-`
+    /// not asserted.
     pub matrix: BTreeMap<String, serde_yaml::Value>,
+    /// The matrix's zeros as `src->dst` (optional; checked against it).
+    #[serde(default)]
+    pub denied: Option<Vec<String>>,
 }
 
 fn tcp() -> String {
@@ -499,6 +503,10 @@ pub fn run_case_with<R: Replay>(
                     return res;
                 }
                 for (dst, want) in p.columns.iter().zip(chars) {
+                    if !matches!(want, '0' | '1' | '-') {
+                        res.error = Some(format!("step {sn}: row {src}, column {dst}: cell `{want}` is not 1, 0 or -"));
+                        return res;
+                    }
                     if want == '-' || src == dst {
                         continue;
                     }
@@ -509,6 +517,27 @@ pub fn run_case_with<R: Replay>(
                         port: p.port,
                     });
                     wants.push(want == '1');
+                }
+            }
+            if let Some(listed) = &p.denied {
+                // The same zeros as a list: a disagreement is a broken case,
+                // reported rather than silently going by the matrix.
+                let zeros: std::collections::BTreeSet<String> =
+                    cells.iter().zip(&wants).filter(|(_, w)| !**w).map(|(c, _)| format!("{}->{}", c.src, c.dst)).collect();
+                let listed: std::collections::BTreeSet<String> = listed.iter().map(|d| d.split_whitespace().collect()).collect();
+                if zeros != listed {
+                    let only = |a: &std::collections::BTreeSet<String>, b: &std::collections::BTreeSet<String>| {
+                        let v: Vec<&str> = a.difference(b).map(String::as_str).take(5).collect();
+                        if v.is_empty() { "nothing".to_string() } else { v.join(", ") }
+                    };
+                    res.error = Some(format!(
+                        "step {sn} {}/{}: `denied` disagrees with the matrix's zeros: listed only {}; zero only in the matrix {}",
+                        p.port,
+                        p.protocol,
+                        only(&listed, &zeros),
+                        only(&zeros, &listed)
+                    ));
+                    return res;
                 }
             }
             res.cells += cells.len();
@@ -533,6 +562,9 @@ pub fn run_case_with<R: Replay>(
                 }
             }
         }
+    }
+    if res.cells == 0 {
+        res.error = Some("no cell to check (no step has a probe with a 1 or a 0)".into());
     }
     res
 }
