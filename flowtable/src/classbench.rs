@@ -48,11 +48,16 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), cause: source })
 }
 
+/// A decimal number: digits only (no sign, no spaces), in range for `T`.
+fn dec<T: core::str::FromStr>(s: &str) -> Option<T> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
 fn parse_v4(s: &str) -> Option<u32> {
     let mut a = 0u32;
     let mut n = 0;
     for part in s.split('.') {
-        a = a << 8 | part.trim().parse::<u8>().ok()? as u32;
+        a = a << 8 | u32::from(dec::<u8>(part)?);
         n += 1;
     }
     (n == 4).then_some(a)
@@ -64,11 +69,11 @@ fn parse_prefix(s: &str) -> core::result::Result<Prefix, String> {
     let (a, l) = s.split_once('/').ok_or_else(|| format!("address `{s}` has no /LEN"))?;
     if a.contains(':') {
         let a: Ipv6Addr = a.parse().map_err(|_| format!("bad IPv6 address `{a}`"))?;
-        let l: u8 = l.parse().ok().filter(|&l| l <= 128).ok_or_else(|| format!("bad prefix length `{l}`"))?;
+        let l: u8 = dec(l).filter(|&l| l <= 128).ok_or_else(|| format!("bad prefix length `{l}`"))?;
         return Ok(Prefix::new(u128::from(a), l));
     }
     let a = parse_v4(a).ok_or_else(|| format!("bad IPv4 address `{a}`"))?;
-    let l: u8 = l.parse().ok().filter(|&l| l <= 32).ok_or_else(|| format!("bad prefix length `{l}`"))?;
+    let l: u8 = dec(l).filter(|&l| l <= 32).ok_or_else(|| format!("bad prefix length `{l}`"))?;
     Ok(Prefix::v4(a, l))
 }
 
@@ -78,50 +83,63 @@ fn parse_hex(s: &str) -> Option<u32> {
     u32::from_str_radix(h, 16).ok()
 }
 
+/// `LO : HI` at the start of `s` (spaces around the colon optional), and
+/// what follows it.
+fn port_range<'a>(s: &'a str, what: &str) -> core::result::Result<(PortRange, &'a str), String> {
+    let s = s.trim_start();
+    let (lo, rest) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let rest = rest.trim_start();
+    let shown = || s.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let Some(rest) = rest.strip_prefix(':') else {
+        return Err(format!("{what} port range `{}` is not LO : HI", shown()));
+    };
+    let rest = rest.trim_start();
+    let (hi, rest) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len()));
+    let (Some(lo), Some(hi)) = (dec::<u16>(lo), dec::<u16>(hi)) else {
+        return Err(format!("{what} port range `{}`: ports are 0-65535", shown()));
+    };
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return Err(format!("{what} port range `{}` is not LO : HI", shown()));
+    }
+    if lo > hi {
+        return Err(format!("empty {what} port range {lo} : {hi}"));
+    }
+    Ok((PortRange { lo, hi }, rest))
+}
+
 fn parse_rule_line(line: &str) -> core::result::Result<Match, String> {
     let body = line.strip_prefix('@').ok_or("a rule line starts with `@`")?;
-    // The addresses first (an IPv6 one has colons of its own), then the
-    // rest tolerating `lo:hi`, `lo : hi`, tabs or spaces anywhere.
-    let mut words = body.split_whitespace();
-    let addrs = [words.next().unwrap_or(""), words.next().unwrap_or("")];
-    let spaced = words.collect::<Vec<_>>().join(" ").replace(':', " ");
-    let t: Vec<&str> = addrs.into_iter().filter(|a| !a.is_empty()).chain(spaced.split_whitespace()).collect();
-    if t.len() < 7 {
-        return Err(format!(
-            "expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK], got {} fields",
-            t.len()
-        ));
-    }
-    let src = parse_prefix(t[0])?;
-    let dst = parse_prefix(t[1])?;
-    let port = |lo: &str, hi: &str| -> core::result::Result<PortRange, String> {
-        let lo: u16 = lo.parse().map_err(|_| format!("bad port `{lo}`"))?;
-        let hi: u16 = hi.parse().map_err(|_| format!("bad port `{hi}`"))?;
-        if lo > hi {
-            return Err(format!("empty port range {lo} : {hi}"));
-        }
-        Ok(PortRange { lo, hi })
-    };
-    let sport = port(t[2], t[3])?;
-    let dport = port(t[4], t[5])?;
-    let (pv, pm) = t[6].split_once('/').ok_or_else(|| format!("protocol `{}` is not VALUE/MASK", t[6]))?;
+    // SRC DST SPORT_LO : SPORT_HI DPORT_LO : DPORT_HI PROTO/MASK [FLAGS/MASK],
+    // tabs or spaces between fields, `lo:hi` or `lo : hi`.
+    let expected = "expected SRC DST SPORT_LO:HI DPORT_LO:HI PROTO/MASK [FLAGS/MASK]";
+    let body = body.trim_start();
+    let (src, body) = body.split_at(body.find(char::is_whitespace).ok_or(expected)?);
+    let body = body.trim_start();
+    let (dst, body) = body.split_at(body.find(char::is_whitespace).ok_or(expected)?);
+    let src = parse_prefix(src)?;
+    let dst = parse_prefix(dst)?;
+    let (sport, body) = port_range(body, "source")?;
+    let (dport, body) = port_range(body, "destination")?;
+    let t: Vec<&str> = body.split_whitespace().collect();
+    let Some(p) = t.first() else { return Err(format!("{expected}: no protocol")) };
+    let (pv, pm) = p.split_once('/').ok_or_else(|| format!("protocol `{p}` is not VALUE/MASK"))?;
     let (pv, pm) = match (parse_hex(pv), parse_hex(pm)) {
         (Some(v), Some(m)) if v <= 0xff && m <= 0xff => (v as u8, m as u8),
-        _ => return Err(format!("bad protocol `{}`", t[6])),
+        _ => return Err(format!("bad protocol `{p}`")),
     };
     let proto = match pm {
         0x00 => None,
         0xff => Some(pv),
         _ => return Err(format!("protocol mask {pm:#04x} unsupported (0x00 any or 0xFF exact)")),
     };
-    if let Some(f) = t.get(7) {
+    if let Some(f) = t.get(1) {
         let ok = f.split_once('/').is_some_and(|(v, m)| parse_hex(v).is_some() && parse_hex(m).is_some());
         if !ok {
             return Err(format!("bad flags `{f}`"));
         }
     }
-    if t.len() > 8 {
-        return Err(format!("{} fields, at most 8 expected", t.len()));
+    if t.len() > 2 {
+        return Err(format!("{} fields, at most 8 expected", t.len() + 6));
     }
     Ok(Match { src, dst, sport, dport, proto, ..Match::ANY })
 }
@@ -131,6 +149,7 @@ fn parse_rule_line(line: &str) -> core::result::Result<Match, String> {
 /// # Errors
 /// [`Error::Parse`] naming the first malformed line.
 pub fn parse_rules_str(text: &str, name: &Path) -> Result<Vec<Rule>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut ms = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -169,6 +188,7 @@ pub fn parse_rules(path: &Path) -> Result<Vec<Rule>> {
 /// # Errors
 /// [`Error::Parse`] naming the first malformed line.
 pub fn parse_trace_str(text: &str, name: &Path) -> Result<Vec<FlowKey>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut keys = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t: Vec<&str> = line.split_whitespace().collect();
@@ -180,12 +200,12 @@ pub fn parse_trace_str(text: &str, name: &Path) -> Result<Vec<FlowKey>> {
             return Err(err(format!("expected SRC DST SPORT DPORT PROTO, got {} fields", t.len())));
         }
         let a = |j: usize| {
-            let v4 = t[j].parse::<u32>().ok().map(v4_mapped);
+            let v4 = dec::<u32>(t[j]).map(v4_mapped);
             v4.or_else(|| t[j].parse::<Ipv6Addr>().ok().map(u128::from)).ok_or_else(|| err(format!("bad address `{}`", t[j])))
         };
-        let p = |j: usize| t[j].parse::<u16>().map_err(|_| err(format!("bad port `{}`", t[j])));
+        let p = |j: usize| dec::<u16>(t[j]).ok_or_else(|| err(format!("bad port `{}`", t[j])));
         let (src, dst, sport, dport) = (a(0)?, a(1)?, p(2)?, p(3)?);
-        let proto = t[4].parse::<u8>().map_err(|_| err(format!("bad protocol `{}`", t[4])))?;
+        let proto = dec::<u8>(t[4]).ok_or_else(|| err(format!("bad protocol `{}`", t[4])))?;
         keys.push(FlowKey::new(0, src, dst, proto, sport, dport));
     }
     Ok(keys)
@@ -554,6 +574,31 @@ mod tests {
         assert!(e.to_string().contains("unsupported"), "{e}");
         let e = parse_trace_str("1 2 3 4 6 0 1\n\n1 2 3\n", Path::new("t")).unwrap_err();
         assert!(e.to_string().starts_with("t:3: "), "{e}");
+    }
+
+    #[test]
+    fn port_ranges_need_their_colon_and_numbers_their_digits() {
+        // Every spacing of the colon reads alike; a BOM before the first line is skipped.
+        for r in ["0:65535", "0 :65535", "0: 65535", "0\t:\t65535"] {
+            let rs = parse_rules_str(&format!("\u{feff}@1.2.3.4/32 0.0.0.0/0 {r} 80:80 0x06/0xFF\n"), Path::new("r")).unwrap();
+            assert_eq!((rs[0].m.sport, rs[0].m.dport), (PortRange::ANY, PortRange::exact(80)), "{r}");
+        }
+        let bad = |line: &str, want: &str| {
+            let e = parse_rules_str(line, Path::new("r")).unwrap_err().to_string();
+            assert!(e.contains(want), "{line}: {e}");
+        };
+        bad("@1.2.3.4/32 0.0.0.0/0 0 65535 80 : 80 0x06/0xFF", "source port range `0 65535 80` is not LO : HI");
+        bad("@1.2.3.4/32 0.0.0.0/0 0 : 65535 : 7 80 : 80 0x06/0xFF", "destination port range");
+        bad("@1.2.3.4/32 0.0.0.0/0 0 : 65536 80 : 80 0x06/0xFF", "ports are 0-65535");
+        bad("@1.2.3.4/32 0.0.0.0/0 0 : 5x 80 : 80 0x06/0xFF", "is not LO : HI");
+        bad("@+1.2.3.4/32 0.0.0.0/0 0 : 1 80 : 80 0x06/0xFF", "bad IPv4 address");
+        bad("@1.2.3.4/+8 0.0.0.0/0 0 : 1 80 : 80 0x06/0xFF", "bad prefix length");
+        bad("@1.2.3.4/32 0.0.0.0/0 +0 : 1 80 : 80 0x06/0xFF", "source port range");
+        bad("@1.2.3.4/32 0.0.0.0/0 0 : 1 80 : 80", "no protocol");
+        let e = parse_trace_str("+1 2 3 4 6\n", Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("bad address `+1`"), "{e}");
+        let e = parse_trace_str("\u{feff}1 2 3 +4 6\n", Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("t:1: bad port `+4`"), "{e}");
     }
 
     #[test]
