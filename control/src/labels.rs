@@ -32,19 +32,50 @@ pub struct Requirement {
     pub values: Vec<String>,
 }
 
+/// A label key or value as a policy file writes it: a string scalar. A
+/// YAML `true`, `1` or `null` is refused rather than turned into text, as
+/// Kubernetes refuses it (quote it: `"true"`).
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (quote a value such as \"true\" or \"1\")")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct RawReq {
+    key: String,
+    operator: Operator,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequirement {
-    key: String,
+    key: Text,
     operator: Operator,
     #[serde(default)]
-    values: Option<Vec<String>>,
+    values: Option<Vec<Text>>,
 }
 
 impl TryFrom<RawRequirement> for Requirement {
     type Error = String;
     fn try_from(r: RawRequirement) -> Result<Self, String> {
-        let values = r.values.unwrap_or_default();
+        let key = valid_key(r.key.0)?;
+        let values = r.values.unwrap_or_default().into_iter().map(|v| valid_value(v.0)).collect::<Result<Vec<_>, _>>()?;
+        let r = RawReq { key, operator: r.operator };
         match r.operator {
             Operator::In | Operator::NotIn if values.is_empty() => Err(format!(
                 "matchExpressions key `{}`: operator {:?} needs values",
@@ -79,7 +110,7 @@ impl Requirement {
 /// A Kubernetes label selector: `matchLabels` AND every `matchExpressions` entry.
 /// The empty selector matches every label set.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields, rename_all = "camelCase", try_from = "RawSelector")]
 pub struct LabelSelector {
     /// Exact key=value pairs.
     #[serde(default)]
@@ -87,6 +118,79 @@ pub struct LabelSelector {
     /// Set-based requirements.
     #[serde(default)]
     pub match_expressions: Vec<Requirement>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSelector {
+    #[serde(default)]
+    match_labels: BTreeMap<Text, Text>,
+    #[serde(default)]
+    match_expressions: Vec<Requirement>,
+}
+
+impl Ord for Text {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&o.0)
+    }
+}
+impl PartialOrd for Text {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl PartialEq for Text {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
+    }
+}
+impl Eq for Text {}
+
+impl TryFrom<RawSelector> for LabelSelector {
+    type Error = String;
+    fn try_from(r: RawSelector) -> Result<Self, String> {
+        let match_labels = r.match_labels.into_iter().map(|(k, v)| Ok((valid_key(k.0)?, valid_value(v.0)?))).collect::<Result<Labels, String>>()?;
+        Ok(LabelSelector { match_labels, match_expressions: r.match_expressions })
+    }
+}
+
+/// A label key as Kubernetes takes it: an optional DNS-subdomain prefix
+/// and `/`, then a name of 1-63 characters, alphanumeric at both ends,
+/// `-`, `_` and `.` inside.
+fn valid_key(k: String) -> Result<String, String> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k.as_str()),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
+            })
+    });
+    if prefix_ok && !name.is_empty() && valid_value_chars(name) {
+        Ok(k)
+    } else {
+        Err(format!("bad label key `{k}`: an optional DNS prefix and `/`, then 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+    }
+}
+
+/// A label value as Kubernetes takes it: empty, or 1-63 characters,
+/// alphanumeric at both ends, `-`, `_` and `.` inside.
+fn valid_value(v: String) -> Result<String, String> {
+    if v.is_empty() || valid_value_chars(&v) {
+        Ok(v)
+    } else {
+        Err(format!("bad label value `{v}`: empty, or 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
+    }
+}
+
+fn valid_value_chars(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 impl LabelSelector {

@@ -159,3 +159,36 @@ fn failed_load_applies_nothing() {
     );
     assert_eq!((c.policies().len(), c.rule_count()), before);
 }
+
+/// Labels, names and ports as Kubernetes checks them: a label value must be
+/// a string (a YAML `true`, `1` or `null` is refused, not turned into
+/// text), keys and values have their syntax, names are DNS names, and a
+/// quoted number is not a port.
+#[test]
+fn labels_names_and_quoted_ports_as_kubernetes_checks_them() {
+    let sel = |labels: &str| format!("{HEAD}  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {labels}\n");
+    for (labels, want) in [
+        ("{app: true}", "expected a string"),
+        ("{app: 1}", "expected a string"),
+        ("{app: null}", "expected a string"),
+        ("{\"bad key!\": x}", "bad label key `bad key!`"),
+        ("{app: \"has space\"}", "bad label value `has space`"),
+        ("{app: \"-web\"}", "bad label value `-web`"),
+    ] {
+        let (_, line, field, msg) = err("labels.yaml", &sel(labels));
+        assert!(line >= 10 && field.starts_with("spec.ingress[0].from[0]") && msg.contains(want), "{labels}: {line} {field}: {msg}");
+    }
+    let exprs = format!("{HEAD}  ingress:\n  - from:\n    - podSelector:\n        matchExpressions:\n        - {{key: app, operator: In, values: [true]}}\n");
+    let (_, _, _, msg) = err("exprs.yaml", &exprs);
+    assert!(msg.contains("expected a string"), "{msg}");
+    // Quoted, the same values are labels; a prefixed key is a key.
+    let p = write("ok.yaml", &sel("{app: \"true\", example.com/tier: \"1\", empty: \"\"}"));
+    assert!(load_files(&[&p]).is_ok());
+    let (_, line, field, msg) = err("name.yaml", &HEAD.replace("name: p", "name: Bad_Name"));
+    assert_eq!((line, field.as_str()), (4, "metadata"), "{msg}");
+    assert!(msg.contains("bad name `Bad_Name`"), "{msg}");
+    let (_, _, _, msg) = err("ns.yaml", &HEAD.replace("namespace: x", "namespace: X.y"));
+    assert!(msg.contains("bad namespace `X.y`"), "{msg}");
+    let (_, _, field, msg) = err("port.yaml", &format!("{HEAD}  ingress:\n  - ports:\n    - port: \"80\"\n"));
+    assert!(field.ends_with("ports.port") && msg.contains("written unquoted"), "{field}: {msg}");
+}

@@ -32,10 +32,11 @@ pub struct NetworkPolicy {
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {
-    /// Name.
+    /// Name (a DNS subdomain, as Kubernetes checks it).
+    #[serde(deserialize_with = "dns_subdomain")]
     pub name: String,
-    /// Namespace (default `default`).
-    #[serde(default)]
+    /// Namespace (default `default`; a DNS label).
+    #[serde(default, deserialize_with = "dns_label")]
     pub namespace: Option<String>,
     /// Labels.
     #[serde(default)]
@@ -58,6 +59,36 @@ pub struct ObjectMeta {
     /// Ignored.
     #[serde(default)]
     pub managed_fields: Option<serde_yaml::Value>,
+}
+
+/// A name Kubernetes takes for an object: at most 253 lowercase letters,
+/// digits, `-` and `.`, alphanumeric at both ends.
+fn dns_subdomain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!("bad name `{s}`: lowercase letters, digits, `-` and `.`, alphanumeric at both ends, at most 253")))
+    }
+}
+
+/// A namespace name: at most 63 lowercase letters, digits and `-`,
+/// alphanumeric at both ends.
+fn dns_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(format!("bad namespace `{s}`: at most 63 lowercase letters, digits and `-`, alphanumeric at both ends")))
+    }
 }
 
 /// `spec`.
@@ -289,20 +320,20 @@ impl TryFrom<RawPort> for NetworkPolicyPort {
         let port = match (r.port, r.end_port) {
             (None, Some(_)) => return Err("endPort: endPort requires a numeric port".into()),
             (None, None) => None,
-            (Some(IntOrString::Str(s)), e) => match s.parse::<i64>() {
-                Ok(n) => Some(num(n, e)?),
-                Err(_) => {
-                    if e.is_some() {
-                        return Err(format!(
-                            "endPort: endPort cannot be used with named port `{s}`"
-                        ));
-                    }
-                    if !valid_port_name(&s) {
-                        return Err(format!("port: `{s}` is not a valid port name"));
-                    }
-                    Some(PortRef::Named(s))
+            // A quoted port is a name to Kubernetes, and a name needs a
+            // letter: a quoted number is refused, as the API server refuses it.
+            (Some(IntOrString::Str(s)), _) if s.parse::<i64>().is_ok() => {
+                return Err(format!("port: `\"{s}\"` is a string; a port number is written unquoted"));
+            }
+            (Some(IntOrString::Str(s)), e) => {
+                if e.is_some() {
+                    return Err(format!("endPort: endPort cannot be used with named port `{s}`"));
                 }
-            },
+                if !valid_port_name(&s) {
+                    return Err(format!("port: `{s}` is not a valid port name"));
+                }
+                Some(PortRef::Named(s))
+            }
             (Some(IntOrString::Int(n)), e) => Some(num(n, e)?),
         };
         Ok(NetworkPolicyPort { protocol, port })
