@@ -35,7 +35,7 @@ pub fn apply(s: &StoreArgs, files: &[PathBuf], wait: Option<Duration>) -> Result
         next.set(&format!("{}{name}", keys::POL), Some(text.clone()));
     }
     if let Err(e) = next.desired("", &control::Model::default()) {
-        bail!("refused, nothing written: with the policies already stored, {e}");
+        bail!("refused, nothing written: the stored state with these documents would not load: {e}");
     }
     let mut rev = 0;
     for (name, text) in &docs {

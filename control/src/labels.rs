@@ -56,11 +56,6 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-struct RawReq {
-    key: String,
-    operator: Operator,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequirement {
@@ -73,23 +68,16 @@ struct RawRequirement {
 impl TryFrom<RawRequirement> for Requirement {
     type Error = String;
     fn try_from(r: RawRequirement) -> Result<Self, String> {
-        let key = valid_key(r.key.0)?;
+        let (key, operator) = (valid_key(r.key.0)?, r.operator);
         let values = r.values.unwrap_or_default().into_iter().map(|v| valid_value(v.0)).collect::<Result<Vec<_>, _>>()?;
-        let r = RawReq { key, operator: r.operator };
-        match r.operator {
-            Operator::In | Operator::NotIn if values.is_empty() => Err(format!(
-                "matchExpressions key `{}`: operator {:?} needs values",
-                r.key, r.operator
-            )),
-            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => Err(format!(
-                "matchExpressions key `{}`: operator {:?} takes no values",
-                r.key, r.operator
-            )),
-            _ => Ok(Requirement {
-                key: r.key,
-                operator: r.operator,
-                values,
-            }),
+        match operator {
+            Operator::In | Operator::NotIn if values.is_empty() => {
+                Err(format!("matchExpressions key `{key}`: operator {operator:?} needs values"))
+            }
+            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
+                Err(format!("matchExpressions key `{key}`: operator {operator:?} takes no values"))
+            }
+            _ => Ok(Requirement { key, operator, values }),
         }
     }
 }
@@ -162,18 +150,22 @@ fn valid_key(k: String) -> Result<String, String> {
         Some((p, n)) => (Some(p), n),
         None => (None, k.as_str()),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
-            })
-    });
-    if prefix_ok && !name.is_empty() && valid_value_chars(name) {
+    if prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && valid_value_chars(name) {
         Ok(k)
     } else {
         Err(format!("bad label key `{k}`: an optional DNS prefix and `/`, then 1-63 of [A-Za-z0-9-_.], alphanumeric at both ends"))
     }
+}
+
+/// A DNS subdomain as Kubernetes checks one (object names, label key
+/// prefixes): at most 253 characters, dot-separated labels of lowercase
+/// letters, digits and `-`, alphanumeric at both ends.
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
+        })
 }
 
 /// A label value as Kubernetes takes it: empty, or 1-63 characters,

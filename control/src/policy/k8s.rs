@@ -65,10 +65,7 @@ pub struct ObjectMeta {
 /// digits, `-` and `.`, alphanumeric at both ends.
 fn dns_subdomain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') && !l.starts_with('-') && !l.ends_with('-'));
-    if ok {
+    if crate::labels::is_dns_subdomain(&s) {
         Ok(s)
     } else {
         Err(serde::de::Error::custom(format!("bad name `{s}`: lowercase letters, digits, `-` and `.`, alphanumeric at both ends, at most 253")))

@@ -304,7 +304,7 @@ impl FastFields {
         u32::from_le_bytes([h[44], h[45], h[46], h[47]])
     }
 
-    /// The fields of `a`, or `None` under 48 bytes (no frame is then the same).
+    /// The fields of `frame`, or `None` under 48 bytes (no frame is then the same).
     #[inline(always)]
     pub fn of(frame: &[u8]) -> Option<FastFields> {
         let a: &[u8; 48] = frame.get(..48)?.try_into().expect("48 bytes");
