@@ -49,9 +49,13 @@ fn a_wrong_expectation_is_reported_as_a_failure() {
     std::fs::copy(shared().join("model.yaml"), dir.join("model.yaml")).unwrap();
     let text = std::fs::read_to_string(shared().join("cases/E01-default-deny-ingress.yaml")).unwrap();
     // x/a -> x/b is denied (default deny ingress in x) and x/a -> z/c allowed:
-    // expect the opposite of both.
-    assert!(text.contains("x/a: '-00111111'"));
-    let bad = text.replace("x/a: '-00111111'", "x/a: '-10111110'").replace("id: E01", "id: E01-wrong");
+    // expect the opposite of both (in the matrix and in its `denied` list,
+    // which must agree with it).
+    assert!(text.contains("x/a: '-00111111'") && text.matches("- x/a->x/b\n").count() == 1);
+    let bad = text
+        .replace("x/a: '-00111111'", "x/a: '-10111110'")
+        .replace("- x/a->x/b\n", "- x/a->z/c\n")
+        .replace("id: E01", "id: E01-wrong");
     let case = dir.join("cases/E01-wrong.yaml");
     std::fs::write(&case, bad).unwrap();
     let good = shared().join("cases/E02-default-deny-all.yaml");
