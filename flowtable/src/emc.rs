@@ -392,7 +392,7 @@ impl<V: CacheValue> Emc<V> {
         gen: u64,
         out: &mut [V; BURST],
     ) -> u32 {
-        self.lookup_batch_runs(keys, hashes, live, 0, gen, out, |_| {})
+        self.lookup_batch_runs::<false>(keys, hashes, live, 0, gen, out, |_| {})
     }
 
     /// [`Emc::lookup_batch`] told that the lanes in `runs` hold the same flow
@@ -408,9 +408,13 @@ impl<V: CacheValue> Emc<V> {
     /// as soon as its entry is verified: the caller can start loading what
     /// the value points to while the rest of the burst is compared (the
     /// pipeline prefetches the hit's connection).
+    ///
+    /// `PREFETCHED`: the caller has already started loading each lane's
+    /// first entry ([`Emc::prefetch`], as the pipeline does while it
+    /// parses), so the lookup does not again.
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub fn lookup_batch_runs(
+    pub fn lookup_batch_runs<const PREFETCHED: bool>(
         &self,
         keys: &[FlowKey; BURST],
         hashes: &[u32; BURST],
@@ -441,7 +445,9 @@ impl<V: CacheValue> Emc<V> {
                 }
             }
             prev = Some(i);
-            prefetch(&self.entries[self.direct(hashes[i])]);
+            if !PREFETCHED {
+                prefetch(&self.entries[self.direct(hashes[i])]);
+            }
         }
         let miss = self.lookup_leaders(keys, hashes, live & !follow, gen, out, &mut on_hit);
         let mut miss_all = miss;
@@ -770,7 +776,7 @@ mod tests {
         let mut out = [0u32; BURST];
         let live = !(1u32 << 30); // lane 30 not live
         let mut seen = Vec::new();
-        let miss = c.lookup_batch_runs(&keys, &hashes, live, 0, 1, &mut out, |v| seen.push(*v));
+        let miss = c.lookup_batch_runs::<false>(&keys, &hashes, live, 0, 1, &mut out, |v| seen.push(*v));
         let mut hits = Vec::new();
         for i in 0..BURST {
             let expect_hit = i % 3 == 0 && i != 30;
@@ -846,7 +852,7 @@ mod tests {
             }
             // Told lanes are the caller's: neither answered nor reported.
             let mut out2 = [u32::MAX; BURST];
-            assert_eq!(c.lookup_batch_runs(&k2, &h2, live, told, 3, &mut out2, |_| {}), miss & !told);
+            assert_eq!(c.lookup_batch_runs::<false>(&k2, &h2, live, told, 3, &mut out2, |_| {}), miss & !told);
             for i in (0..BURST).filter(|&i| live & (1 << i) != 0) {
                 let want = if told & (1 << i) != 0 || miss & (1 << i) != 0 { u32::MAX } else { out[i] };
                 assert_eq!(out2[i], want, "lane {i}");

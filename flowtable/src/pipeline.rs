@@ -477,7 +477,7 @@ impl Pipeline {
                 }
             }
         };
-        let miss = self.emc.lookup_batch_runs(&self.keys, &self.hashes, live, runs, gen, &mut self.vals, prefetch);
+        let miss = self.emc.lookup_batch_runs::<true>(&self.keys, &self.hashes, live, runs, gen, &mut self.vals, prefetch);
         // Connections created by earlier packets of this burst purge cached
         // reply-direction drops, but this burst's lookups ran before that:
         // cached policy drops are then re-checked on the slow path.
