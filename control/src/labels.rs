@@ -35,6 +35,7 @@ pub struct Requirement {
 /// A label key or value as a policy file writes it: a string scalar. A
 /// YAML `true`, `1` or `null` is refused rather than turned into text, as
 /// Kubernetes refuses it (quote it: `"true"`).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Text(String);
 
 impl<'de> Deserialize<'de> for Text {
@@ -116,23 +117,6 @@ struct RawSelector {
     #[serde(default)]
     match_expressions: Vec<Requirement>,
 }
-
-impl Ord for Text {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&o.0)
-    }
-}
-impl PartialOrd for Text {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl PartialEq for Text {
-    fn eq(&self, o: &Self) -> bool {
-        self.0 == o.0
-    }
-}
-impl Eq for Text {}
 
 impl TryFrom<RawSelector> for LabelSelector {
     type Error = String;

@@ -53,17 +53,11 @@ impl FileStore {
         write_atomic(&self.path, &text)
     }
 
-    /// The directory of the file and its name.
-    fn dir_name(&self) -> (&Path, String) {
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        (dir, self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into()))
-    }
-
     /// Where the switch of `host` acknowledges this file: `<file>.ack-<host>`
     /// beside it. Not in the file itself, which is the operator's: a write
     /// of the switch's own would look to it like a change to follow.
     pub fn ack_path(&self, host: &str) -> PathBuf {
-        let (dir, name) = self.dir_name();
+        let (dir, name) = dir_name(&self.path);
         dir.join(format!("{name}.ack-{}", host.replace('/', "_")))
     }
 
@@ -82,7 +76,7 @@ impl FileStore {
     /// # Errors
     /// An unreadable directory.
     pub fn acks(&self) -> Result<BTreeMap<String, Result<FileAck>>> {
-        let (dir, name) = self.dir_name();
+        let (dir, name) = dir_name(&self.path);
         let prefix = format!("{name}.ack-");
         let mut out = BTreeMap::new();
         let entries = match std::fs::read_dir(dir) {
@@ -112,12 +106,17 @@ impl FileStore {
     }
 }
 
+/// The directory `path` is in (`.` for a bare name) and its file name.
+fn dir_name(path: &Path) -> (&Path, String) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    (dir, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into()))
+}
+
 /// Replaces `path` with `text`: a temporary file beside it, fsync, rename
 /// over, fsync the directory (a crash leaves the old file or the new one).
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let (dir, name) = dir_name(path);
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
     f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io(&tmp, e))?;

@@ -76,12 +76,8 @@ fn dns_subdomain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
 /// alphanumeric at both ends.
 fn dns_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
+    // One label of a DNS subdomain.
+    if s.len() <= 63 && !s.contains('.') && crate::labels::is_dns_subdomain(&s) {
         Ok(Some(s))
     } else {
         Err(serde::de::Error::custom(format!("bad namespace `{s}`: at most 63 lowercase letters, digits and `-`, alphanumeric at both ends")))
