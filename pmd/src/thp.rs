@@ -55,7 +55,7 @@ fn huge(l: Layout) -> Option<Layout> {
     Layout::from_size_align(l.size().checked_next_multiple_of(HUGE)?, HUGE.max(l.align())).ok()
 }
 
-/// The global allocator (see the crate doc):
+/// The global allocator (see the module doc):
 /// `#[global_allocator] static A: pmd::thp::ThpAlloc = pmd::thp::ThpAlloc;`
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThpAlloc;
@@ -159,7 +159,7 @@ mod tests {
 
     /// Allocate, grow across the threshold and within a page, shrink back,
     /// zeroed: contents survive every move and blocks are aligned.
-        #[test]
+    #[test]
     fn blocks_keep_their_contents_across_reallocs() {
         let a = ThpAlloc;
         let l = Layout::from_size_align(1 << 20, 8).unwrap();
@@ -194,7 +194,7 @@ mod tests {
 
     /// The kernel records the advice on the block's mapping (`hg` in its
     /// smaps VmFlags), where it has THP at all.
-        #[test]
+    #[test]
     fn large_blocks_are_advised() {
         if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
             eprintln!("no THP in this kernel: nothing to check");
